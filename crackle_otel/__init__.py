@@ -1,0 +1,33 @@
+"""crackle-otel: emergent patterns in OpenTelemetry telemetry.
+
+The core (this package's top level) is pure Python + numpy: fire tasks or
+record metrics into a ``Kiln``, ``cool()`` it, read the ``Pattern``s.
+"""
+
+from .errors import CrackleError, InvalidMetricError, KilnCooledError
+from .glaze import GlazeLayer
+from .kiln import Kiln, KilnStats
+from .matrix import MetricMatrix
+from .patterns import InvolvedTask, Pattern, PatternKind
+from .profile import CoolingRate, ThermalProfile
+from .task import CrackleTask, FiredTask, TaskOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CoolingRate",
+    "CrackleError",
+    "CrackleTask",
+    "FiredTask",
+    "GlazeLayer",
+    "InvalidMetricError",
+    "InvolvedTask",
+    "Kiln",
+    "KilnCooledError",
+    "KilnStats",
+    "MetricMatrix",
+    "Pattern",
+    "PatternKind",
+    "TaskOutput",
+    "ThermalProfile",
+]

@@ -1,0 +1,46 @@
+"""Detectors: pure functions ``detect(matrix, profile) -> list[Pattern]``.
+
+Each module finds one family of patterns over a ``MetricMatrix``;
+``run_detectors`` runs the ones the profile enables, isolating failures so one
+broken detector cannot hide what the others found.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from ..matrix import MetricMatrix
+from ..patterns import Pattern
+from ..profile import ThermalProfile
+from . import clustering, conservation, correlation, phase
+
+logger = logging.getLogger(__name__)
+
+Detector = Callable[[MetricMatrix, ThermalProfile], list[Pattern]]
+
+DETECTORS: dict[str, tuple[str, Detector]] = {
+    # name: (profile switch, detector)
+    "clustering": ("clustering", clustering.detect),
+    "phase_transition": ("phase_transitions", phase.detect),
+    "conservation": ("conservation", conservation.detect),
+    "correlation": ("correlations", correlation.detect),
+}
+
+
+def run_detectors(matrix: MetricMatrix, profile: ThermalProfile) -> tuple[list[Pattern], dict[str, str]]:
+    """Every enabled detector over ``matrix``: (patterns by confidence, errors by detector)."""
+    patterns: list[Pattern] = []
+    errors: dict[str, str] = {}
+    if matrix.n_tasks < profile.rate.min_tasks or matrix.n_metrics == 0:
+        return patterns, errors
+    for name, (switch, detector) in DETECTORS.items():
+        if not getattr(profile, switch):
+            continue
+        try:
+            patterns.extend(detector(matrix, profile))
+        except Exception as exc:  # a detector bug must not lose the other findings
+            logger.exception("crackle detector %s failed", name)
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    patterns.sort(key=lambda p: (-p.confidence, p.kind.value, p.key))
+    return patterns, errors

@@ -1,0 +1,63 @@
+"""Small statistical helpers shared by the detectors (vectorised, NaN-aware)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import false_discovery_control
+
+# 1.4826 * MAD estimates sigma for normal data.
+MAD_TO_SIGMA = 1.4826
+
+
+def robust_center_scale(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Median and MAD-based sigma along ``axis``, ignoring NaN.
+
+    A zero MAD (more than half the values equal) falls back to the standard
+    deviation, and a zero spread to 1, so dividing by the scale is always safe.
+    """
+    with np.errstate(all="ignore"):
+        center = np.nanmedian(values, axis=axis)
+        mad = np.nanmedian(np.abs(values - np.expand_dims(center, axis)), axis=axis) * MAD_TO_SIGMA
+        std = np.nanstd(values, axis=axis)
+    scale = np.where(mad > 0, mad, std)
+    scale = np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
+    return center, scale
+
+
+def robust_standardize(values: np.ndarray) -> np.ndarray:
+    """Columns rescaled to robust z-scores: (x - median) / (1.4826 MAD)."""
+    center, scale = robust_center_scale(values, axis=0)
+    return (values - center) / scale
+
+
+def benjamini_hochberg(p_values: np.ndarray, q: float) -> np.ndarray:
+    """Boolean mask of the p-values that survive BH false-discovery control at level q."""
+    p = np.asarray(p_values, dtype=float)
+    if p.size == 0:
+        return np.zeros(0, dtype=bool)
+    adjusted = false_discovery_control(np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0), method="bh")
+    return adjusted <= q
+
+
+def usable_columns(values: np.ndarray, min_count: int) -> np.ndarray:
+    """Indices of columns with at least ``min_count`` present values and some spread."""
+    present = np.isfinite(values)
+    counts = present.sum(axis=0)
+    with np.errstate(all="ignore"):
+        spread = np.nanmax(values, axis=0) - np.nanmin(values, axis=0)
+    return np.flatnonzero((counts >= min_count) & (np.nan_to_num(spread) > 0))
+
+
+def counter_columns(values: np.ndarray, min_count: int = 3) -> np.ndarray:
+    """Mask of columns that only ever increase in time order (IDs, sequence numbers, counters).
+
+    Such a metric trends by construction: its "shift" is not a phase transition
+    and its near-constant step is not a conservation law (review findings 1-2).
+    """
+    mask = np.zeros(values.shape[1], dtype=bool)
+    for j in range(values.shape[1]):
+        column = values[:, j]
+        column = column[np.isfinite(column)]
+        if column.size >= min_count:
+            mask[j] = bool(np.all(np.diff(column) > 0))
+    return mask

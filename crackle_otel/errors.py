@@ -1,0 +1,13 @@
+"""Errors raised by the kiln core."""
+
+
+class CrackleError(Exception):
+    """Base class of every error crackle-otel raises on purpose."""
+
+
+class KilnCooledError(CrackleError):
+    """The kiln was cooled; call ``reset()`` before firing into it again."""
+
+
+class InvalidMetricError(CrackleError, ValueError):
+    """A metric value is not a finite number (or a bool)."""

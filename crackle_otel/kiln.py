@@ -1,0 +1,374 @@
+"""The kiln: a bounded, columnar, thread-safe buffer of fired tasks, and its cool.
+
+Storage is a ring buffer of ``capacity`` rows over a float64 matrix with one
+column per metric name (NaN where a task lacks the metric). When full, the
+oldest task is overwritten and counted in ``stats().dropped``. ``record`` is the
+path for data fired elsewhere (spans, OTLP): it never raises on bad values, it
+skips them and counts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Hashable, Iterable, Mapping
+
+import numpy as np
+
+from . import information
+from .detect import run_detectors
+from .errors import InvalidMetricError, KilnCooledError
+from .matrix import MetricMatrix
+from .patterns import Pattern
+from .profile import ThermalProfile
+from .task import CrackleTask, FiredTask, MetricInput, TaskOutput, _metric_items, coerce_metric, task_label
+
+logger = logging.getLogger(__name__)
+
+_INITIAL_COLUMNS = 16
+_MAX_WARNED_NAMES = 256  # bounded memory for "already warned about this metric"
+
+
+@dataclass(frozen=True)
+class KilnStats:
+    recorded: int  # tasks accepted since creation (or reset)
+    dropped: int  # oldest tasks overwritten because the kiln was full
+    buffered: int  # tasks held now
+    rejected_values: int  # metric values skipped: NaN, inf, non-numeric
+    rejected_metric_names: int  # values skipped because the kiln already holds max_metrics names
+    cool_hook_errors: int  # task.cool() hooks that raised (their metrics skipped, task kept)
+    detector_errors: int  # detectors that raised during a cool (their patterns missing, others kept)
+    metrics: int  # distinct metric names held
+    cools: int
+
+
+class Kiln:
+    """Fire tasks (or record data fired elsewhere), then ``cool()`` to find patterns.
+
+    ``seal_on_cool=True`` (the crate's behaviour): after a cool the kiln refuses
+    new tasks with ``KilnCooledError`` until ``reset()``. ``False`` makes it a
+    sliding window for streams: each cool sees the latest ``capacity`` tasks.
+    """
+
+    def __init__(
+        self,
+        profile: ThermalProfile | None = None,
+        *,
+        capacity: int = 100_000,
+        max_metrics: int = 256,
+        seal_on_cool: bool = True,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        if max_metrics < 1:
+            raise ValueError("max_metrics must be at least 1")
+        self.profile = profile or ThermalProfile.default()
+        self.capacity = capacity
+        self.max_metrics = max_metrics
+        self.seal_on_cool = seal_on_cool
+        self._lock = threading.Lock()
+        self._allocate()
+
+    # ----------------------------------------------------------------- storage
+    def _allocate(self) -> None:
+        width = min(_INITIAL_COLUMNS, self.max_metrics)
+        self._values = np.full((self.capacity, width), np.nan)
+        self._timestamps = np.zeros(self.capacity)
+        self._cooled_at = np.full(self.capacity, np.nan)
+        self._labels: list[str] = [""] * self.capacity
+        self._identities: list[Hashable | None] = [None] * self.capacity
+        # (task, output, metadata) for tasks fired here; None for recorded data.
+        self._extras: list[tuple[Any, Any, Mapping[str, Any]] | None] = [None] * self.capacity
+        self._columns: dict[str, int] = {}
+        self._total = 0  # rows ever written; next slot = _total % capacity
+        self._dropped = 0
+        self._rejected_values = 0
+        self._rejected_names = 0
+        self._cool_hook_errors = 0
+        self._detector_errors = 0
+        self._cools = 0
+        self._warned: set[str] = set()
+        self._sealed = False
+        self.last_detector_errors: dict[str, str] = {}
+
+    def _column_for(self, name: str) -> int | None:
+        column = self._columns.get(name)
+        if column is not None:
+            return column
+        if len(self._columns) >= self.max_metrics:
+            return None
+        column = len(self._columns)
+        if column >= self._values.shape[1]:
+            width = min(self.max_metrics, self._values.shape[1] * 2)
+            grown = np.full((self.capacity, width), np.nan)
+            grown[:, : self._values.shape[1]] = self._values
+            self._values = grown
+        self._columns[name] = column
+        return column
+
+    def _warn_once(self, name: str, message: str) -> None:
+        if name not in self._warned and len(self._warned) < _MAX_WARNED_NAMES:
+            self._warned.add(name)
+            logger.warning("crackle kiln: %s (further problems with this metric are only counted)", message)
+
+    def _write(
+        self,
+        label: str,
+        metrics: Iterable[tuple[str, float]],
+        timestamp: float,
+        identity: Hashable | None,
+        extra: tuple[Any, Any, Mapping[str, Any]] | None,
+    ) -> None:
+        """Store one row. Caller holds the lock; values are already finite floats."""
+        if self._sealed:
+            raise KilnCooledError("the kiln was cooled; call reset() before firing into it again")
+        slot = self._total % self.capacity
+        if self._total >= self.capacity:
+            self._dropped += 1
+        row = self._values[slot]
+        row.fill(np.nan)
+        for name, value in metrics:
+            column = self._column_for(name)
+            if column is None:
+                self._rejected_names += 1
+                self._warn_once(name, f"metric {name!r} skipped: the kiln already holds {self.max_metrics} metric names")
+                continue
+            if column >= row.shape[0]:  # the matrix just grew
+                row = self._values[slot]
+            row[column] = value
+        self._timestamps[slot] = timestamp
+        self._cooled_at[slot] = np.nan
+        self._labels[slot] = label
+        self._identities[slot] = identity
+        self._extras[slot] = extra
+        self._total += 1
+
+    # ------------------------------------------------------------------ firing
+    def fire_and_record(self, task: CrackleTask, *, metadata: Mapping[str, Any] | None = None) -> FiredTask:
+        """Fire ``task`` and keep its output. Raises KilnCooledError on a cooled kiln."""
+        if self._sealed:
+            raise KilnCooledError("the kiln was cooled; call reset() before firing into it again")
+        output = task.fire()
+        if not isinstance(output, TaskOutput):
+            raise TypeError(f"{type(task).__name__}.fire() must return a TaskOutput, got {type(output).__name__}")
+        label = task_label(task)
+        fired_at = time.time()
+        with self._lock:
+            self._write(label, output.metrics.items(), fired_at, None, (task, output, dict(metadata or {})))
+        return FiredTask(label, output.metrics, fired_at, value=output.value, metadata=dict(metadata or {}))
+
+    def fire_all(self, tasks: Iterable[CrackleTask]) -> list[FiredTask]:
+        """Fire every task in order; returns what each recorded."""
+        return [self.fire_and_record(task) for task in tasks]
+
+    def record(
+        self,
+        label: str,
+        metrics: MetricInput,
+        *,
+        timestamp: float | None = None,
+        identity: Hashable | None = None,
+    ) -> bool:
+        """Keep metrics of a task fired elsewhere (a span, an OTLP record).
+
+        Values that are not finite numbers are skipped, counted and logged once
+        per metric name; the rest of the task is kept. Returns False only when
+        no metric survived (the task is then not stored). Thread-safe.
+        """
+        clean: list[tuple[str, float]] = []
+        for name, raw in _metric_items(metrics):
+            try:
+                clean.append((name, coerce_metric(name, raw)))
+            except InvalidMetricError as exc:
+                with self._lock:
+                    self._rejected_values += 1
+                    self._warn_once(str(name), str(exc))
+        if not clean:
+            return False
+        with self._lock:
+            self._write(str(label), clean, time.time() if timestamp is None else float(timestamp), identity, None)
+        return True
+
+    # ----------------------------------------------------------------- reading
+    def _ordered_slots(self) -> np.ndarray:
+        """Slots of the buffered tasks, oldest first by timestamp (stable for ties)."""
+        size = min(self._total, self.capacity)
+        start = self._total % self.capacity if self._total > self.capacity else 0
+        slots = (start + np.arange(size)) % self.capacity
+        order = np.argsort(self._timestamps[slots], kind="stable")
+        return slots[order]
+
+    def snapshot(self) -> MetricMatrix:
+        """A copy of the buffered tasks as a MetricMatrix (time order, used columns only)."""
+        with self._lock:
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> MetricMatrix:
+        slots = self._ordered_slots()
+        width = len(self._columns)
+        return MetricMatrix(
+            values=self._values[slots, :width].copy(),
+            metric_names=tuple(self._columns),
+            labels=tuple(self._labels[s] for s in slots),
+            timestamps=self._timestamps[slots].copy(),
+            identities=tuple(self._identities[s] for s in slots),
+        )
+
+    def tasks(self) -> list[FiredTask]:
+        """The buffered tasks, oldest first."""
+        with self._lock:
+            slots = self._ordered_slots()
+            names = list(self._columns)
+            result = []
+            for s in slots:
+                row = self._values[s, : len(names)]
+                metrics = {names[j]: float(row[j]) for j in np.flatnonzero(np.isfinite(row))}
+                extra = self._extras[s]
+                cooled = self._cooled_at[s]
+                result.append(
+                    FiredTask(
+                        label=self._labels[s],
+                        metrics=metrics,
+                        fired_at=float(self._timestamps[s]),
+                        cooled_at=None if np.isnan(cooled) else float(cooled),
+                        value=extra[1].value if extra else None,
+                        identity=self._identities[s],
+                        metadata=extra[2] if extra else {},
+                    )
+                )
+            return result
+
+    def __len__(self) -> int:
+        return min(self._total, self.capacity)
+
+    @property
+    def is_cooled(self) -> bool:
+        return self._sealed
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(self._columns)
+
+    def stats(self) -> KilnStats:
+        with self._lock:
+            return KilnStats(
+                recorded=self._total,
+                dropped=self._dropped,
+                buffered=min(self._total, self.capacity),
+                rejected_values=self._rejected_values,
+                rejected_metric_names=self._rejected_names,
+                cool_hook_errors=self._cool_hook_errors,
+                detector_errors=self._detector_errors,
+                metrics=len(self._columns),
+                cools=self._cools,
+            )
+
+    # ----------------------------------------------------------------- cooling
+    def _run_cool_hooks(self) -> None:
+        """Give fired tasks with a ``cool(output, all_metrics)`` hook their say. Caller holds the lock."""
+        slots = [s for s in self._ordered_slots() if self._extras[s] and hasattr(self._extras[s][0], "cool")]
+        if not slots:
+            return
+        names = list(self._columns)
+        all_metrics = []
+        for s in self._ordered_slots():
+            row = self._values[s, : len(names)]
+            all_metrics.append((self._labels[s], {names[j]: float(row[j]) for j in np.flatnonzero(np.isfinite(row))}))
+        for s in slots:
+            task, output, _ = self._extras[s]
+            try:
+                added = task.cool(output, all_metrics) or {}
+                extra_metrics = [(name, coerce_metric(name, v)) for name, v in _metric_items(added)]
+            except Exception as exc:  # a hook must not lose the task or the cool
+                self._cool_hook_errors += 1
+                logger.warning("crackle kiln: cool hook of %r failed: %s", self._labels[s], exc)
+                continue
+            for name, value in extra_metrics:
+                column = self._column_for(name)
+                if column is None:
+                    self._rejected_names += 1
+                    continue
+                self._values[s, column] = value
+
+    def cool(self) -> list[Pattern]:
+        """Run the profile's detectors over every buffered task.
+
+        Returns patterns sorted by confidence (highest first). With
+        ``seal_on_cool`` the kiln then refuses new tasks until ``reset()``.
+        """
+        with self._lock:
+            if self._sealed:
+                raise KilnCooledError("the kiln was already cooled; call reset() before cooling again")
+            self._run_cool_hooks()
+            matrix = self._snapshot_locked()
+            now = time.time()
+            self._cooled_at[self._ordered_slots()] = now
+            self._cools += 1
+            if self.seal_on_cool:
+                self._sealed = True
+        # Detection runs outside the lock: recording goes on meanwhile.
+        patterns, errors = run_detectors(matrix, self.profile)
+        if errors:
+            with self._lock:
+                self._detector_errors += len(errors)
+        self.last_detector_errors = errors
+        return patterns
+
+    def reset(self) -> None:
+        """Empty the kiln (counters included) and make it accept tasks again."""
+        with self._lock:
+            self._allocate()
+
+    # ---------------------------------------------- information-theoretic views
+    def _time_ordered_column(self, metric: str) -> np.ndarray:
+        matrix = self.snapshot()
+        if metric not in matrix.metric_names:
+            raise KeyError(f"no metric named {metric!r} in the kiln")
+        column = matrix.column(metric)
+        return column[np.isfinite(column)]
+
+    def mi_matrix(self, bins: int | None = None) -> tuple[tuple[str, ...], np.ndarray]:
+        """Mutual information (bits) between every pair of metrics, on tasks that have both."""
+        matrix = self.snapshot()
+        m = matrix.n_metrics
+        result = np.zeros((m, m))
+        for i in range(m):
+            for j in range(i, m):
+                both = np.isfinite(matrix.values[:, i]) & np.isfinite(matrix.values[:, j])
+                if both.sum() < 2:
+                    continue
+                x, y = matrix.values[both, i], matrix.values[both, j]
+                result[i, j] = result[j, i] = information.mutual_information(x, y, bins=bins)
+        return matrix.metric_names, result
+
+    def distribution_shift(self, metric: str, bins: int | None = None) -> float:
+        """KL divergence (bits) of the metric's second half (in time) from its first half."""
+        first, second = _halves(self._time_ordered_column(metric))
+        p, q = information.shared_histograms(second, first, bins=bins, smoothing=0.5)
+        return information.kl_divergence(p, q)
+
+    def jsd_shift(self, metric: str, bins: int | None = None) -> float:
+        """Jensen-Shannon divergence (bits, in [0, 1]) between the metric's two halves in time."""
+        first, second = _halves(self._time_ordered_column(metric))
+        p, q = information.shared_histograms(first, second, bins=bins)
+        return information.jsd(p, q)
+
+    def permutation_entropies(self, order: int = 3, delay: int = 1) -> dict[str, float]:
+        """Normalised permutation entropy of each metric's time series (0 = regular, 1 = random)."""
+        matrix = self.snapshot()
+        result = {}
+        for j, name in enumerate(matrix.metric_names):
+            column = matrix.values[:, j]
+            column = column[np.isfinite(column)]
+            if column.size >= order + (order - 1) * (delay - 1) + 1:
+                result[name] = information.permutation_entropy(column, order=order, delay=delay, normalize=True)
+        return result
+
+
+def _halves(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if values.size < 2:
+        raise ValueError("need at least two values to compare halves")
+    mid = values.size // 2
+    return values[:mid], values[mid:]

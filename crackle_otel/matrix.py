@@ -1,0 +1,98 @@
+"""The column matrix detectors read: tasks x metrics, float64, NaN = absent.
+
+Rows are in time order (oldest first), so detectors that care about order
+(change points, lead/lag) can read columns as time series directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Hashable, Sequence
+
+import numpy as np
+
+from .patterns import InvolvedTask
+
+
+@dataclass(frozen=True)
+class MetricMatrix:
+    values: np.ndarray  # shape (n_tasks, n_metrics), float64, NaN where a task lacks a metric
+    metric_names: tuple[str, ...]
+    labels: tuple[str, ...]  # per task
+    timestamps: np.ndarray  # per task, Unix seconds, non-decreasing
+    identities: tuple[Hashable | None, ...]  # per task, opaque (e.g. (trace_id, span_id))
+
+    def __post_init__(self) -> None:
+        n, m = self.values.shape
+        if len(self.metric_names) != m:
+            raise ValueError("one name per column expected")
+        if not (len(self.labels) == len(self.identities) == len(self.timestamps) == n):
+            raise ValueError("one label, identity and timestamp per row expected")
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Sequence[dict[str, float]],
+        labels: Sequence[str] | None = None,
+        timestamps: Sequence[float] | None = None,
+        identities: Sequence[Hashable | None] | None = None,
+    ) -> "MetricMatrix":
+        """Build a matrix from per-task dicts (tests, small data); rows keep their order."""
+        names: dict[str, int] = {}
+        for row in rows:
+            for name in row:
+                names.setdefault(name, len(names))
+        values = np.full((len(rows), len(names)), np.nan)
+        for i, row in enumerate(rows):
+            for name, value in row.items():
+                values[i, names[name]] = value
+        n = len(rows)
+        return cls(
+            values=values,
+            metric_names=tuple(names),
+            labels=tuple(labels) if labels is not None else tuple(f"task-{i}" for i in range(n)),
+            timestamps=np.asarray(timestamps if timestamps is not None else np.arange(n), dtype=float),
+            identities=tuple(identities) if identities is not None else (None,) * n,
+        )
+
+    @property
+    def n_tasks(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def n_metrics(self) -> int:
+        return self.values.shape[1]
+
+    def column(self, name: str) -> np.ndarray:
+        """The column of one metric (a view; NaN where absent)."""
+        return self.values[:, self.metric_names.index(name)]
+
+    def involved(
+        self,
+        indices: np.ndarray | Sequence[int],
+        role: str,
+        limit: int,
+        priority: np.ndarray | None = None,
+    ) -> tuple[InvolvedTask, ...]:
+        """The tasks at ``indices`` as InvolvedTask, at most ``limit`` of them.
+
+        With ``priority`` (one score per index, higher = more relevant) the
+        top ``limit`` are kept; without it, an evenly spaced sample in time.
+        """
+        idx = np.asarray(indices, dtype=np.intp)
+        if idx.size > limit:
+            if priority is not None:
+                keep = np.argsort(-np.asarray(priority, dtype=float), kind="stable")[:limit]
+                idx = idx[np.sort(keep)]
+            else:
+                idx = idx[np.linspace(0, idx.size - 1, limit).round().astype(np.intp)]
+        return tuple(
+            InvolvedTask(
+                label=self.labels[i],
+                role=role,
+                index=int(i),
+                timestamp=float(self.timestamps[i]),
+                identity=self.identities[i],
+            )
+            for i in idx
+        )
