@@ -49,7 +49,7 @@ def usable_columns(values: np.ndarray, min_count: int) -> np.ndarray:
 
 
 def counter_columns(values: np.ndarray, min_count: int = 3) -> np.ndarray:
-    """Mask of columns that only ever increase in time order (IDs, sequence numbers, counters).
+    """Mask of columns that never decrease in time order (IDs, sequence and batch numbers, counters).
 
     Such a metric trends by construction: its "shift" is not a phase transition
     and its near-constant step is not a conservation law (review findings 1-2).
@@ -59,5 +59,6 @@ def counter_columns(values: np.ndarray, min_count: int = 3) -> np.ndarray:
         column = values[:, j]
         column = column[np.isfinite(column)]
         if column.size >= min_count:
-            mask[j] = bool(np.all(np.diff(column) > 0))
+            steps = np.diff(column)
+            mask[j] = bool(np.all(steps >= 0) and np.any(steps > 0))
     return mask
