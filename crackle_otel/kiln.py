@@ -10,6 +10,7 @@ skips them and counts them.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -127,17 +128,22 @@ class Kiln:
         slot = self._total % self.capacity
         if self._total >= self.capacity:
             self._dropped += 1
-        row = self._values[slot]
-        row.fill(np.nan)
+        columns: list[int] = []
+        values: list[float] = []
+        lookup = self._columns.get
         for name, value in metrics:
-            column = self._column_for(name)
+            column = lookup(name)
             if column is None:
-                self._rejected_names += 1
-                self._warn_once(name, f"metric {name!r} skipped: the kiln already holds {self.max_metrics} metric names")
-                continue
-            if column >= row.shape[0]:  # the matrix just grew
-                row = self._values[slot]
-            row[column] = value
+                column = self._column_for(name)
+                if column is None:
+                    self._rejected_names += 1
+                    self._warn_once(name, f"metric {name!r} skipped: the kiln already holds {self.max_metrics} metric names")
+                    continue
+            columns.append(column)
+            values.append(value)
+        row = self._values[slot]  # after _column_for, which may have grown the matrix
+        row.fill(np.nan)
+        row[columns] = values
         self._timestamps[slot] = timestamp
         self._cooled_at[slot] = np.nan
         self._labels[slot] = label
@@ -178,16 +184,28 @@ class Kiln:
         no metric survived (the task is then not stored). Thread-safe.
         """
         clean: list[tuple[str, float]] = []
+        rejected: list[tuple[str, str]] = []
         for name, raw in _metric_items(metrics):
+            kind = type(raw)
+            # Fast path for plain floats and ints: x - x is 0.0 only when x is finite.
+            if kind is float or kind is int:
+                try:
+                    value = float(raw)
+                except OverflowError:
+                    value = math.inf
+                if value - value == 0.0:
+                    clean.append((name, value))
+                    continue
             try:
                 clean.append((name, coerce_metric(name, raw)))
             except InvalidMetricError as exc:
-                with self._lock:
-                    self._rejected_values += 1
-                    self._warn_once(str(name), str(exc))
-        if not clean:
-            return False
+                rejected.append((str(name), str(exc)))
         with self._lock:
+            for name, message in rejected:
+                self._rejected_values += 1
+                self._warn_once(name, message)
+            if not clean:
+                return False
             self._write(str(label), clean, time.time() if timestamp is None else float(timestamp), identity, None)
         return True
 

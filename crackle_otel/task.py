@@ -42,7 +42,7 @@ def coerce_metric(name: str, value: Any) -> float:
 def _metric_items(metrics: MetricInput | None) -> Iterable[tuple[str, Any]]:
     if metrics is None:
         return ()
-    if isinstance(metrics, Mapping):
+    if type(metrics) is dict or isinstance(metrics, Mapping):
         return metrics.items()
     return metrics
 
