@@ -120,7 +120,10 @@ def _codes_between(values: np.ndarray, low: float, high: float, n_bins: int) -> 
     """Equal-width codes over [low, high]; the top edge belongs to the last bin."""
     if n_bins == 1 or high <= low:
         return np.zeros(values.shape[0], dtype=np.intp)
-    scaled = (values - low) * (n_bins / (high - low))
+    width = high - low
+    if not math.isfinite(width):  # range wider than float64: halve everything first
+        values, low, width = values * 0.5, low * 0.5, high * 0.5 - low * 0.5
+    scaled = (values - low) / width * n_bins  # divide first: n_bins / width may underflow
     codes = scaled.astype(np.intp)
     np.minimum(codes, n_bins - 1, out=codes)
     np.maximum(codes, 0, out=codes)  # guards rounding just below ``low``
@@ -152,8 +155,9 @@ def _entropy_of_counts(counts: np.ndarray) -> float:
     total = float(counts.sum())
     if total <= 0:
         return 0.0
-    # H = log2 N - sum(c log2 c) / N: one pass, no division per cell.
-    return max(0.0, math.log2(total) - _sum_n_log2_n(counts) / total)
+    nonzero = counts[counts > 0].astype(float)
+    # sum c log2(N / c) / N is exactly 0 for a single occupied cell (no rounding residue).
+    return max(0.0, float(np.dot(nonzero, np.log2(total / nonzero))) / total)
 
 
 def _cell_counts(combined: np.ndarray, n_cells: int) -> np.ndarray:
@@ -183,13 +187,16 @@ def mutual_information_codes(cx, kx: int, cy, ky: int) -> float:
     cy = _codes_vector(cy, ky, "cy")
     _same_length(cx, cy, "cx and cy")
     n = cx.shape[0]
-    joint = np.bincount(cx * ky + cy, minlength=kx * ky) if kx * ky <= _MAX_DENSE_CELLS else None
-    if joint is None:
-        joint_sum = _sum_n_log2_n(np.unique(cx.astype(np.int64) * ky + cy, return_counts=True)[1])
-    else:
+    if kx * ky <= _MAX_DENSE_CELLS:
+        # One pass over the samples; the marginals come from the small joint table.
+        joint = np.bincount(cx * ky + cy, minlength=kx * ky).reshape(kx, ky)
         joint_sum = _sum_n_log2_n(joint)
-    sx = _sum_n_log2_n(np.bincount(cx, minlength=kx))
-    sy = _sum_n_log2_n(np.bincount(cy, minlength=ky))
+        sx = _sum_n_log2_n(joint.sum(axis=1))
+        sy = _sum_n_log2_n(joint.sum(axis=0))
+    else:
+        joint_sum = _sum_n_log2_n(np.unique(cx.astype(np.int64) * ky + cy, return_counts=True)[1])
+        sx = _sum_n_log2_n(np.bincount(cx, minlength=kx))
+        sy = _sum_n_log2_n(np.bincount(cy, minlength=ky))
     # I = Hx + Hy - Hxy = log2 N + (S_xy - S_x - S_y) / N with S = sum c log2 c.
     return max(0.0, math.log2(n) + (joint_sum - sx - sy) / n)
 
@@ -205,13 +212,21 @@ def conditional_mutual_information_codes(cx, kx: int, cy, ky: int, cz, kz: int) 
     _same_length(cx, cy, "cx and cy")
     _same_length(cx, cz, "cx and cz")
     n = cx.shape[0]
-    xz, n_xz = _joint_codes((cx, kx), (cz, kz))
-    yz, n_yz = _joint_codes((cy, ky), (cz, kz))
     xyz, n_xyz = _joint_codes((cx, kx), (cy, ky), (cz, kz))
-    s_xz = _sum_n_log2_n(_cell_counts(xz, n_xz))
-    s_yz = _sum_n_log2_n(_cell_counts(yz, n_yz))
-    s_xyz = _sum_n_log2_n(_cell_counts(xyz, n_xyz))
-    s_z = _sum_n_log2_n(np.bincount(cz, minlength=kz))
+    if n_xyz <= _MAX_DENSE_CELLS:
+        # One pass over the samples; the other tables are sums of the small x-y-z table.
+        table = np.bincount(xyz, minlength=n_xyz).reshape(kx, ky, kz)
+        s_xyz = _sum_n_log2_n(table)
+        s_xz = _sum_n_log2_n(table.sum(axis=1))
+        s_yz = _sum_n_log2_n(table.sum(axis=0))
+        s_z = _sum_n_log2_n(table.sum(axis=(0, 1)))
+    else:
+        xz, n_xz = _joint_codes((cx, kx), (cz, kz))
+        yz, n_yz = _joint_codes((cy, ky), (cz, kz))
+        s_xyz = _sum_n_log2_n(_cell_counts(xyz, n_xyz))
+        s_xz = _sum_n_log2_n(_cell_counts(xz, n_xz))
+        s_yz = _sum_n_log2_n(_cell_counts(yz, n_yz))
+        s_z = _sum_n_log2_n(np.bincount(cz, minlength=kz))
     # The log2 N terms cancel (two entropies added, two subtracted).
     return max(0.0, (s_xyz + s_z - s_xz - s_yz) / n)
 
@@ -350,7 +365,7 @@ def transfer_entropy(x, y, lag: int = 1, bins: int | None = None) -> float:
     _same_length(xv, yv)
     if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or lag < 1:
         raise ValueError(f"lag must be a positive integer, got {lag!r}")
-    start = max(int(lag), 1)
+    start = int(lag)  # the first t with both x_{t-lag} and y_{t-1}
     n_aligned = xv.size - start
     if n_aligned < 2:
         raise ValueError(f"need more than {start + 1} samples for transfer entropy at lag {lag}, got {xv.size}")
@@ -371,7 +386,8 @@ def permutation_entropy(x, order: int = 3, delay: int = 1, normalize: bool = Tru
     permutation that sorts it (ties keep order of appearance); the result is the
     Shannon entropy of those ordinal patterns, in bits, divided by
     ``log2(order!)`` when ``normalize`` (0 = perfectly regular, 1 = every
-    pattern equally likely, as for white noise).
+    pattern equally likely, as for white noise). A constant stretch reads as
+    "rising" (ties keep order), so a constant series has entropy 0.
     """
     values = _finite_vector(x)
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 2 <= order <= _MAX_PERMUTATION_ORDER:

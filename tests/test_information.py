@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.signal import lfilter
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy as scipy_entropy
 
@@ -45,6 +46,12 @@ def test_discretize_constant_series_gets_one_bin():
     codes, n_bins = info.discretize(np.full(50, 7.5))
     assert n_bins == 1
     assert not codes.any()
+
+
+def test_discretize_handles_range_wider_than_float64():
+    codes, n_bins = info.discretize([-1e308, 0.0, 1e308], bins=2)
+    assert n_bins == 2
+    assert codes.tolist() == [0, 1, 1]
 
 
 def test_discretize_default_bins_use_rule(rng):
@@ -155,6 +162,17 @@ def test_mi_codes_matches_sample_api(rng):
     cx, kx = info.discretize(x)
     cy, ky = info.discretize(y)
     assert info.mutual_information_codes(cx, kx, cy, ky) == pytest.approx(info.mutual_information(x, y))
+
+
+def test_codes_paths_for_huge_tables_agree_with_small_tables(rng):
+    # Declaring thousands of bins switches to sparse counting; unused bins must not change the result.
+    x = rng.integers(0, 4, size=3000)
+    y = (x + rng.integers(0, 2, size=3000)) % 4
+    z = rng.integers(0, 3, size=3000)
+    assert info.mutual_information_codes(x, 3000, y, 3000) == pytest.approx(info.mutual_information_codes(x, 4, y, 4))
+    assert info.conditional_mutual_information_codes(x, 300, y, 300, z, 300) == pytest.approx(
+        info.conditional_mutual_information_codes(x, 4, y, 4, z, 3)
+    )
 
 
 def test_mi_codes_rejects_out_of_range_codes():
@@ -315,11 +333,7 @@ def test_transfer_entropy_of_independent_series_is_small(rng):
 
 def test_transfer_entropy_discounts_own_history(rng):
     # y follows its own past; x copies y's past too, so x adds nothing beyond y_{t-1}.
-    n = 5000
-    y = np.zeros(n)
-    noise = rng.normal(size=n)
-    for t in range(1, n):  # an AR(1) process needs its own recursion
-        y[t] = 0.9 * y[t - 1] + noise[t]
+    y = lfilter([1.0], [1.0, -0.9], rng.normal(size=5000))  # AR(1): y_t = 0.9 y_{t-1} + e_t
     x = y.copy()
     assert info.transfer_entropy(x, y) < 0.1
 
@@ -366,6 +380,10 @@ def test_permutation_entropy_known_counts():
 def test_permutation_entropy_validates_arguments(kwargs):
     with pytest.raises(ValueError):
         info.permutation_entropy(np.arange(10.0), **kwargs)
+
+
+def test_permutation_entropy_of_constant_series_is_zero():
+    assert info.permutation_entropy(np.full(100, 4.2)) == 0.0
 
 
 def test_permutation_entropy_rejects_empty():
