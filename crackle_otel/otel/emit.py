@@ -345,6 +345,11 @@ class PatternEmitter:
                     self._dropped += 1
 
     def _emit_one(self, pattern: Pattern) -> None:
+        # Build everything that can fail before counting the pattern as emitted.
+        attributes = pattern_attributes(pattern)
+        now_ns = time.time_ns()
+        links = pattern_links(pattern, self.max_links) if self._tracer is not None else []
+        start_ns, end_ns = evidence_window_ns(pattern, now_ns)
         with self._lock:
             if self._closed:
                 self._dropped += 1
@@ -359,12 +364,9 @@ class PatternEmitter:
                     self._events_dropped += 1
                 self._accepted_events += 1
             self._emitted += 1
-        attributes = pattern_attributes(pattern)
-        now_ns = time.time_ns()
-        span_context = None
+        # An empty context, never the caller's: the event belongs to the pattern span only.
+        event_context = Context()
         if self._tracer is not None:
-            links = pattern_links(pattern, self.max_links)
-            start_ns, end_ns = evidence_window_ns(pattern, now_ns)
             span = self._tracer.start_span(
                 f"{SPAN_NAME_PREFIX} {pattern.kind.slug}",
                 context=Context(),  # a root span: not a child of whatever the caller is doing
@@ -373,11 +375,11 @@ class PatternEmitter:
                 start_time=start_ns,
             )
             span.end(end_time=end_ns)
-            span_context = trace_api.set_span_in_context(span, Context())
+            event_context = trace_api.set_span_in_context(span, Context())
         if self._event_logger is not None:
             self._event_logger.emit(
                 timestamp=now_ns,  # without it the record goes out with timestamp 0
-                context=span_context,  # carries the pattern span's trace and span id
+                context=event_context,  # carries the pattern span's trace and span id
                 severity_number=SeverityNumber.WARN if pattern.kind in _WARN_KINDS else SeverityNumber.INFO,
                 severity_text="WARN" if pattern.kind in _WARN_KINDS else "INFO",
                 body=pattern.description,
