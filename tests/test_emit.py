@@ -148,6 +148,19 @@ def test_events_alone_never_borrow_the_callers_trace():
         app.shutdown()
 
 
+def test_pattern_spans_are_roots_even_when_emitted_inside_a_request(in_memory):
+    emitter, spans, logs = in_memory
+    app = TracerProvider()
+    with app.get_tracer("app").start_as_current_span("request") as request:
+        emitter.emit([correlation_pattern()])
+    emitter.force_flush(5_000)
+    (span,) = spans.get_finished_spans()
+    assert span.parent is None
+    assert span.context.trace_id != request.get_span_context().trace_id
+    assert logs.get_finished_logs()[0].log_record.span_id == span.context.span_id
+    app.shutdown()
+
+
 def test_links_keep_the_most_relevant_up_to_the_limit():
     spans = InMemorySpanExporter()
     emitter = PatternEmitter(span_exporter=spans, max_links=4)

@@ -364,8 +364,9 @@ class PatternEmitter:
                     self._events_dropped += 1
                 self._accepted_events += 1
             self._emitted += 1
-        # An empty context, never the caller's: the event belongs to the pattern span only.
-        event_context = Context()
+        # Never the caller's context: the event belongs to the pattern span only. (An empty
+        # Context is falsy and the SDK would then take the current one; INVALID_SPAN is not.)
+        event_context = trace_api.set_span_in_context(trace_api.INVALID_SPAN, Context())
         if self._tracer is not None:
             span = self._tracer.start_span(
                 f"{SPAN_NAME_PREFIX} {pattern.kind.slug}",
