@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 
@@ -312,3 +313,30 @@ def test_metric_patterns_reach_an_otlp_backend():
         finally:
             provider.shutdown()
             emitter.shutdown(2_000)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_the_timer_runs_again_in_a_forked_child():
+    reader = CrackleMetricReader(export_interval_millis=20, cool_every=1_000)
+    provider = MeterProvider(metric_readers=[reader])
+    provider.get_meter("m").create_gauge("level").set(1)
+    try:
+        pid = os.fork()
+        if pid == 0:  # child: its own timer must keep collecting
+            before = reader.stats()["collections"]
+            deadline = time.monotonic() + 3
+            while reader.stats()["collections"] < before + 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os._exit(0 if reader.stats()["collections"] >= before + 3 else 1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                assert os.waitstatus_to_exitcode(status) == 0
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            pytest.fail("forked child hung")
+    finally:
+        provider.shutdown()

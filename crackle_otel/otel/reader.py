@@ -158,16 +158,24 @@ class CrackleMetricReader(MetricReader):
         if export_interval_millis > 0:
             self._start_timer()
             if hasattr(os, "register_at_fork"):
-                ref = weakref.WeakMethod(self._start_timer)
+                ref = weakref.WeakMethod(self._at_fork_reinit)
 
                 def _after_fork_in_child() -> None:
-                    start = ref()
-                    if start is not None:
-                        start()
+                    reinit = ref()
+                    if reinit is not None:
+                        reinit()
 
                 os.register_at_fork(after_in_child=_after_fork_in_child)
 
     # ------------------------------------------------------------------ timer
+    def _at_fork_reinit(self) -> None:
+        # Only the forking thread survives a fork: locks another thread held stay held and
+        # the timer is gone. Fresh locks and a fresh timer, like the SDK's batch processors.
+        self._lock = threading.Lock()
+        self._cool_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._start_timer()
+
     def _start_timer(self) -> None:
         if self._closed:
             return
