@@ -1,0 +1,63 @@
+"""The processor's own counters as OTel metrics (observable instruments, read at collection).
+
+Instruments (meter ``crackle_otel``): every figure comes from ``processor.stats()``,
+so the metrics and ``stats()`` can never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+
+METER_NAME = "crackle_otel"
+
+# (instrument name, unit, description, stats key or {crackle.reason value: stats key})
+_COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
+    ("crackle.spans.ended", "{span}", "Sampled spans handed to the crackle processor", "spans_ended"),
+    ("crackle.spans.recorded", "{span}", "Spans recorded into a group's kiln", "spans_recorded"),
+    ("crackle.spans.dropped", "{span}", "Spans dropped: buffer full (oldest first) or after shutdown", "spans_dropped"),
+    (
+        "crackle.spans.skipped",
+        "{span}",
+        "Spans not analysed, by crackle.reason",
+        {"own": "spans_skipped_own", "rejected": "spans_rejected", "overflow": "spans_overflowed"},
+    ),
+    ("crackle.cools", "{cool}", "Cooler runs that cooled at least one group", "cools"),
+    ("crackle.cool.time", "s", "Total time spent cooling", "cool_seconds_total"),
+    ("crackle.patterns.detected", "{pattern}", "Patterns found by cools (repeats included)", "patterns_detected"),
+    ("crackle.patterns.reported", "{pattern}", "New or materially changed patterns handed to the emitter", "patterns_reported"),
+    ("crackle.patterns.emitted", "{pattern}", "Patterns the emitter queued for export", "patterns_emitted"),
+    ("crackle.patterns.dropped", "{pattern}", "Patterns the emitter dropped", "patterns_dropped"),
+)
+_GAUGES: tuple[tuple[str, str, str, str], ...] = (
+    ("crackle.groups", "{group}", "Span groups being analysed (each has a kiln)", "groups"),
+    ("crackle.queue.size", "{span}", "Spans waiting for the cooler", "spans_pending"),
+    ("crackle.cool.duration", "s", "Duration of the last cool", "cool_seconds_last"),
+)
+
+
+def _callback(stats: Callable[[], dict[str, Any]], key: Any) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        current = stats()
+        if isinstance(key, dict):
+            return [Observation(current[k], {"crackle.reason": reason}) for reason, k in key.items()]
+        return [Observation(current[key])]
+
+    return observe
+
+
+def register_self_metrics(stats: Callable[[], dict[str, Any]], meter_provider: MeterProvider | None = None) -> list[Any]:
+    """Create the observable instruments reading ``stats()`` (e.g. ``processor.stats``); returns them."""
+    meter = (meter_provider or metrics.get_meter_provider()).get_meter(METER_NAME)
+    instruments = []
+    for name, unit, description, key in _COUNTERS:
+        instruments.append(
+            meter.create_observable_counter(name, callbacks=[_callback(stats, key)], unit=unit, description=description)
+        )
+    for name, unit, description, key in _GAUGES:
+        instruments.append(
+            meter.create_observable_gauge(name, callbacks=[_callback(stats, key)], unit=unit, description=description)
+        )
+    return instruments
