@@ -1,0 +1,227 @@
+"""The bounded queue between the network threads and the consumer.
+
+Network threads only decode, count and enqueue; ONE worker thread calls the
+consumer, so a slow consumer costs queue space, never a network thread. A full
+queue is refused (the transport tells the sender to retry), never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from .signals import SIGNALS, Signal
+
+logger = logging.getLogger(__name__)
+
+_STOP = object()  # worker sentinel
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the transport should answer for one export request."""
+
+    accepted: bool
+    refusal: str = ""  # "full" or "stopping" when not accepted
+    rejected_items: int = 0  # partial success reported by the consumer
+    message: str = ""
+
+
+class _PendingVerdict:
+    """Lets a network thread wait briefly for the consumer's partial-success answer."""
+
+    __slots__ = ("done", "rejected_items", "message")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.rejected_items = 0
+        self.message = ""
+
+
+class RateLimitedLog:
+    """Logs one warning per kind per interval and says how many were suppressed."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, kind: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(kind, -self._interval_s) < self._interval_s:
+                self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+                return
+            self._last[kind] = now
+            suppressed = self._suppressed.pop(kind, 0)
+        if suppressed:
+            message += " (%d similar suppressed)"
+            args = (*args, suppressed)
+        logger.warning(message, *args)
+
+
+_COUNTERS = (
+    "requests",
+    "requests_accepted",
+    "requests_consumed",
+    *(signal.received_stat for signal in SIGNALS),
+    "rejected_full",
+    "rejected_full_items",
+    "rejected_malformed",
+    "rejected_oversized",
+    "rejected_stopping",
+    "consumer_rejected_items",
+    "consumer_errors",
+)
+
+
+def parse_consumer_result(result: Any, item_count: int) -> tuple[int, str]:
+    """A consumer returns None, a rejected-item count, or (count, message)."""
+    if result is None:
+        return 0, ""
+    if isinstance(result, tuple) and len(result) == 2:
+        rejected, message = result
+    else:
+        rejected, message = result, ""
+    rejected = max(0, min(int(rejected), item_count))
+    return rejected, str(message or "")
+
+
+class Intake:
+    """Bounded queue + one consumer worker + the receiver's counters."""
+
+    def __init__(
+        self,
+        consumer: Any,
+        *,
+        max_queue_size: int,
+        partial_success_wait_s: float,
+        log: RateLimitedLog,
+    ) -> None:
+        if max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+        if partial_success_wait_s < 0:
+            raise ValueError(f"partial_success_wait_s must be >= 0, got {partial_success_wait_s}")
+        self._handlers = {signal.name: getattr(consumer, signal.consumer_method, None) for signal in SIGNALS}
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue_size)
+        self._max_queue_size = max_queue_size
+        self._partial_success_wait_s = partial_success_wait_s
+        self._log = log
+        # One lock for counters and for the accepting flag, so no request can
+        # slip into the queue after close() has put the sentinel.
+        self._lock = threading.Lock()
+        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._accepting = False
+        self._worker: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        self._worker = threading.Thread(target=self._run, name="crackle-otlp-consumer", daemon=True)
+        with self._lock:
+            self._accepting = True
+        self._worker.start()
+
+    def stop_accepting(self) -> None:
+        with self._lock:
+            self._accepting = False
+
+    def drain(self, timeout_s: float) -> bool:
+        """Let the worker consume what is queued, then end it. True if it finished in time."""
+        self.stop_accepting()
+        worker = self._worker
+        if worker is None or not worker.is_alive():
+            return True
+        if worker is threading.current_thread():  # stop() called by the consumer itself
+            return False
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        try:
+            self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Full:
+            return False
+        worker.join(max(0.0, deadline - time.monotonic()))
+        return not worker.is_alive()
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    # -- network side --------------------------------------------------------
+    def submit(self, signal: Signal, request: Message) -> Verdict:
+        items = signal.count_items(request)
+        pending = _PendingVerdict() if self._partial_success_wait_s > 0 else None
+        with self._lock:
+            self._counters["requests"] += 1
+            if not self._accepting:
+                self._counters["rejected_stopping"] += 1
+                return Verdict(accepted=False, refusal="stopping")
+            try:
+                self._queue.put_nowait((signal, request, items, pending))
+            except queue.Full:
+                self._counters["rejected_full"] += 1
+                self._counters["rejected_full_items"] += items
+                full = True
+            else:
+                self._counters["requests_accepted"] += 1
+                self._counters[signal.received_stat] += items
+                full = False
+        if full:
+            self._log.warning("full", "OTLP receiver queue full (%d requests); asking senders to retry", self._max_queue_size)
+            return Verdict(accepted=False, refusal="full")
+        if pending is not None and pending.done.wait(self._partial_success_wait_s):
+            return Verdict(accepted=True, rejected_items=pending.rejected_items, message=pending.message)
+        return Verdict(accepted=True)
+
+    def note_malformed(self, transport: str, signal: Signal | None, error: object) -> None:
+        with self._lock:
+            self._counters["requests"] += 1
+            self._counters["rejected_malformed"] += 1
+        self._log.warning("malformed", "rejected malformed OTLP %s request over %s: %s",
+                          signal.name if signal else "?", transport, error)
+
+    def note_oversized(self, transport: str, signal: Signal | None, size: int | None, limit: int) -> None:
+        with self._lock:
+            self._counters["requests"] += 1
+            self._counters["rejected_oversized"] += 1
+        self._log.warning("oversized", "rejected oversized OTLP %s request over %s (%s bytes, limit %d)",
+                          signal.name if signal else "?", transport, "?" if size is None else size, limit)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            counters = dict(self._counters)
+        counters["queue_depth"] = self._queue.qsize()
+        counters["queue_capacity"] = self._max_queue_size
+        return counters
+
+    # -- worker side ---------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            entry = self._queue.get()
+            if entry is _STOP:
+                return
+            signal, request, items, pending = entry
+            rejected, message = self._consume(signal, request, items)
+            with self._lock:
+                self._counters["requests_consumed"] += 1
+                self._counters["consumer_rejected_items"] += rejected
+            if pending is not None:
+                pending.rejected_items, pending.message = rejected, message
+                pending.done.set()
+
+    def _consume(self, signal: Signal, request: Message, items: int) -> tuple[int, str]:
+        handler = self._handlers[signal.name]
+        if handler is None:
+            return 0, ""
+        try:
+            return parse_consumer_result(handler(request), items)
+        except Exception as error:  # a consumer bug must not kill the worker
+            with self._lock:
+                self._counters["consumer_errors"] += 1
+            self._log.warning("consumer", "OTLP consumer %s failed: %r", signal.consumer_method, error)
+            return items, f"consumer failed: {type(error).__name__}"
