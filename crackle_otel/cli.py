@@ -18,8 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run a built-in workload through crackle and print the patterns")
-    demo.add_argument("--seed", type=int, default=0)
+    from .demo import add_arguments as add_demo_arguments
+
+    demo = commands.add_parser("demo", help="run a built-in instrumented workload through crackle, print the patterns")
+    add_demo_arguments(demo)
     demo.set_defaults(handler=_demo)
     return parser
 

@@ -1,23 +1,114 @@
-"""`crackle-otel demo`: the review's event stream through a kiln, patterns printed."""
+"""`crackle-otel demo`: a built-in instrumented workload through the real span processor.
+
+A simulated shop service ends real OTel spans (explicit start/end times, so the
+demo takes seconds, not the simulated half hour) through a TracerProvider with
+CrackleSpanProcessor attached. Three things go wrong on purpose:
+
+- ``GET /checkout`` gets ~2x slower halfway through (a phase transition);
+- one host, ``shop-7``, always answers ~3x slower with more CPU (a cluster);
+- ``process_batch`` keeps ``records_in = records_out + errors`` until 70% of
+  the run, then starts losing records (a conservation violation).
+
+Patterns go to the console, or over OTLP with ``--otlp-endpoint``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
-from .kiln import Kiln
-from .profile import ThermalProfile
-from .scenarios import event_stream
+import numpy as np
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Status, StatusCode
+
+from .otel.emit import ConsoleEmitter, PatternEmitter
+from .otel.setup import configure
+
+CHECKOUTS = 3000
+BATCHES = 1200
+SIMULATED_SPAN_GAP_S = 0.2  # simulated time between two requests
+
+
+def _end_checkout(tracer, rng, i: int, start_ns: int) -> None:
+    host = f"shop-{rng.integers(0, 10)}"
+    slow_host = host == "shop-7"
+    shifted = i >= CHECKOUTS // 2
+    db_ms = rng.lognormal(np.log(12), 0.2) * (3.0 if slow_host else 1.0) * (2.2 if shifted else 1.0)
+    duration_ms = db_ms + rng.lognormal(np.log(25), 0.15) * (3.0 if slow_host else 1.0)
+    span = tracer.start_span("GET /checkout", start_time=start_ns)
+    span.set_attributes({
+        "host.name": host,
+        "http.route": "/checkout",
+        "cart.items": int(rng.integers(1, 9)),
+        "db.time_ms": round(float(db_ms), 3),
+        "cpu.time_ms": round(float(duration_ms * (0.5 if slow_host else 0.3) + rng.normal(0, 1)), 3),
+    })
+    span.end(end_time=start_ns + int(duration_ms * 1e6))
+
+
+def _end_batch(tracer, rng, i: int, start_ns: int) -> None:
+    records_in = int(rng.normal(1000, 40))
+    errors = int(rng.poisson(3))
+    lost = int(max(0, (i - 0.7 * BATCHES) * 0.5)) if i >= 0.7 * BATCHES else 0
+    span = tracer.start_span("process_batch", start_time=start_ns)
+    span.set_attributes({"records_in": records_in, "records_out": records_in - errors - lost, "errors": errors})
+    if errors > 8:
+        span.set_status(Status(StatusCode.ERROR, "too many bad records"))
+    span.end(end_time=start_ns + int(rng.lognormal(np.log(80), 0.1) * 1e6))
+
+
+def run_workload(tracer, seed: int = 0) -> int:
+    """End the demo's spans; returns how many."""
+    rng = np.random.default_rng(seed)
+    start_ns = time.time_ns() - int((CHECKOUTS + 1) * SIMULATED_SPAN_GAP_S * 1e9)
+    gap_ns = int(SIMULATED_SPAN_GAP_S * 1e9)
+    batch_every = CHECKOUTS / BATCHES
+    batches = 0
+    for i in range(CHECKOUTS):
+        _end_checkout(tracer, rng, i, start_ns + i * gap_ns)
+        while batches < BATCHES and batches * batch_every <= i:
+            _end_batch(tracer, rng, batches, start_ns + i * gap_ns + gap_ns // 2)
+            batches += 1
+    return CHECKOUTS + batches
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    scenario = event_stream(seed=args.seed)
-    matrix = scenario.matrix
-    kiln = Kiln(ThermalProfile.default())
-    for i in range(matrix.n_tasks):
-        kiln.record(matrix.labels[i], dict(zip(matrix.metric_names, matrix.values[i].tolist())),
-                    timestamp=float(matrix.timestamps[i]), identity=matrix.identities[i])
-    patterns = kiln.cool()
-    print(f"{scenario.description}: {len(patterns)} patterns")
-    for pattern in patterns:
-        print(pattern)
+    resource = Resource.create({"service.name": "crackle-demo-shop"})
+    provider = TracerProvider(resource=resource)
+    if args.otlp_endpoint:
+        emitter = PatternEmitter.otlp(endpoint=args.otlp_endpoint, protocol=args.otlp_protocol, resource=resource)
+    else:
+        emitter = ConsoleEmitter()
+    # A long interval: the demo cools once, at force_flush, over everything it fired.
+    processor = configure(provider, emitter=emitter, profile=args.profile, cool_interval_millis=3_600_000,
+                          kiln_capacity=4096, max_queue_size=8192)
+    print(f"firing a simulated shop service: {CHECKOUTS} checkouts, {BATCHES} batches "
+          "(checkout slows 2x halfway; host shop-7 is 3x slower; batches lose records after 70%)\n")
+    started = time.perf_counter()
+    spans = run_workload(provider.get_tracer("crackle-demo"), seed=args.seed)
+    processor.force_flush(timeout_millis=60_000)
+    elapsed = time.perf_counter() - started
+    stats = processor.stats()
+    provider.shutdown()
+    print(f"\n{spans} spans ended, {stats['spans_recorded']} recorded, {stats['spans_dropped']} dropped, "
+          f"{stats['groups']} groups, {stats['patterns_detected']} patterns detected, "
+          f"{stats['patterns_emitted']} emitted in {elapsed:.2f} s")
+    if args.otlp_endpoint:
+        print(f"patterns sent as crackle.pattern events and linked spans to {args.otlp_endpoint}")
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="workload random seed")
+    parser.add_argument("--profile", choices=["fast", "default", "slow"], default="default")
+    parser.add_argument("--otlp-endpoint", help="send patterns to this OTLP endpoint (e.g. http://localhost:4317)")
+    parser.add_argument("--otlp-protocol", choices=["grpc", "http/protobuf"], default=None,
+                        help="OTLP protocol (default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    sys.exit(run_demo(parser.parse_args()))
