@@ -105,8 +105,8 @@ class CrackleConfig:
                 values[name] = _check(name, kwargs[name], name)
                 continue
             variable = env_name(name)
-            raw = environ.get(variable, "").strip()
-            if raw:
+            raw = environ.get(variable, "")
+            if raw.strip():
                 values[name] = _check(name, raw, variable)
         return cls(**values)
 

@@ -46,6 +46,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ..kiln import Kiln
+from ..matrix import MetricMatrix
 from ..patterns import Pattern
 from .config import CrackleConfig, CrackleConfigError
 from .extract import ExtractionRules, from_readable_span
@@ -440,3 +441,7 @@ class CrackleSpanProcessor(SpanProcessor):
 
     def group_names(self) -> list[str]:
         return list(self._groups)
+
+    def group_snapshot(self, group: str) -> MetricMatrix:
+        """A copy of what ``group``'s kiln holds now (its sliding window), oldest first. KeyError if unknown."""
+        return self._groups[group].kiln.snapshot()
