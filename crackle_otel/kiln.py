@@ -80,6 +80,8 @@ class Kiln:
         self._cooled_at = np.full(self.capacity, np.nan)
         self._labels: list[str] = [""] * self.capacity
         self._identities: list[Hashable | None] = [None] * self.capacity
+        self._attributes: list[Mapping[str, str] | None] = [None] * self.capacity
+        self._has_attributes = False
         # (task, output, metadata) for tasks fired here; None for recorded data.
         self._extras: list[tuple[Any, Any, Mapping[str, Any]] | None] = [None] * self.capacity
         self._columns: dict[str, int] = {}
@@ -121,6 +123,7 @@ class Kiln:
         timestamp: float,
         identity: Hashable | None,
         extra: tuple[Any, Any, Mapping[str, Any]] | None,
+        attributes: Mapping[str, str] | None = None,
     ) -> None:
         """Store one row. Caller holds the lock; values are already finite floats."""
         if self._sealed:
@@ -148,6 +151,9 @@ class Kiln:
         self._cooled_at[slot] = np.nan
         self._labels[slot] = label
         self._identities[slot] = identity
+        self._attributes[slot] = attributes
+        if attributes:
+            self._has_attributes = True
         self._extras[slot] = extra
         self._total += 1
 
@@ -161,8 +167,10 @@ class Kiln:
             raise TypeError(f"{type(task).__name__}.fire() must return a TaskOutput, got {type(output).__name__}")
         label = task_label(task)
         fired_at = time.time()
+        # String metadata doubles as descriptive attributes, so patterns can say which values set tasks apart.
+        attributes = {k: v for k, v in (metadata or {}).items() if isinstance(v, str)} or None
         with self._lock:
-            self._write(label, output.metrics.items(), fired_at, None, (task, output, dict(metadata or {})))
+            self._write(label, output.metrics.items(), fired_at, None, (task, output, dict(metadata or {})), attributes)
         return FiredTask(label, output.metrics, fired_at, value=output.value, metadata=dict(metadata or {}))
 
     def fire_all(self, tasks: Iterable[CrackleTask]) -> list[FiredTask]:
@@ -176,12 +184,15 @@ class Kiln:
         *,
         timestamp: float | None = None,
         identity: Hashable | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> bool:
         """Keep metrics of a task fired elsewhere (a span, an OTLP record).
 
         Values that are not finite numbers are skipped, counted and logged once
         per metric name; the rest of the task is kept. Returns False only when
-        no metric survived (the task is then not stored). Thread-safe.
+        no metric survived (the task is then not stored). ``attributes`` are
+        descriptive strings (host, route ...) that patterns use to explain why
+        tasks stand apart; they are not analysed as metrics. Thread-safe.
         """
         clean: list[tuple[str, float]] = []
         rejected: list[tuple[str, str]] = []
@@ -206,7 +217,8 @@ class Kiln:
                 self._warn_once(name, message)
             if not clean:
                 return False
-            self._write(str(label), clean, time.time() if timestamp is None else float(timestamp), identity, None)
+            self._write(str(label), clean, time.time() if timestamp is None else float(timestamp), identity, None,
+                        attributes)
         return True
 
     # ----------------------------------------------------------------- reading
@@ -232,6 +244,7 @@ class Kiln:
             labels=tuple(self._labels[s] for s in slots),
             timestamps=self._timestamps[slots].copy(),
             identities=tuple(self._identities[s] for s in slots),
+            attributes=tuple(self._attributes[s] for s in slots) if self._has_attributes else (),
         )
 
     def tasks(self) -> list[FiredTask]:
@@ -253,7 +266,7 @@ class Kiln:
                         cooled_at=None if np.isnan(cooled) else float(cooled),
                         value=extra[1].value if extra else None,
                         identity=self._identities[s],
-                        metadata=extra[2] if extra else {},
+                        metadata=extra[2] if extra else dict(self._attributes[s] or {}),
                     )
                 )
             return result

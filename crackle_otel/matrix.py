@@ -7,7 +7,7 @@ Rows are in time order (oldest first), so detectors that care about order
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +21,9 @@ class MetricMatrix:
     labels: tuple[str, ...]  # per task
     timestamps: np.ndarray  # per task, Unix seconds, non-decreasing
     identities: tuple[Hashable | None, ...]  # per task, opaque (e.g. (trace_id, span_id))
+    # Per task, descriptive string attributes (host.name, http.route ...) or None; empty = none kept.
+    # Not analysed as metrics: they explain *why* a set of tasks stands apart.
+    attributes: tuple[Mapping[str, str] | None, ...] = ()
 
     def __post_init__(self) -> None:
         n, m = self.values.shape
@@ -28,6 +31,8 @@ class MetricMatrix:
             raise ValueError("one name per column expected")
         if not (len(self.labels) == len(self.identities) == len(self.timestamps) == n):
             raise ValueError("one label, identity and timestamp per row expected")
+        if self.attributes and len(self.attributes) != n:
+            raise ValueError("one attribute mapping (or None) per row expected")
 
     @classmethod
     def from_rows(
@@ -36,6 +41,7 @@ class MetricMatrix:
         labels: Sequence[str] | None = None,
         timestamps: Sequence[float] | None = None,
         identities: Sequence[Hashable | None] | None = None,
+        attributes: Sequence[Mapping[str, str] | None] | None = None,
     ) -> "MetricMatrix":
         """Build a matrix from per-task dicts (tests, small data); rows keep their order."""
         names: dict[str, int] = {}
@@ -53,6 +59,7 @@ class MetricMatrix:
             labels=tuple(labels) if labels is not None else tuple(f"task-{i}" for i in range(n)),
             timestamps=np.asarray(timestamps if timestamps is not None else np.arange(n), dtype=float),
             identities=tuple(identities) if identities is not None else (None,) * n,
+            attributes=tuple(attributes) if attributes is not None else (),
         )
 
     @property
