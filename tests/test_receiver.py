@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -288,7 +289,13 @@ def test_malformed_payloads_are_refused_and_the_server_keeps_serving(sink):
 
 def test_wrong_path_content_type_or_encoding(sink):
     port = sink.receiver.http_port
-    assert post(port, "/v1/spans", b"")[0] == 404
+    assert post(port, "/v1/spans", b"x" * 5000)[0] == 404
+    assert post(port, "/health", b"")[0] == 405
+    with urllib.request.urlopen(f"{sink.http_endpoint}/health", timeout=5):
+        pass
+    with pytest.raises(urllib.error.HTTPError) as wrong_method:
+        urllib.request.urlopen(sink.traces_url, timeout=5)
+    assert wrong_method.value.code == 405
     assert post(port, "/v1/traces", b"", "text/plain")[0] == 415
     assert post(port, "/v1/traces", b"", headers={"Content-Encoding": "br"})[0] == 415
     assert post(port, "/v1/traces", b"")[0] == 200  # an empty protobuf is a valid empty request
@@ -304,6 +311,15 @@ def test_oversized_payloads_get_413_and_resource_exhausted():
         # compresses to ~1 KiB but expands past the limit: refused without inflating it all
         status, _, _ = post(port, "/v1/traces", gzip.compress(big), headers={"Content-Encoding": "gzip"})
         assert status == 413
+        # announced with Expect: 100-continue, refused before the body is sent
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.putrequest("POST", "/v1/traces")
+        for header, value in (("Content-Type", "application/x-protobuf"), ("Content-Length", str(len(big))),
+                              ("Expect", "100-continue")):
+            connection.putheader(header, value)
+        connection.endheaders()
+        assert connection.getresponse().status == 413
+        connection.close()
         with grpc.insecure_channel(sink.grpc_endpoint) as channel:
             with pytest.raises(grpc.RpcError) as refused:
                 raw_trace_export(channel, big)
@@ -311,7 +327,7 @@ def test_oversized_payloads_get_413_and_resource_exhausted():
             TraceServiceStub(channel).Export(trace_request("small-grpc"), timeout=5)
         assert post(port, "/v1/traces", trace_request("small-http").SerializeToString())[0] == 200
         assert len(sink.wait_for_spans(count=2)) == 2
-        wait_until(lambda: sink.receiver.stats()["rejected_oversized"] == 3)
+        wait_until(lambda: sink.receiver.stats()["rejected_oversized"] == 4)
 
 
 # -- back-pressure -------------------------------------------------------------------

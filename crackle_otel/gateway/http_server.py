@@ -73,7 +73,7 @@ def gunzip_limited(data: bytes, limit: int) -> bytes:
     except zlib.error as error:
         raise ValueError(f"bad gzip body: {error}") from None
     if len(out) > limit:
-        raise _TooLarge(len(out))
+        raise _TooLarge()
     if not decompressor.eof:
         raise ValueError("truncated gzip body")
     return out
@@ -125,8 +125,22 @@ class _OTLPRequestHandler(BaseHTTPRequestHandler):
         logger.debug("%s " + format, self.address_string(), *args)
 
     # -- routes --------------------------------------------------------------
+    def handle_expect_100(self) -> bool:
+        # Refuse an oversized body before the client sends it.
+        declared = self.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.server.settings.max_message_bytes:
+            signal = SIGNALS_BY_PATH.get(urlsplit(self.path).path)
+            self._refuse_oversized(signal, self._response_type(), int(declared), close=True)
+            return False
+        return super().handle_expect_100()
+
     def do_GET(self) -> None:  # noqa: N802
-        if urlsplit(self.path).path != self.server.settings.health_path:
+        path = urlsplit(self.path).path
+        if path in SIGNALS_BY_PATH:
+            self._send_status(HTTPStatus.METHOD_NOT_ALLOWED, CODE_UNIMPLEMENTED, "use POST", JSON,
+                              headers=[("Allow", "POST")])
+            return
+        if path != self.server.settings.health_path:
             self._send_status(HTTPStatus.NOT_FOUND, CODE_UNIMPLEMENTED, "no such path", JSON)
             return
         serving = self.server.intake.accepting
@@ -134,19 +148,20 @@ class _OTLPRequestHandler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK if serving else HTTPStatus.SERVICE_UNAVAILABLE, body, JSON)
 
     def do_POST(self) -> None:  # noqa: N802
-        signal = SIGNALS_BY_PATH.get(urlsplit(self.path).path)
+        path = urlsplit(self.path).path
+        signal = SIGNALS_BY_PATH.get(path)
         if signal is None:
-            self._send_status(HTTPStatus.NOT_FOUND, CODE_UNIMPLEMENTED, "no such path", JSON, close=True)
+            allowed = path == self.server.settings.health_path
+            self._refuse_unread(HTTPStatus.METHOD_NOT_ALLOWED if allowed else HTTPStatus.NOT_FOUND,
+                                "use GET" if allowed else "no such path", JSON)
             return
         content_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if content_type not in (PROTOBUF, JSON):
-            message = f"Content-Type must be {PROTOBUF} or {JSON}"
-            self._send_status(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, CODE_INVALID_ARGUMENT, message, JSON, close=True)
+            self._refuse_unread(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"Content-Type must be {PROTOBUF} or {JSON}", JSON)
             return
         encoding = self.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
         if encoding not in ("identity", "gzip"):
-            message = "Content-Encoding must be gzip or absent"
-            self._send_status(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, CODE_INVALID_ARGUMENT, message, content_type, close=True)
+            self._refuse_unread(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "Content-Encoding must be gzip or absent", content_type)
             return
         body = self._read_body(signal, content_type)
         if body is None:
@@ -154,8 +169,8 @@ class _OTLPRequestHandler(BaseHTTPRequestHandler):
         if encoding == "gzip":
             try:
                 body = gunzip_limited(body, self.server.settings.max_message_bytes)
-            except _TooLarge as too_large:
-                self._refuse_oversized(signal, content_type, too_large.args[0], close=False)
+            except _TooLarge:
+                self._refuse_oversized(signal, content_type, None, close=False)
                 return
             except ValueError as error:
                 self._refuse_malformed(signal, content_type, error)
@@ -193,6 +208,19 @@ class _OTLPRequestHandler(BaseHTTPRequestHandler):
             self.server.intake.note_malformed("http", signal, "body shorter than Content-Length")
             return None
         return body
+
+    def _response_type(self) -> str:
+        requested = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        return requested if requested in (PROTOBUF, JSON) else JSON
+
+    def _refuse_unread(self, http_status: HTTPStatus, message: str, content_type: str) -> None:
+        """Answer a request whose body we will not decode, then close the connection."""
+        code = CODE_UNIMPLEMENTED if http_status in (HTTPStatus.NOT_FOUND, HTTPStatus.METHOD_NOT_ALLOWED) \
+            else CODE_INVALID_ARGUMENT
+        self._send_status(http_status, code, message, content_type, close=True)
+        declared = self.headers.get("Content-Length", "")
+        if declared.isdigit():
+            self._discard_body(int(declared))
 
     def _discard_body(self, length: int) -> None:
         # Closing with unread bytes makes the kernel send RST, which can destroy
@@ -234,10 +262,12 @@ class _OTLPRequestHandler(BaseHTTPRequestHandler):
         message = f"malformed {signal.request_type.__name__}: {error}"
         self._send_status(HTTPStatus.BAD_REQUEST, CODE_INVALID_ARGUMENT, message, content_type, close=close)
 
-    def _refuse_oversized(self, signal: Signal, content_type: str, size: int, close: bool) -> None:
+    def _refuse_oversized(self, signal: Signal | None, content_type: str, size: int | None, close: bool) -> None:
+        """size None: a gzip body that inflates past the limit (we stop inflating there)."""
         limit = self.server.settings.max_message_bytes
         self.server.intake.note_oversized("http", signal, size, limit)
-        message = f"request of {size} bytes exceeds the limit of {limit} bytes"
+        subject = "decompressed request" if size is None else f"request of {size} bytes"
+        message = f"{subject} exceeds the limit of {limit} bytes"
         self._send_status(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, CODE_RESOURCE_EXHAUSTED, message, content_type, close=close)
 
     def _send_status(self, http_status: HTTPStatus, code: int, message: str, content_type: str, *,

@@ -115,8 +115,9 @@ class Intake:
         self._partial_success_wait_s = partial_success_wait_s
         self._log = log
         # One lock for counters and for the accepting flag, so no request can
-        # slip into the queue after close() has put the sentinel.
-        self._lock = threading.Lock()
+        # slip into the queue after drain() has put the sentinel. Re-entrant
+        # because stop() may run in a signal handler that interrupted a holder.
+        self._lock = threading.RLock()
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._accepting = False
         self._worker: threading.Thread | None = None

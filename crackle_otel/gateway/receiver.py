@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+from .defaults import DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT
 from .grpc_server import GrpcSettings, start_grpc_server
 from .http_server import HttpSettings, OTLPHTTPServer, split_endpoint
 from .intake import Intake, RateLimitedLog
@@ -43,8 +44,8 @@ class OTLPReceiver:
         self,
         consumer: Any,
         *,
-        grpc_endpoint: str | None = "127.0.0.1:4317",
-        http_endpoint: str | None = "127.0.0.1:4318",
+        grpc_endpoint: str | None = DEFAULT_GRPC_ENDPOINT,
+        http_endpoint: str | None = DEFAULT_HTTP_ENDPOINT,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         tls_cert_file: str | None = None,
@@ -132,12 +133,14 @@ class OTLPReceiver:
         consumer and join the worker, all within ``grace_s``.
 
         Idempotent and safe from any thread, including a signal handler that
-        interrupts a running stop(). Returns True when everything queued was consumed.
+        interrupts a running stop(). Returns True when everything queued was
+        consumed (a later call reports the first call's outcome, or False while
+        that call is still running).
         """
         if not self._stop_claim.acquire(blocking=False):
             if self._stopper != threading.get_ident():  # re-entering on our own thread must not wait on ourselves
                 self._stopped.wait(grace_s)
-            return self._drained
+            return self._drained and self._stopped.is_set()
         self._stopper = threading.get_ident()
         deadline = time.monotonic() + max(0.0, grace_s)
         try:
