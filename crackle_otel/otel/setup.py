@@ -58,6 +58,16 @@ def _sdk_tracer_provider(tracer_provider: Any) -> Any:
     return provider
 
 
+def attached_processor(tracer_provider: Any = None) -> CrackleSpanProcessor | None:
+    """The processor ``configure()`` attached to ``tracer_provider`` (default: the global one), if any."""
+    provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+    with _attach_lock:
+        try:
+            return _attached.get(provider)
+        except TypeError:  # not weak-referenceable: never attached
+            return None
+
+
 def configure(
     tracer_provider: Any = None,
     meter_provider: MeterProvider | None = None,
