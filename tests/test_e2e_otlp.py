@@ -1,0 +1,162 @@
+"""End to end: instrumented workload -> CrackleSpanProcessor -> PatternEmitter.otlp -> a real OTLP receiver.
+
+The workload (real SDK spans) has three problems, each in its own span group:
+a latency shift (GET /cart), one slow host among ten (GET /search) and records
+lost between records_in and records_out (process batch). Over OTLP/gRPC and
+OTLP/HTTP the receiver must get a ``crackle.pattern <kind>`` span for each, whose
+links all point at spans the workload really produced, and a correlated
+``crackle.pattern`` event per pattern span.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from crackle_otel.otel.emit import PatternEmitter
+from crackle_otel.otel.processor import CrackleSpanProcessor
+from crackle_otel.otel.setup import configure
+from otlp_sink import OTLPSink
+
+SERVICE = "shop"
+STEP_NS = 10_000_000  # 10 ms between spans of one group
+
+
+def _spans(tracer, name, durations_ms, attributes, identities):
+    start = time.time_ns() - len(durations_ms) * STEP_NS
+    for i, duration in enumerate(durations_ms):
+        begin = start + i * STEP_NS
+        span = tracer.start_span(name, start_time=begin, attributes={k: v[i] for k, v in attributes.items()})
+        span.end(end_time=begin + int(duration * 1e6))
+        identities.add((span.context.trace_id, span.context.span_id))
+
+
+def run_workload(tracer, seed=11) -> set[tuple[int, int]]:
+    """Returns the (trace_id, span_id) of every span the workload ended."""
+    rng = np.random.default_rng(seed)
+    identities: set[tuple[int, int]] = set()
+
+    # 1. latency shift: 20 ms, then 60 ms from the 300th request on
+    n = 600
+    cart = np.where(np.arange(n) < 300, rng.normal(20, 2, n), rng.normal(60, 4, n))
+    _spans(tracer, "GET /cart", cart, {"items": rng.integers(1, 6, n).tolist()}, identities)
+
+    # 2. slow host: host-7 (~10 %) answers 3x slower with 2x CPU
+    n = 1000
+    hosts = rng.integers(0, 10, n)
+    slow = hosts == 7
+    search = rng.lognormal(np.log(40), 0.15, n) * np.where(slow, 3.0, 1.0)
+    cpu = rng.normal(30, 4, n) * np.where(slow, 2.0, 1.0)
+    attributes = {
+        "host.name": [f"host-{h}" for h in hosts],
+        "cpu_ms": cpu.tolist(),
+        "payload_kb": rng.lognormal(np.log(8), 0.3, n).tolist(),
+    }
+    _spans(tracer, "GET /search", search, attributes, identities)
+
+    # 3. conservation: records_out = records_in - errors, until records get lost from batch 420 on
+    n = 600
+    records_in = np.round(rng.normal(1000, 30, n))
+    errors = rng.poisson(2, n).astype(float)
+    lost = np.zeros(n)
+    lost[420:] = np.round(np.linspace(5, 300, n - 420))
+    attributes = {
+        "records_in": records_in.astype(int).tolist(),
+        "records_out": (records_in - errors - lost).astype(int).tolist(),
+        "errors": errors.astype(int).tolist(),
+    }
+    _spans(tracer, "process batch", rng.normal(50, 5, n), attributes, identities)
+    return identities
+
+
+EXPECTED = [
+    # (span name suffix = kind slug, group, metrics that must be among the pattern's)
+    ("phase_transition", f"{SERVICE} | GET /cart", {"duration_ms"}),
+    ("clustering", f"{SERVICE} | GET /search", {"duration_ms"}),
+    ("conservation_violation", f"{SERVICE} | process batch", {"records_in", "records_out"}),
+]
+
+
+@pytest.fixture
+def sink():
+    with OTLPSink() as running:
+        yield running
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_patterns_reach_an_otlp_backend_linked_to_real_spans(sink, protocol):
+    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
+    endpoint = sink.grpc_endpoint if protocol == "grpc" else sink.http_endpoint
+    emitter = PatternEmitter.otlp(
+        endpoint=endpoint,
+        protocol=protocol,
+        insecure=True if protocol == "grpc" else None,
+        resource=provider.resource,  # patterns show up under the service they are about
+        export_timeout_millis=5_000,
+    )
+    processor = CrackleSpanProcessor(emitter, profile="fast", cool_interval_millis=3_600_000, exporter="otlp")
+    provider.add_span_processor(processor)
+
+    identities = run_workload(provider.get_tracer("shop.app"))
+    assert processor.force_flush(timeout_millis=30_000)
+    stats = processor.stats()
+    assert stats["spans_recorded"] == len(identities) == 2200
+    reported = stats["patterns_reported"]
+    assert reported > 0
+
+    pattern_spans = sink.wait_for_spans(lambda s: s.name.startswith("crackle.pattern "), count=reported, timeout=15)
+    events = sink.wait_for_log_records(lambda r: r.event_name == "crackle.pattern", count=reported, timeout=15)
+    assert len(pattern_spans) == len(events) == reported
+
+    summary = sorted(
+        (s.name, s.attributes["crackle.pattern.group"], tuple(s.attributes["crackle.pattern.metrics"]))
+        for s in pattern_spans
+    )
+    for slug, group, metrics in EXPECTED:
+        matching = [
+            s
+            for s in pattern_spans
+            if s.name == f"crackle.pattern {slug}"
+            and s.attributes["crackle.pattern.group"] == group
+            and metrics <= set(s.attributes["crackle.pattern.metrics"])
+        ]
+        assert matching, f"no {slug} pattern in {group} on {metrics}; received {summary}"
+        assert any(s.links for s in matching), f"{slug} pattern span has no links"
+
+    # Every link points at a span the workload produced, and says what role it played.
+    for span in pattern_spans:
+        assert span.scope_name == "crackle_otel"
+        assert span.resource.get("service.name") == SERVICE
+        for link in span.links:
+            assert (link.trace_id, link.span_id) in identities
+            assert link.attributes["crackle.role"]
+    # Each event is correlated with its pattern span and carries the description.
+    by_identity = {s.identity: s for s in pattern_spans}
+    for event in events:
+        span = by_identity[(event.trace_id, event.span_id)]
+        assert event.attributes["crackle.pattern.kind"] == span.attributes["crackle.pattern.kind"]
+        assert event.body == span.attributes["crackle.pattern.description"]
+    provider.shutdown()
+
+
+def test_configure_sends_patterns_where_the_standard_otel_variables_say(sink, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", sink.http_endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("CRACKLE_PROFILE", "fast")
+    monkeypatch.setenv("CRACKLE_COOL_INTERVAL_MILLIS", "3600000")
+    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
+    processor = configure(provider)
+    assert isinstance(processor.emitter, PatternEmitter)
+
+    identities = run_workload(provider.get_tracer("shop.app"))
+    assert processor.force_flush(timeout_millis=30_000)
+    reported = processor.stats()["patterns_reported"]
+    pattern_spans = sink.wait_for_spans(lambda s: s.name.startswith("crackle.pattern "), count=reported, timeout=15)
+    assert {s.attributes["crackle.pattern.group"] for s in pattern_spans} >= {group for _, group, _ in EXPECTED}
+    assert all((link.trace_id, link.span_id) in identities for s in pattern_spans for link in s.links)
+    assert all(s.resource.get("service.name") == SERVICE for s in pattern_spans)
+    provider.shutdown()
