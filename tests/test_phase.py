@@ -1,0 +1,289 @@
+"""Phase-transition detector: change points in time order, by level, spread and shape."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from crackle_otel import scenarios
+from crackle_otel.detect import phase
+from crackle_otel.kiln import Kiln
+from crackle_otel.matrix import MetricMatrix
+from crackle_otel.patterns import PatternKind
+from crackle_otel.profile import ThermalProfile
+
+START = 1_790_000_000.0
+DEFAULT = ThermalProfile.default()
+
+
+def _matrix(columns: dict[str, np.ndarray], interval: float = 0.5) -> MetricMatrix:
+    n = len(next(iter(columns.values())))
+    return MetricMatrix(
+        values=np.column_stack([np.asarray(v, dtype=float) for v in columns.values()]),
+        metric_names=tuple(columns),
+        labels=tuple(f"task-{i}" for i in range(n)),
+        timestamps=START + interval * np.arange(n),
+        identities=tuple((i, i) for i in range(n)),
+    )
+
+
+def _by_key(patterns):
+    return {p.key: p for p in patterns}
+
+
+def _change_indices(pattern) -> list[int]:
+    count = int(pattern.statistics["change_points"])
+    if count == 1:
+        return [int(pattern.statistics["change_index"])]
+    return [int(pattern.statistics[f"change_{k}_index"]) for k in range(1, count + 1)]
+
+
+def _shape_only_series(rng, n: int, at: int) -> np.ndarray:
+    """N(0, 1), then a two-peaked mixture with the same mean (0) and variance (1)."""
+    peak, width = 0.95, math.sqrt(1 - 0.95**2)
+    after = rng.choice([-peak, peak], n - at) + rng.normal(0, width, n - at)
+    return np.concatenate([rng.normal(0, 1, at), after])
+
+
+# ------------------------------------------------------------------ finding shifts
+def test_mean_shift_found_at_its_index_with_levels_and_timestamp():
+    rng = np.random.default_rng(3)
+    latency = rng.normal(10, 1, 3000)
+    latency[1800:] += 4
+    matrix = _matrix({"latency_ms": latency, "noise": rng.normal(0, 1, 3000)})
+    patterns = phase.detect(matrix, DEFAULT)
+    assert [p.key for p in patterns] == ["phase_transition:latency_ms:mean"]
+    pattern = patterns[0]
+    assert pattern.kind is PatternKind.PHASE_TRANSITION
+    assert pattern.metrics == ("latency_ms",)
+    index = int(pattern.statistics["change_index"])
+    assert abs(index - 1800) <= 10
+    stats = pattern.statistics
+    assert stats["before_mean"] == pytest.approx(10, abs=0.2)
+    assert stats["after_mean"] == pytest.approx(14, abs=0.2)
+    assert stats["effect_size"] == pytest.approx(4, rel=0.15)
+    assert stats["min_effect_size"] == DEFAULT.rate.min_effect_size
+    assert stats["p_value"] < DEFAULT.rate.significance
+    assert "rose from 10.0 to 14.0" in pattern.description
+    assert f"at task {index}" in pattern.description
+    assert 0.5 < pattern.confidence <= 1.0
+
+
+def test_timestamps_reported_are_those_of_the_rows():
+    rng = np.random.default_rng(4)
+    n = 1500
+    values = rng.normal(50, 2, n)
+    values[900:] -= 10
+    # Irregular but increasing timestamps, so index and time cannot be confused.
+    timestamps = START + np.cumsum(rng.uniform(0.1, 2.0, n))
+    matrix = MetricMatrix(
+        values=values[:, None],
+        metric_names=("queue_ms",),
+        labels=tuple(f"t{i}" for i in range(n)),
+        timestamps=timestamps,
+        identities=(None,) * n,
+    )
+    (pattern,) = phase.detect(matrix, DEFAULT)
+    index = int(pattern.statistics["change_index"])
+    assert pattern.statistics["change_timestamp"] == timestamps[index]
+    iso = phase._when(float(timestamps[index]))
+    assert iso.startswith("2026-") and iso.endswith("Z")
+    assert iso in pattern.description
+    assert pattern.statistics["after_level"] == pytest.approx(40, abs=0.3)
+    assert f"fell from 50.0 to {pattern.statistics['after_level']:.1f}" in pattern.description
+
+
+def test_change_index_counts_rows_of_the_matrix_when_a_metric_is_sometimes_absent():
+    rng = np.random.default_rng(5)
+    n = 2000
+    values = rng.normal(0, 1, n)
+    values[1200:] += 3
+    values[::3] = np.nan  # the metric is missing from every third task
+    (pattern,) = phase.detect(_matrix({"cpu": values}), DEFAULT)
+    index = int(pattern.statistics["change_index"])
+    assert abs(index - 1200) <= 10
+    assert np.isfinite(values[index])  # it names a task that has the metric
+    assert pattern.statistics["tasks"] == np.isfinite(values).sum()
+
+
+def test_variance_only_shift_is_a_spread_change_not_a_mean_change():
+    rng = np.random.default_rng(6)
+    depth = np.concatenate([rng.normal(50, 4, 1500), rng.normal(50, 16, 1500)])
+    patterns = _by_key(phase.detect(_matrix({"queue_depth": depth}), DEFAULT))
+    assert set(patterns) == {"phase_transition:queue_depth:spread"}
+    stats = patterns["phase_transition:queue_depth:spread"].statistics
+    assert abs(stats["change_index"] - 1500) <= 30
+    assert stats["variance_ratio"] == pytest.approx(4, rel=0.2)
+    assert stats["mean_difference_d"] < 0.2
+    assert "widened from sd 4" in patterns["phase_transition:queue_depth:spread"].description
+
+
+def test_shape_only_shift_is_found_with_mean_and_spread_unchanged():
+    rng = np.random.default_rng(7)
+    series = _shape_only_series(rng, 2000, 1000)
+    patterns = _by_key(phase.detect(_matrix({"payload": series}), ThermalProfile.fast_cooling()))
+    assert set(patterns) == {"phase_transition:payload:shape"}
+    stats = patterns["phase_transition:payload:shape"].statistics
+    assert abs(stats["change_index"] - 1000) <= 60
+    assert stats["jsd"] >= ThermalProfile.fast_cooling().rate.min_jsd
+    assert stats["mean_difference_d"] < 0.2
+    assert 0.8 < stats["after_std"] / stats["before_std"] < 1.25
+    assert stats["sample_size"] > 0
+
+
+def test_two_change_points_in_time_order_in_one_pattern():
+    rng = np.random.default_rng(8)
+    level = rng.normal(0, 1, 2400)
+    level[700:1600] += 3
+    (pattern,) = phase.detect(_matrix({"gc_pause_ms": level}), DEFAULT)
+    assert pattern.key == "phase_transition:gc_pause_ms:mean"
+    assert pattern.statistics["change_points"] == 2
+    first, second = _change_indices(pattern)
+    assert abs(first - 700) <= 10 and abs(second - 1600) <= 10
+    assert "rose from" in pattern.description and "; then fell from" in pattern.description
+
+
+def test_a_ramp_is_one_gradual_change_at_its_start_not_dozens():
+    rng = np.random.default_rng(9)
+    n = 1200
+    i = np.arange(n)
+    ramp = np.clip((i - 400) / 400, 0, 1)
+    latency = 10 + 75 * ramp + rng.normal(0, 0.6, n)
+    (pattern,) = phase.detect(_matrix({"latency_ms": latency}), DEFAULT)
+    assert pattern.statistics["change_points"] == 1
+    assert abs(pattern.statistics["change_index"] - 400) <= 25
+    assert abs(pattern.statistics["ramp_end_index"] - 800) <= 25
+    assert pattern.statistics["before_level"] == pytest.approx(10, abs=1)
+    assert pattern.statistics["after_level"] == pytest.approx(85, abs=2)
+    assert "gradually" in pattern.description
+
+
+# ----------------------------------------------------------------- not finding
+def test_ids_and_batch_counters_are_not_phase_transitions():
+    n = 2000
+    matrix = _matrix({"event_id": 1000 + np.arange(n), "batch_id": np.arange(n) // 100, "total": np.arange(n) * 3.5})
+    assert phase.detect(matrix, ThermalProfile.fast_cooling()) == []
+
+
+@pytest.mark.parametrize("profile", [ThermalProfile.fast_cooling(), DEFAULT], ids=["fast", "default"])
+@pytest.mark.parametrize("n", [1000, 20_000])
+def test_stationary_noise_gives_nothing(n, profile):
+    rng = np.random.default_rng(n)
+    columns = {}
+    for k in range(16):
+        kind = k % 4
+        if kind == 0:
+            columns[f"m{k}"] = rng.normal(100, 15, n)
+        elif kind == 1:
+            columns[f"m{k}"] = rng.lognormal(3, 1.2, n)  # heavy-tailed latency
+        elif kind == 2:
+            columns[f"m{k}"] = rng.poisson(4, n)
+        else:
+            columns[f"m{k}"] = rng.poisson(0.3, n)  # mostly zero
+    assert phase.detect(_matrix(columns), profile) == []
+
+
+def test_pure_noise_scenario_gives_nothing():
+    scenario = scenarios.pure_noise()
+    assert phase.detect(scenario.matrix, DEFAULT) == []
+
+
+# -------------------------------------------------------------- pattern quality
+def test_involved_tasks_sit_just_before_and_just_after_each_change():
+    rng = np.random.default_rng(10)
+    level = rng.normal(0, 1, 2400)
+    level[700:1600] += 3
+    profile = DEFAULT.with_max_involved(40)
+    (pattern,) = phase.detect(_matrix({"x": level}), profile)
+    changes = _change_indices(pattern)
+    assert len(pattern.involved) <= 40
+    assert {t.role for t in pattern.involved} == {"before", "after"}
+    for change in changes:
+        before = sorted(t.index for t in pattern.involved if t.role == "before" and abs(t.index - change) <= 10)
+        after = sorted(t.index for t in pattern.involved if t.role == "after" and abs(t.index - change) <= 10)
+        assert before == list(range(change - 10, change))  # the closest ones, none skipped
+        assert after == list(range(change, change + 10))
+    assert all(t.label == f"task-{t.index}" and t.timestamp == START + 0.5 * t.index for t in pattern.involved)
+    assert all(t.identity == (t.index, t.index) for t in pattern.involved)
+
+
+def test_statistics_are_meaningful_numbers_without_name_lengths():
+    matrix = scenarios.event_stream().matrix
+    for pattern in phase.detect(matrix, DEFAULT):
+        names = set(pattern.statistics)
+        assert not any("hash" in name or "len" in name for name in names)
+        assert {"change_index", "change_timestamp", "p_value", "before_mean", "after_mean", "significance"} <= names
+        assert all(math.isfinite(v) for v in pattern.statistics.values())
+        assert 0 < pattern.confidence <= 1
+        assert pattern.key.startswith("phase_transition:") and pattern.key.split(":")[2] in {"mean", "spread", "shape"}
+
+
+def test_same_input_same_output():
+    matrix = scenarios.event_stream().matrix
+    first = [p.to_dict() for p in phase.detect(matrix, DEFAULT)]
+    second = [p.to_dict() for p in phase.detect(matrix, DEFAULT)]
+    assert first == second
+
+
+# ------------------------------------------------------------------- scenarios
+def test_scenario_mean_shift():
+    scenario = scenarios.mean_shift()
+    patterns = phase.detect(scenario.matrix, DEFAULT)
+    assert scenario.missing(patterns) == [] and scenario.violations(patterns) == []
+    (pattern,) = patterns
+    assert abs(pattern.statistics["change_index"] - 1200) <= 10
+
+
+def test_scenario_variance_shift():
+    scenario = scenarios.variance_shift()
+    patterns = phase.detect(scenario.matrix, DEFAULT)
+    assert scenario.missing(patterns) == [] and scenario.violations(patterns) == []
+    assert [p.key for p in patterns] == ["phase_transition:queue_depth:spread"]
+    assert abs(patterns[0].statistics["change_index"] - 1000) <= 30
+
+
+def test_scenario_event_stream_degrading_phase():
+    scenario = scenarios.event_stream()
+    patterns = phase.detect(scenario.matrix, DEFAULT)
+    assert scenario.violations(patterns) == []
+    found = {p.metrics[0] for p in patterns}
+    assert {"latency_ms", "throughput", "errors", "consumer_lag", "gc_pause_ms"} <= found
+    assert not found & {"event_id", "batch_id", "cpu_temp_c", "memory_mb", "records_in", "max_batch"}
+    start = scenarios.EVENT_STREAM_PHASES["degrading"][0]
+    latency = _by_key(patterns)["phase_transition:latency_ms:mean"]
+    assert latency.statistics["change_points"] == 1
+    assert abs(latency.statistics["change_index"] - start) <= 25
+    assert latency.statistics["before_level"] == pytest.approx(10, abs=1)
+    assert latency.statistics["after_level"] == pytest.approx(85, abs=3)
+    throughput = _by_key(patterns)["phase_transition:throughput:mean"]
+    assert throughput.statistics["change_points"] == 1  # a curved ramp is still one transition
+    assert "fell from" in throughput.description
+
+
+# ------------------------------------------------------------------ through Kiln
+def test_through_kiln_cool_with_a_stable_key_across_cools():
+    rng = np.random.default_rng(11)
+    kiln = Kiln(ThermalProfile.default(), capacity=3000, seal_on_cool=False)
+    keys = []
+    for cool in range(2):
+        for i in range(1500):
+            t = cool * 1500 + i
+            latency = rng.normal(20, 2) + (15 if t >= 1000 else 0)
+            kiln.record(f"op-{t}", {"latency_ms": latency, "event_id": t}, timestamp=START + t)
+        patterns = [p for p in kiln.cool() if p.kind is PatternKind.PHASE_TRANSITION]
+        keys.append([p.key for p in patterns])
+        (pattern,) = patterns
+        row = int(pattern.statistics["change_index"])
+        assert pattern.statistics["change_timestamp"] == pytest.approx(START + 1000, abs=10)
+        assert kiln.snapshot().timestamps[row] == pattern.statistics["change_timestamp"]
+    assert keys[0] == keys[1] == ["phase_transition:latency_ms:mean"]
+
+
+def test_phase_transitions_switch_off():
+    rng = np.random.default_rng(12)
+    kiln = Kiln(ThermalProfile.default().without_phase_transitions())
+    for t in range(600):
+        kiln.record(f"op-{t}", {"latency_ms": rng.normal(20, 2) + (15 if t >= 300 else 0)}, timestamp=START + t)
+    assert not [p for p in kiln.cool() if p.kind is PatternKind.PHASE_TRANSITION]
