@@ -31,7 +31,6 @@ the hot path, so a drop costs nothing and no race can lose one.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import math
@@ -40,110 +39,25 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from ..kiln import Kiln
 from ..matrix import MetricMatrix
 from ..patterns import Pattern
 from .config import CrackleConfig, CrackleConfigError
 from .extract import ExtractionRules, from_readable_span
+from .furnace import Emitter, Furnace, changed_materially  # noqa: F401 (changed_materially: public here too)
 
 logger = logging.getLogger(__name__)
 
 OWN_SCOPE = "crackle_otel"  # == crackle_otel.otel.emit.INSTRUMENTATION_SCOPE (not imported: keeps this module light)
 
-# "Materially changed" (a pattern already reported is reported again only then):
-CONFIDENCE_TOLERANCE = 0.1  # confidence moved by at least this much, or
-STATISTIC_FACTOR = 2.0  # a statistic (p-values aside: confidence covers them) grew/shrank 2x or flipped sign
-_NEGLIGIBLE = 1e-12
-_MAX_REMEMBERED_PER_GROUP = 1024
-_MAX_REPORTED_KEPT = 256  # recent reported patterns kept for reported_patterns()
-
-
-class Emitter(Protocol):
-    def emit(self, patterns: Sequence[Pattern]) -> None: ...
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool: ...
-
-    def shutdown(self, timeout_millis: int = 30_000) -> None: ...
-
-    def stats(self) -> dict[str, int]: ...
-
 
 def _counter_value(counter: itertools.count) -> int:
     """How many times ``next()`` was called on ``itertools.count(0)`` (its repr is ``count(N)``)."""
     return int(repr(counter)[6:-1])
-
-
-def _is_p_value(name: str) -> bool:
-    lowered = name.lower()
-    return "p_value" in lowered or "pvalue" in lowered or "q_value" in lowered
-
-
-def changed_materially(before: Pattern, after: Pattern) -> bool:
-    """Whether ``after`` (same key) says something the report of ``before`` did not.
-
-    Descriptions are not compared: they embed figures that wobble every cool.
-    """
-    if abs(after.confidence - before.confidence) >= CONFIDENCE_TOLERANCE:
-        return True
-    for name, old in before.statistics.items():
-        new = after.statistics.get(name)
-        if new is None or _is_p_value(name) or not (math.isfinite(old) and math.isfinite(new)):
-            continue
-        if old * new < 0:
-            return True
-        small, large = sorted((abs(old), abs(new)))
-        if small > _NEGLIGIBLE and large / small >= STATISTIC_FACTOR:
-            return True
-    return False
-
-
-class _ReportedPatterns:
-    """What one group already reported: pattern key -> (pattern as reported, last cool it was seen)."""
-
-    def __init__(self, forget_after_cools: int) -> None:
-        self.forget_after_cools = forget_after_cools
-        self._entries: dict[str, tuple[Pattern, int]] = {}
-
-    def select(self, patterns: Iterable[Pattern], cool_number: int) -> tuple[list[Pattern], int]:
-        """(patterns new or materially changed, how many were repeats)."""
-        fresh: list[Pattern] = []
-        repeats = 0
-        for pattern in patterns:
-            entry = self._entries.get(pattern.key)
-            if entry is None or changed_materially(entry[0], pattern):
-                fresh.append(pattern)
-                self._entries[pattern.key] = (pattern, cool_number)
-            else:
-                repeats += 1
-                # Keep comparing with what was reported, so slow drift adds up to a change.
-                self._entries[pattern.key] = (entry[0], cool_number)
-        self._forget(cool_number)
-        return fresh, repeats
-
-    def _forget(self, cool_number: int) -> None:
-        stale = [k for k, (_, seen) in self._entries.items() if cool_number - seen >= self.forget_after_cools]
-        for key in stale:
-            del self._entries[key]
-        if len(self._entries) > _MAX_REMEMBERED_PER_GROUP:
-            by_age = sorted(self._entries, key=lambda k: self._entries[k][1])
-            for key in by_age[: len(self._entries) - _MAX_REMEMBERED_PER_GROUP]:
-                del self._entries[key]
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-@dataclasses.dataclass
-class _Group:
-    kiln: Kiln
-    reported: _ReportedPatterns
-    new_tasks: int = 0
-    cools: int = 0
 
 
 class CrackleSpanProcessor(SpanProcessor):
@@ -165,7 +79,6 @@ class CrackleSpanProcessor(SpanProcessor):
         self.rules = ExtractionRules(
             allow=config.attributes_allow, deny=config.attributes_deny, group_by=config.group_by
         )
-        self._cool_after = max(config.profile.rate.min_tasks, config.kiln_capacity // 2)
         self._shutdown_lock = threading.Lock()
         self._is_shutdown = False
         self._start()
@@ -188,22 +101,12 @@ class CrackleSpanProcessor(SpanProcessor):
         self._wake_every = self.config.drain_batch_size
         self._wake = threading.Event()
         self._work_lock = threading.Lock()  # groups, drain and cool: cooler thread vs force_flush/shutdown
-        self._groups: dict[str, _Group] = {}
+        # Grouping, kilns, cooling, de-duplication and emitting: shared with the OTLP gateway.
+        self._furnace = Furnace(self.config, self.emitter)
         self._drained = 0
         self._dropped_seen = 0
-        self._recorded = 0
         self._skipped_own = 0
-        self._rejected = 0
-        self._overflowed = 0
-        self._cools = 0
-        self._cools_skipped = 0
-        self._last_cool_seconds = 0.0
-        self._total_cool_seconds = 0.0
-        self._patterns_detected = 0
-        self._patterns_reported = 0
-        self._patterns_repeated = 0
-        self._emit_errors = 0
-        self._reported_recent: deque[Pattern] = deque(maxlen=_MAX_REPORTED_KEPT)
+        self._rejected = 0  # spans extraction failed on (the furnace counts the rest)
         self._stopping = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="CrackleCooler", daemon=True)
@@ -276,64 +179,18 @@ class CrackleSpanProcessor(SpanProcessor):
             self._rejected += 1
             logger.debug("crackle: could not extract a span", exc_info=True)
             return
-        group = self._groups.get(extracted.group)
-        if group is None:
-            if len(self._groups) >= self.config.max_groups:
-                # Not analysed: mixing operations in one catch-all kiln would invent patterns.
-                self._overflowed += 1
-                return
-            group = self._groups[extracted.group] = _Group(
-                kiln=Kiln(
-                    self.config.profile,
-                    capacity=self.config.kiln_capacity,
-                    max_metrics=self.config.max_metrics_per_group,
-                    seal_on_cool=False,
-                ),
-                reported=_ReportedPatterns(self.config.pattern_memory_cools),
-            )
-        if group.kiln.record(
-            extracted.label, extracted.metrics, timestamp=extracted.timestamp_s, identity=extracted.identity
-        ):
-            self._recorded += 1
-            group.new_tasks += 1
-        else:
-            self._rejected += 1
+        self._furnace.record(
+            extracted.group,
+            extracted.label,
+            extracted.metrics,
+            timestamp=extracted.timestamp_s,
+            identity=extracted.identity,
+            attributes=getattr(extracted, "attributes", None),
+        )
 
     def _cool_locked(self, *, only_filled: bool, deadline: float) -> None:
-        """Cool the groups with new tasks (only those with ``_cool_after`` new ones if ``only_filled``)."""
-        started = time.perf_counter()
-        cooled = False
-        for name, group in list(self._groups.items()):
-            if group.new_tasks == 0 or (only_filled and group.new_tasks < self._cool_after):
-                continue
-            if time.monotonic() >= deadline:
-                self._cools_skipped += 1
-                continue
-            cooled = True
-            self._cool_group(name, group)
-        if cooled:
-            self._last_cool_seconds = time.perf_counter() - started
-            self._total_cool_seconds += self._last_cool_seconds
-            self._cools += 1
-
-    def _cool_group(self, name: str, group: _Group) -> None:
-        group.new_tasks = 0
-        group.cools += 1
-        patterns = group.kiln.cool()
-        self._patterns_detected += len(patterns)
-        fresh, repeats = group.reported.select(patterns, group.cools)
-        self._patterns_repeated += repeats
-        if not fresh:
-            return
-        fresh = [dataclasses.replace(p, group=name) for p in fresh]
-        self._patterns_reported += len(fresh)
-        self._reported_recent.extend(fresh)
-        if self.emitter is not None:
-            try:
-                self.emitter.emit(fresh)
-            except Exception:
-                self._emit_errors += 1
-                logger.exception("crackle: emitter failed")
+        """Cool the groups with new tasks (only the filled ones if ``only_filled``)."""
+        self._furnace.cool(only_filled=only_filled, deadline=deadline)
 
     # ------------------------------------------------------------- lifecycle
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -401,30 +258,29 @@ class CrackleSpanProcessor(SpanProcessor):
         drained = self._drained
         pending = len(self._buffer)
         self._dropped_seen = dropped = max(self._dropped_seen, ended - drained - pending)
-        groups = list(self._groups.values())
-        kiln_stats = [g.kiln.stats() for g in groups]
+        furnace = self._furnace.stats()
         stats: dict[str, Any] = {
             "spans_ended": ended,
-            "spans_recorded": self._recorded,
+            "spans_recorded": furnace["tasks_recorded"],
             "spans_dropped": dropped,
             "spans_skipped_own": self._skipped_own,
-            "spans_rejected": self._rejected,
-            "spans_overflowed": self._overflowed,
+            "spans_rejected": self._rejected + furnace["tasks_rejected"],
+            "spans_overflowed": furnace["tasks_overflowed"],
             "spans_pending": pending,
-            "groups": len(groups),
-            "cools": self._cools,
-            "cools_skipped": self._cools_skipped,
-            "cool_seconds_last": self._last_cool_seconds,
-            "cool_seconds_total": self._total_cool_seconds,
-            "values_rejected": sum(s.rejected_values for s in kiln_stats),
-            "metric_names_rejected": sum(s.rejected_metric_names for s in kiln_stats),
-            "detector_errors": sum(s.detector_errors for s in kiln_stats),
-            "patterns_detected": self._patterns_detected,
-            "patterns_reported": self._patterns_reported,
-            "patterns_repeated": self._patterns_repeated,
+            "groups": furnace["groups"],
+            "cools": furnace["cools"],
+            "cools_skipped": furnace["cools_skipped"],
+            "cool_seconds_last": furnace["cool_seconds_last"],
+            "cool_seconds_total": furnace["cool_seconds_total"],
+            "values_rejected": furnace["values_rejected"],
+            "metric_names_rejected": furnace["metric_names_rejected"],
+            "detector_errors": furnace["detector_errors"],
+            "patterns_detected": furnace["patterns_detected"],
+            "patterns_reported": furnace["patterns_reported"],
+            "patterns_repeated": furnace["patterns_repeated"],
             "patterns_emitted": 0,
             "patterns_dropped": 0,
-            "emit_errors": self._emit_errors,
+            "emit_errors": furnace["emit_errors"],
         }
         if self.emitter is not None:
             try:
@@ -437,11 +293,11 @@ class CrackleSpanProcessor(SpanProcessor):
 
     def reported_patterns(self) -> list[Pattern]:
         """The most recently reported patterns (up to 256), oldest first, with their group set."""
-        return list(self._reported_recent)
+        return self._furnace.reported_patterns()
 
     def group_names(self) -> list[str]:
-        return list(self._groups)
+        return self._furnace.group_names()
 
     def group_snapshot(self, group: str) -> MetricMatrix:
         """A copy of what ``group``'s kiln holds now (its sliding window), oldest first. KeyError if unknown."""
-        return self._groups[group].kiln.snapshot()
+        return self._furnace.group_snapshot(group)

@@ -1,0 +1,285 @@
+"""The furnace: groups of kilns fed with tasks, cooled, de-duplicated, emitted.
+
+This is the part of span analysis that does not care where a task came from:
+the SDK span processor feeds it spans it extracted on its cooler thread, the
+OTLP gateway feeds it spans (and metric collections) decoded from OTLP
+requests, and ``crackle-otel analyze`` feeds it spans read from files. All of
+them group the same way, keep the same bounded kilns, cool them the same way
+and report a standing pattern only once (again only when it changes materially).
+
+Thread-safety: ``record`` may run on one thread while ``cool`` runs on another.
+One short lock guards the group table and counters; detection runs outside it
+(``Kiln.cool`` itself lets recording go on), and one cool runs at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections import deque
+from typing import Any, Hashable, Iterable, Mapping, Protocol, Sequence
+
+from ..kiln import Kiln
+from ..matrix import MetricMatrix
+from ..patterns import Pattern
+from .config import CrackleConfig
+
+logger = logging.getLogger(__name__)
+
+# "Materially changed" (a pattern already reported is reported again only then):
+CONFIDENCE_TOLERANCE = 0.1  # confidence moved by at least this much, or
+STATISTIC_FACTOR = 2.0  # a statistic (p-values aside: confidence covers them) grew/shrank 2x or flipped sign
+_NEGLIGIBLE = 1e-12
+_MAX_REMEMBERED_PER_GROUP = 1024
+_MAX_REPORTED_KEPT = 256  # recent reported patterns kept for reported_patterns()
+
+
+class Emitter(Protocol):
+    def emit(self, patterns: Sequence[Pattern]) -> None: ...
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool: ...
+
+    def shutdown(self, timeout_millis: int = 30_000) -> None: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+def _is_p_value(name: str) -> bool:
+    lowered = name.lower()
+    return "p_value" in lowered or "pvalue" in lowered or "q_value" in lowered
+
+
+def changed_materially(before: Pattern, after: Pattern) -> bool:
+    """Whether ``after`` (same key) says something the report of ``before`` did not.
+
+    Descriptions are not compared: they embed figures that wobble every cool.
+    """
+    if abs(after.confidence - before.confidence) >= CONFIDENCE_TOLERANCE:
+        return True
+    for name, old in before.statistics.items():
+        new = after.statistics.get(name)
+        if new is None or _is_p_value(name) or not (math.isfinite(old) and math.isfinite(new)):
+            continue
+        if old * new < 0:
+            return True
+        small, large = sorted((abs(old), abs(new)))
+        if small > _NEGLIGIBLE and large / small >= STATISTIC_FACTOR:
+            return True
+    return False
+
+
+class _ReportedPatterns:
+    """What one group already reported: pattern key -> (pattern as reported, last cool it was seen)."""
+
+    def __init__(self, forget_after_cools: int) -> None:
+        self.forget_after_cools = forget_after_cools
+        self._entries: dict[str, tuple[Pattern, int]] = {}
+
+    def select(self, patterns: Iterable[Pattern], cool_number: int) -> tuple[list[Pattern], int]:
+        """(patterns new or materially changed, how many were repeats)."""
+        fresh: list[Pattern] = []
+        repeats = 0
+        for pattern in patterns:
+            entry = self._entries.get(pattern.key)
+            if entry is None or changed_materially(entry[0], pattern):
+                fresh.append(pattern)
+                self._entries[pattern.key] = (pattern, cool_number)
+            else:
+                repeats += 1
+                # Keep comparing with what was reported, so slow drift adds up to a change.
+                self._entries[pattern.key] = (entry[0], cool_number)
+        self._forget(cool_number)
+        return fresh, repeats
+
+    def _forget(self, cool_number: int) -> None:
+        stale = [k for k, (_, seen) in self._entries.items() if cool_number - seen >= self.forget_after_cools]
+        for key in stale:
+            del self._entries[key]
+        if len(self._entries) > _MAX_REMEMBERED_PER_GROUP:
+            by_age = sorted(self._entries, key=lambda k: self._entries[k][1])
+            for key in by_age[: len(self._entries) - _MAX_REMEMBERED_PER_GROUP]:
+                del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclasses.dataclass
+class _Group:
+    kiln: Kiln
+    reported: _ReportedPatterns
+    new_tasks: int = 0
+    cools: int = 0
+
+
+class Furnace:
+    """Per-group kilns (capped), cooled on demand; new or materially changed patterns go to ``emitter``.
+
+    Sizes come from ``config``: ``kiln_capacity`` (a sliding window per group),
+    ``max_groups`` (tasks of further groups are counted in ``tasks_overflowed``,
+    never mixed into a catch-all kiln), ``max_metrics_per_group``,
+    ``pattern_memory_cools`` and the profile.
+    """
+
+    def __init__(self, config: CrackleConfig, emitter: Emitter | None = None) -> None:
+        self.config = config
+        self.emitter = emitter
+        #: A group is "filled" (worth cooling before the interval) after this many new tasks.
+        self.cool_after = max(config.profile.rate.min_tasks, config.kiln_capacity // 2)
+        self._lock = threading.Lock()  # group table and counters
+        self._cool_lock = threading.Lock()  # one cool at a time: reported-pattern memory, emit order
+        self._groups: dict[str, _Group] = {}
+        self._recorded = 0
+        self._rejected = 0
+        self._overflowed = 0
+        self._filled = 0  # groups that reached cool_after new tasks since their last cool
+        self._cools = 0
+        self._cools_skipped = 0
+        self._last_cool_seconds = 0.0
+        self._total_cool_seconds = 0.0
+        self._patterns_detected = 0
+        self._patterns_reported = 0
+        self._patterns_repeated = 0
+        self._emit_errors = 0
+        self._reported_recent: deque[Pattern] = deque(maxlen=_MAX_REPORTED_KEPT)
+
+    # -------------------------------------------------------------- recording
+    def record(
+        self,
+        group: str,
+        label: str,
+        metrics: Mapping[str, Any],
+        *,
+        timestamp: float,
+        identity: Hashable | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Record one task into ``group``'s kiln. False when it was not kept (overflow or no usable metric)."""
+        with self._lock:
+            entry = self._groups.get(group)
+            if entry is None:
+                if len(self._groups) >= self.config.max_groups:
+                    # Not analysed: mixing operations in one catch-all kiln would invent patterns.
+                    self._overflowed += 1
+                    return False
+                entry = self._groups[group] = _Group(
+                    kiln=Kiln(
+                        self.config.profile,
+                        capacity=self.config.kiln_capacity,
+                        max_metrics=self.config.max_metrics_per_group,
+                        seal_on_cool=False,
+                    ),
+                    reported=_ReportedPatterns(self.config.pattern_memory_cools),
+                )
+            if not entry.kiln.record(label, metrics, timestamp=timestamp, identity=identity, attributes=attributes):
+                self._rejected += 1
+                return False
+            self._recorded += 1
+            entry.new_tasks += 1
+            if entry.new_tasks == self.cool_after:
+                self._filled += 1
+            return True
+
+    @property
+    def has_filled_groups(self) -> bool:
+        """Whether some group has ``cool_after`` new tasks (a cool with ``only_filled`` would do work)."""
+        return self._filled > 0
+
+    # ---------------------------------------------------------------- cooling
+    def cool(self, *, only_filled: bool = False, deadline: float = math.inf) -> list[Pattern]:
+        """Cool the groups with new tasks (only those with ``cool_after`` new ones if ``only_filled``).
+
+        Groups still waiting when ``deadline`` (``time.monotonic()``) passes are
+        counted in ``cools_skipped``. Returns the patterns reported (new or
+        materially changed, group set), which were also handed to the emitter.
+        """
+        with self._cool_lock:
+            started = time.perf_counter()
+            with self._lock:
+                due = [
+                    (name, group)
+                    for name, group in self._groups.items()
+                    if group.new_tasks and not (only_filled and group.new_tasks < self.cool_after)
+                ]
+            reported: list[Pattern] = []
+            cooled = False
+            for name, group in due:
+                if time.monotonic() >= deadline:
+                    with self._lock:
+                        self._cools_skipped += 1
+                    continue
+                cooled = True
+                reported.extend(self._cool_group(name, group))
+            if cooled:
+                elapsed = time.perf_counter() - started
+                with self._lock:
+                    self._last_cool_seconds = elapsed
+                    self._total_cool_seconds += elapsed
+                    self._cools += 1
+            return reported
+
+    def _cool_group(self, name: str, group: _Group) -> list[Pattern]:
+        with self._lock:
+            if group.new_tasks >= self.cool_after:
+                self._filled -= 1
+            group.new_tasks = 0
+            group.cools += 1
+        patterns = group.kiln.cool()
+        fresh, repeats = group.reported.select(patterns, group.cools)
+        fresh = [dataclasses.replace(p, group=name) for p in fresh]
+        with self._lock:
+            self._patterns_detected += len(patterns)
+            self._patterns_repeated += repeats
+            self._patterns_reported += len(fresh)
+            self._reported_recent.extend(fresh)
+        if fresh and self.emitter is not None:
+            try:
+                self.emitter.emit(fresh)
+            except Exception:
+                with self._lock:
+                    self._emit_errors += 1
+                logger.exception("crackle: emitter failed")
+        return fresh
+
+    # ---------------------------------------------------------------- reading
+    def stats(self) -> dict[str, Any]:
+        """Counters: tasks_recorded/rejected/overflowed, groups, cools, patterns, kiln rejections, emit errors."""
+        with self._lock:
+            groups = list(self._groups.values())
+            stats: dict[str, Any] = {
+                "tasks_recorded": self._recorded,
+                "tasks_rejected": self._rejected,
+                "tasks_overflowed": self._overflowed,
+                "groups": len(groups),
+                "cools": self._cools,
+                "cools_skipped": self._cools_skipped,
+                "cool_seconds_last": self._last_cool_seconds,
+                "cool_seconds_total": self._total_cool_seconds,
+                "patterns_detected": self._patterns_detected,
+                "patterns_reported": self._patterns_reported,
+                "patterns_repeated": self._patterns_repeated,
+                "emit_errors": self._emit_errors,
+            }
+        kiln_stats = [g.kiln.stats() for g in groups]
+        stats["values_rejected"] = sum(s.rejected_values for s in kiln_stats)
+        stats["metric_names_rejected"] = sum(s.rejected_metric_names for s in kiln_stats)
+        stats["detector_errors"] = sum(s.detector_errors for s in kiln_stats)
+        return stats
+
+    def reported_patterns(self) -> list[Pattern]:
+        """The most recently reported patterns (up to 256), oldest first, with their group set."""
+        with self._lock:
+            return list(self._reported_recent)
+
+    def group_names(self) -> list[str]:
+        with self._lock:
+            return list(self._groups)
+
+    def group_snapshot(self, group: str) -> MetricMatrix:
+        """A copy of what ``group``'s kiln holds now (its sliding window), oldest first. KeyError if unknown."""
+        with self._lock:
+            kiln = self._groups[group].kiln
+        return kiln.snapshot()
