@@ -147,6 +147,23 @@ def test_violation_found_at_the_right_task_with_violators_and_before_tasks():
     assert violation.confidence > 0.8
 
 
+def test_violation_episode_that_recovers_and_one_at_the_start():
+    rng = np.random.default_rng(12)
+    n = 1000
+    records_in = rng.integers(900, 1100, n).astype(float)
+    errors = rng.poisson(3, n).astype(float)
+    i = np.arange(n)
+    for lost, first, last, wording in (
+        (np.where((i >= 400) & (i < 500), 100.0, 0.0), 400, 499, "holds again on the 500 tasks after"),
+        (np.where(i < 300, 100.0, 0.0), 0, 299, "is broken by 300 of 1000 tasks"),
+    ):
+        columns = {"records_in": records_in, "records_out": records_in - errors - lost, "errors": errors}
+        (violation,) = _of(conservation.detect(_matrix(columns), ThermalProfile.default()), PatternKind.CONSERVATION_VIOLATION)
+        assert (violation.statistics["first_violation_index"], violation.statistics["last_violation_index"]) == (first, last)
+        assert violation.statistics["mean_imbalance"] == 100.0
+        assert wording in violation.description
+
+
 def test_involved_respects_max_involved():
     columns, _ = _review_stream(broken_from=600)
     profile = ThermalProfile.default().with_max_involved(10)
