@@ -190,7 +190,8 @@ def _evaluate(
         pair.p["pearson"] = float(p_pearson[index])
         pair.p["spearman"] = float(p_spearman[index])
         if codes[i] is not None and codes[j] is not None:
-            _add_mutual_information(pair, codes[i], codes[j], float(rank_effective_n[index] / max(rank_n[index], 1)), profile)
+            effective_fraction = float(rank_effective_n[index] / max(rank_n[index], 1))
+            _add_mutual_information(pair, codes[i], codes[j], effective_fraction, profile)
         if pair.lead is not None:
             pair.p["lead_lag"] = pair.lead.p_value
         pairs.append(pair)
@@ -327,7 +328,10 @@ def _monotone_pattern(
         shape = f", monotonically but not linearly (Spearman {_coefficient(rho)}, r={_coefficient(r)}, {figures})"
     elif not monotone and abs(r) - abs(rho) > NONLINEAR_GAP:
         # A Pearson r the ranks do not confirm is carried by a minority of extreme tasks.
-        shape = f", but mostly through a minority of extreme tasks (r={_coefficient(r)}, Spearman only {_coefficient(rho)}, {figures})"
+        shape = (
+            f", but mostly through a minority of extreme tasks "
+            f"(r={_coefficient(r)}, Spearman only {_coefficient(rho)}, {figures})"
+        )
         strength = math.sqrt(abs(r) * abs(np.nan_to_num(rho)))
     else:
         shape = f" (r={_coefficient(r)}, Spearman {_coefficient(rho)}, {figures})"
@@ -426,7 +430,8 @@ def _lead_lag_pattern(evidence: _Evidence, pair: _Pair, profile: ThermalProfile)
     transfer = f"; TE {te_forward:.2f} vs {te_reverse:.2f} bits" if math.isfinite(te_forward) else ""
     description = (
         f"{leader} leads {follower} by {k} task{'s' if k > 1 else ''}{when}{inversely}: "
-        f"Spearman {_coefficient(lead.rho_lag)} at lag {k} vs {_coefficient(lead.rho_zero)} at lag 0 and {_coefficient(lead.rho_reverse)} reversed"
+        f"Spearman {_coefficient(lead.rho_lag)} at lag {k} vs {_coefficient(lead.rho_zero)} at lag 0 "
+        f"and {_coefficient(lead.rho_reverse)} reversed"
         f"{transfer} (n={lead.n}, {_format_p(pair.p['lead_lag'])})"
     )
     dominance = 1.0 - rival / abs(lead.rho_lag)
