@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+from threadpoolctl import threadpool_limits
+
 from ..matrix import MetricMatrix
 from ..patterns import Pattern
 from ..profile import ThermalProfile
@@ -34,13 +36,16 @@ def run_detectors(matrix: MetricMatrix, profile: ThermalProfile) -> tuple[list[P
     errors: dict[str, str] = {}
     if matrix.n_tasks < profile.rate.min_tasks or matrix.n_metrics == 0:
         return patterns, errors
-    for name, (switch, detector) in DETECTORS.items():
-        if not getattr(profile, switch):
-            continue
-        try:
-            patterns.extend(detector(matrix, profile))
-        except Exception as exc:  # a detector bug must not lose the other findings
-            logger.exception("crackle detector %s failed", name)
-            errors[name] = f"{type(exc).__name__}: {exc}"
+    # One BLAS thread: a cool runs beside someone else's service and must not take every core
+    # (multi-threaded OpenBLAS made a cool 5-20x slower on a busy 2-core machine, not faster).
+    with threadpool_limits(limits=1, user_api="blas"):
+        for name, (switch, detector) in DETECTORS.items():
+            if not getattr(profile, switch):
+                continue
+            try:
+                patterns.extend(detector(matrix, profile))
+            except Exception as exc:  # a detector bug must not lose the other findings
+                logger.exception("crackle detector %s failed", name)
+                errors[name] = f"{type(exc).__name__}: {exc}"
     patterns.sort(key=lambda p: (-p.confidence, p.kind.value, p.key))
     return patterns, errors
