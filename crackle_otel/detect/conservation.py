@@ -134,10 +134,10 @@ def _presence_blocks(present: np.ndarray, candidates: np.ndarray, min_rows: int)
     """
     if candidates.size < 2:
         return []
-    by_column = np.asfortranarray(present[:, candidates])  # contiguous columns: ~10x faster slicing
-    counts = by_column.sum(axis=0)
+    counts = present[:, candidates].sum(axis=0)
     if counts.min() == present.shape[0]:  # the usual case: every metric on every task
         return [(np.sort(candidates), np.ones(present.shape[0], dtype=bool))]
+    by_column = np.asfortranarray(present[:, candidates])  # contiguous columns: ~10x faster slicing
     remaining = [int(i) for i in np.argsort(-counts, kind="stable")]
     blocks = []
     while len(remaining) >= 2 and len(blocks) < MAX_BLOCKS:
@@ -496,7 +496,7 @@ def _law_patterns(
         where = f"all {n_checked} tasks"
     else:
         where = f"{n_holding} of {n_checked} tasks"
-    fit_text = "exactly" if exact else f"within {relative:.2g} of the terms' spread (tolerance {tolerance:g})"
+    fit_text = "exactly" if exact else f"with a residual of {relative:.2%} of its terms' spread (tolerance {tolerance:.1%})"
     law_pattern = Pattern(
         kind=PatternKind.CONSERVATION,
         description=f"{equation} holds {fit_text} on {where}",
@@ -656,7 +656,10 @@ def _equation(names: list[str], coefficients: np.ndarray, integer: bool, constan
 
 
 def _canonical_lhs(names: list[str], coefficients: np.ndarray, integer: bool) -> str:
-    """Terms sorted by name, leading coefficient positive (1 unless integer): stable across cools."""
+    """Terms sorted by name, leading coefficient positive (1 unless integer): stable across cools.
+
+    The constant is left out: a noisy law's fitted constant wobbles from cool to cool.
+    """
     order = sorted(range(len(names)), key=lambda i: names[i])
     sorted_names = [names[i] for i in order]
     sorted_coefficients = coefficients[order]
