@@ -219,7 +219,9 @@ def _window_correlations(z: np.ndarray, window_size: int) -> tuple[list[tuple[in
         for (s_a, _, n_a, mean_a, m2_a), (_, e_b, n_b, mean_b, m2_b) in zip(level[0::2], level[1::2]):
             total = n_a + n_b
             delta = mean_b - mean_a
-            merged.append((s_a, e_b, total, mean_a + delta * n_b / total, m2_a + m2_b + np.outer(delta, delta) * n_a * n_b / total))
+            mean = mean_a + delta * n_b / total
+            m2 = m2_a + m2_b + np.outer(delta, delta) * n_a * n_b / total
+            merged.append((s_a, e_b, total, mean, m2))
         level = merged
         nodes.extend(level)
     nodes = [node for node in nodes if node[2] >= MIN_LAW_ROWS]
@@ -496,7 +498,9 @@ def _law_patterns(
         where = f"all {n_checked} tasks"
     else:
         where = f"{n_holding} of {n_checked} tasks"
-    fit_text = "exactly" if exact else f"with a residual of {relative:.2%} of its terms' spread (tolerance {tolerance:.1%})"
+    fit_text = (
+        "exactly" if exact else f"with a residual of {relative:.2%} of its terms' spread (tolerance {tolerance:.1%})"
+    )
     law_pattern = Pattern(
         kind=PatternKind.CONSERVATION,
         description=f"{equation} holds {fit_text} on {where}",
