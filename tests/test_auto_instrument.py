@@ -132,4 +132,4 @@ def test_post_instrument_attaches_to_the_global_sdk_provider_in_process():
     env.update(CRACKLE_ENABLED="true", CRACKLE_EXPORTER="none")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["True", "1"]
+    assert result.stdout.split() == ["True", "1"], result.stdout + result.stderr

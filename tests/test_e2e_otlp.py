@@ -127,6 +127,14 @@ def test_patterns_reach_an_otlp_backend_linked_to_real_spans(sink, protocol):
         assert matching, f"no {slug} pattern in {group} on {metrics}; received {summary}"
         assert any(s.links for s in matching), f"{slug} pattern span has no links"
 
+    # The slow-host cluster says why: host-7 (a span attribute, kept as a descriptive attribute).
+    slow_host = [
+        s
+        for s in pattern_spans
+        if s.name == "crackle.pattern clustering" and s.attributes["crackle.pattern.group"] == f"{SERVICE} | GET /search"
+    ]
+    assert any(s.attributes.get("crackle.pattern.why.host.name", "").startswith("host-7") for s in slow_host)
+
     # Every link points at a span the workload produced, and says what role it played.
     for span in pattern_spans:
         assert span.scope_name == "crackle_otel"

@@ -163,3 +163,27 @@ def test_group_by_callable_sees_the_span_view(finished_spans):
     groups = [from_readable_span(s, rules).group for s in finished_spans]
     assert groups == ["errors | shop.cart", "ok | shop.cart"]
     assert view_of_readable_span(finished_spans[0]).resource_attributes["service.name"] == "checkout"
+
+
+def test_descriptive_attributes_are_strings_and_instance_resource_attributes():
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "checkout", "host.name": "web-7", "telemetry.sdk.name": "x"})
+    )
+    span = provider.get_tracer("t").start_span(
+        "op", attributes={"http.route": "/cart", "db.statement": "select " + "x" * 500, "retries": 2, "ok": True}
+    )
+    span.end()
+    extracted = from_readable_span(span, ExtractionRules(deny=["peer.*"]))
+    assert extracted.attributes["http.route"] == "/cart"
+    assert extracted.attributes["host.name"] == "web-7"  # tells instances apart
+    assert len(extracted.attributes["db.statement"]) == 128  # long values are cut
+    assert "telemetry.sdk.name" not in extracted.attributes  # constant per process: not descriptive
+    assert "service.name" not in extracted.attributes  # a group_by attribute: constant within the group
+    assert "retries" not in extracted.attributes and "ok" not in extracted.attributes  # numbers are metrics
+
+    denied = from_readable_span(span, ExtractionRules(deny=["db.*", "host.name"]))
+    assert "db.statement" not in denied.attributes and "host.name" not in denied.attributes
+
+    bare = TracerProvider(resource=Resource.get_empty()).get_tracer("t").start_span("op", attributes={"n": 1})
+    bare.end()
+    assert from_readable_span(bare, ExtractionRules()).attributes is None

@@ -15,6 +15,13 @@ Metrics of a span:
   asked for. Resource attributes are never metrics (constant per process).
   Values are passed on raw: NaN, inf and ints too big for a float are left to
   ``Kiln.record``, which skips and counts them.
+
+Descriptive attributes (``ExtractedSpan.attributes``): the span's string
+attributes, then the resource's instance-identifying ones (host.name,
+service.instance.id, k8s.pod.name ...), so a pattern can say *why*
+("host.name=host-7 is 95% of the cluster"). The same allow/deny lists apply;
+group_by attributes are left out (constant within a group); at most
+``MAX_DESCRIPTIVE_ATTRIBUTES`` per span, values cut at ``MAX_DESCRIPTIVE_LENGTH``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,22 @@ DEFAULT_GROUP_BY = ("service.name", SPAN_NAME)
 MISSING_GROUP_VALUE = "unknown"
 GROUP_SEPARATOR = " | "
 BUILTIN_METRICS = frozenset({"duration_ms", "is_error", "event_count", "link_count"})
+MAX_DESCRIPTIVE_ATTRIBUTES = 16  # the explainer looks at 16 keys at most
+MAX_DESCRIPTIVE_LENGTH = 128
+# Resource attributes that tell instances apart (the rest is constant per process or per service).
+INSTANCE_RESOURCE_ATTRIBUTES = (
+    "host.name",
+    "host.id",
+    "service.instance.id",
+    "service.version",
+    "k8s.pod.name",
+    "k8s.node.name",
+    "container.id",
+    "cloud.region",
+    "cloud.availability_zone",
+    "deployment.environment.name",
+    "deployment.environment",
+)
 
 _MAX_CACHED_DECISIONS = 4096  # bounded memory for "is this attribute name allowed?"
 
@@ -64,6 +87,7 @@ class ExtractedSpan:
     timestamp_s: float
     identity: tuple[int, int]  # (trace_id, span_id)
     metrics: dict[str, Any]
+    attributes: dict[str, str] | None = None  # descriptive (string) attributes, None when there are none
 
 
 GroupBy = Union[Sequence[str], Callable[[SpanView], Union[str, Sequence[Any]]]]
@@ -99,6 +123,7 @@ class ExtractionRules:
             self.group_by = tuple(self.group_by)
         self._allow_exact, self._allow_prefixes = _name_matcher(self.allow)
         self._deny_exact, self._deny_prefixes = _name_matcher(self.deny)
+        self._grouping_names = frozenset(() if callable(self.group_by) else self.group_by)
 
     def allows(self, name: str) -> bool:
         decision = self._decisions.get(name)
@@ -143,17 +168,35 @@ def extract(view: SpanView, rules: ExtractionRules) -> ExtractedSpan:
         "event_count": view.event_count,
         "link_count": view.link_count,
     }
+    descriptive: dict[str, str] = {}
     allows = rules.allows
+    grouping = rules._grouping_names
     for name, value in view.attributes.items():
         # bool is an int subclass: both pass; str, bytes, tuples (arrays) do not.
-        if isinstance(value, (int, float)) and allows(name):
-            metrics[name] = value
+        if isinstance(value, (int, float)):
+            if allows(name):
+                metrics[name] = value
+        elif isinstance(value, str) and len(descriptive) < MAX_DESCRIPTIVE_ATTRIBUTES:
+            if name not in grouping and allows(name):
+                descriptive[name] = value[:MAX_DESCRIPTIVE_LENGTH]
+    resource = view.resource_attributes
+    for name in INSTANCE_RESOURCE_ATTRIBUTES:
+        value = resource.get(name)
+        if (
+            isinstance(value, str)
+            and len(descriptive) < MAX_DESCRIPTIVE_ATTRIBUTES
+            and name not in grouping
+            and name not in descriptive
+            and allows(name)
+        ):
+            descriptive[name] = value[:MAX_DESCRIPTIVE_LENGTH]
     return ExtractedSpan(
         label=view.name,
         group=rules.group_of(view),
         timestamp_s=view.end_ns / 1e9,
         identity=(view.trace_id, view.span_id),
         metrics=metrics,
+        attributes=descriptive or None,
     )
 
 

@@ -96,7 +96,8 @@ class CrackleSpanProcessor(SpanProcessor):
     def _start(self) -> None:
         """Fresh buffer, counters, groups, locks and cooler thread (at init and in a forked child)."""
         self._buffer: deque = deque(maxlen=self.config.max_queue_size)
-        self._append = self._buffer.append
+        # After shutdown (also in a child forked after it) spans go nowhere and count as dropped.
+        self._append = deque(maxlen=0).append if self._is_shutdown else self._buffer.append
         self._ended = itertools.count()
         self._wake_every = self.config.drain_batch_size
         self._wake = threading.Event()
