@@ -1,7 +1,736 @@
-"""Placeholder until the detector lands (same session)."""
+"""Clusters and outliers: groups of tasks that stand apart, and tasks far from every group.
+
+The crate grouped tasks greedily, pair by pair: the result depended on the
+input order, cost O(n²) and ignored tasks whose metric names differed. Here:
+
+1. Each metric is read on the scale where it is most symmetric (as is, square
+   root or log: latencies are often log-normal) and put in robust z (median /
+   1.4826 MAD), so units and long tails do not dominate. IDs and counters are
+   left out.
+2. A sample of at most ``_SAMPLE_SIZE`` tasks, chosen and ordered by a hash of
+   each task's values (the same tasks whatever the input order), is split
+   top-down. A group is split in two only when its values along some direction
+   (one metric, or a principal axis) have two peaks with a real valley between
+   them and the two sides sit apart relative to their spreads. Noise, skewed
+   and flat distributions have no valley (a unimodal density is at least as
+   high between two points as at the lower of them), so they stay one group.
+3. Every task is assigned to its nearest centre in O(n·k), comparing only the
+   metrics it shares with the centre (cost averaged per shared metric). A task
+   is only put in a minority cluster if it has a metric that sets that cluster
+   apart; a task sharing nothing with a centre is never assigned to it.
+4. Every cluster but the largest (the baseline population) is a CLUSTERING
+   pattern: size, centre, spread, the metrics that set it apart, and the label
+   and attribute values over-represented in it.
+5. Tasks whose robust z against their own cluster passes the profile's outlier
+   score on some metric (raised Bonferroni-style for the number of metrics the
+   task has, so noise stays quiet) are OUTLIER patterns, one per metric and
+   direction, worst first.
+"""
 
 from __future__ import annotations
 
+import math
+import warnings
+from dataclasses import dataclass
 
-def detect(matrix, profile):
-    return []
+import numpy as np
+from scipy.stats import binom, norm, poisson
+
+from ..matrix import MetricMatrix
+from ..patterns import Pattern, PatternKind
+from ..profile import ThermalProfile
+from ._explain import Explainer
+from ._stats import MAD_TO_SIGMA, counter_columns, usable_columns
+
+_SAMPLE_SIZE = 4000  # tasks the split search and the scale estimates read; the assignment reads all
+_MAX_CLUSTERS = 8
+_PRINCIPAL_AXES = 2  # principal directions tried besides every metric axis
+_MAX_VALLEY_RATIO = 0.5  # valley density / lower peak density below which there are two modes
+_WINDOW = 0.5  # peak and valley windows span ± this many spreads
+_WINSOR = 0.005  # the split point ignores the most extreme 0.5 % on each side
+_PCA_CLIP = 10.0  # robust-z clip while finding principal axes, so one wild task cannot own one
+_MAX_GRID = 256  # valley positions tried per direction
+_MIN_SPREAD = 0.25  # a cluster is never taken as tighter than this (robust-z units)
+_COUNTER_MIN_COUNT = 8  # fewer rising values than this are no evidence of a counter (3 sensors can rise)
+_MIN_SPARSE = 100  # a metric with fewer sampled values has its scale taken from all its values
+_MIN_FOR_TRANSFORM = 20  # values needed before judging a metric's skew
+_MIN_SKEW = 0.1  # octile skewness below which a metric is read as it is
+_MIN_COUNT_LEVEL = 4  # counts mostly below this are never transformed
+_MAX_DEFINING = 5  # metrics named as setting a cluster apart
+_HASH_SEED = np.uint64(0x243F6A8885A308D3)
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+_AS_IS, _SQUARE_ROOT, _LOG = 0, 1, 2
+_SCALE_NAMES = {_SQUARE_ROOT: "square-root scale", _LOG: "log scale"}
+
+
+def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
+    """CLUSTERING and OUTLIER patterns among the tasks of ``matrix``."""
+    min_count = max(profile.rate.min_tasks, 3)
+    if matrix.n_tasks < min_count or matrix.n_metrics == 0:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are expected and handled
+        columns = _analysed_columns(matrix.values, min_count)
+        if columns.size == 0:
+            return []
+        space = _Space.build(matrix, columns)
+        model = _fit_clusters(space, profile)
+        explainer = Explainer(matrix)
+        return _cluster_patterns(space, model, profile, explainer) + _outlier_patterns(
+            space, model, profile, explainer
+        )
+
+
+# ------------------------------------------------------------------ the data
+def _analysed_columns(values: np.ndarray, min_count: int) -> np.ndarray:
+    """Columns with enough values and some spread, minus IDs and counters."""
+    usable = usable_columns(values, min_count)
+    if usable.size == 0:
+        return usable
+    counters = counter_columns(values[:, usable], min_count=max(min_count, _COUNTER_MIN_COUNT))
+    return usable[~counters]
+
+
+def _content_hash(values: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's values: equal rows, equal hashes, whatever their position."""
+    canonical = np.where(np.isnan(values), np.inf, values) + 0.0  # one NaN, one zero (-0.0 -> 0.0)
+    words = np.ascontiguousarray(canonical.T).view(np.uint64)
+    hashed = np.full(values.shape[0], _HASH_SEED, dtype=np.uint64)
+    for column in words:
+        hashed ^= column
+        hashed *= _HASH_MULTIPLIER
+        hashed ^= hashed >> np.uint64(29)
+    return hashed
+
+
+def _canonical_sample(values: np.ndarray, size: int) -> np.ndarray:
+    """Rows with the ``size`` smallest content hashes, ordered by hash.
+
+    Which rows and in which order depends only on the rows' values, so every
+    later step (sums included) is bit-for-bit the same for any input order.
+    """
+    hashed = _content_hash(values)
+    chosen = np.argpartition(hashed, size - 1)[:size] if hashed.size > size else np.arange(hashed.size)
+    return chosen[np.argsort(hashed[chosen], kind="stable")]
+
+
+def _octile_skewness(values: np.ndarray) -> float:
+    """(q⅞ + q⅛ - 2 median) / (q⅞ - q⅛): 0 for symmetric values, > 0 for a long right tail."""
+    low, mid, high = np.quantile(values, [0.125, 0.5, 0.875])
+    return float((high + low - 2 * mid) / (high - low)) if high > low else 0.0
+
+
+def _choose_scale(sampled: np.ndarray, smallest: float) -> int:
+    """As is, square root or log: whichever makes the metric most symmetric.
+
+    Counts (non-negative integers) default to the square root, where their
+    spread no longer grows with their level (Anscombe); anything else stays as
+    is unless a transform makes it clearly more symmetric. Small counts stay
+    as they are: a root or log would open a gap between 0 and 1 that looks
+    like a valley between two groups.
+    """
+    if sampled.size < _MIN_FOR_TRANSFORM or smallest < 0:
+        return _AS_IS
+    counts = bool(np.all(sampled == np.round(sampled)))
+    if counts and np.quantile(sampled, 0.125) < _MIN_COUNT_LEVEL:
+        return _AS_IS
+    default = _SQUARE_ROOT if counts else _AS_IS
+    skew = {_AS_IS: _octile_skewness(sampled)}
+    if skew[_AS_IS] <= _MIN_SKEW:  # symmetric enough, or a left tail no power transform tames
+        return default
+    skew[_SQUARE_ROOT] = _octile_skewness(np.sqrt(sampled))
+    if smallest > 0:
+        skew[_LOG] = _octile_skewness(np.log(sampled))
+    best = min(skew, key=lambda scale: (abs(skew[scale]), scale))
+    return best if abs(skew[best]) < abs(skew[default]) - _MIN_SKEW / 2 else default
+
+
+def _transform(values: np.ndarray, scale: int) -> np.ndarray:
+    if scale == _LOG:
+        return np.log(values)
+    if scale == _SQUARE_ROOT:
+        return np.sqrt(values)
+    return values
+
+
+def _untransform(value: float, scale: int) -> float:
+    if scale == _LOG:
+        return math.exp(value)
+    if scale == _SQUARE_ROOT:
+        return value * value
+    return value
+
+
+def _robust_center_scale(values: np.ndarray) -> tuple[float, float]:
+    """Median and MAD-sigma of finite 1-D values (see _spread_without_mad when the MAD is 0; 1 if no spread)."""
+    center = float(np.median(values))
+    deviation = np.abs(values - center)
+    scale = float(np.median(deviation)) * MAD_TO_SIGMA
+    if scale <= 0:
+        scale = _spread_without_mad(deviation, values)
+    return center, scale if scale > 0 else 1.0
+
+
+def _spread_without_mad(deviation: np.ndarray, values: np.ndarray) -> float:
+    """The spread of values more than half of which share one value (retries: mostly 0).
+
+    Measured among the other values, so that the ordinary tail of a count is
+    not "beyond 5 sigma"; with fewer than 3 other values, the standard deviation.
+    """
+    off_center = deviation[deviation > 0]
+    return float(np.median(off_center)) * MAD_TO_SIGMA if off_center.size >= 3 else float(np.std(values))
+
+
+@dataclass(frozen=True)
+class _Space:
+    """The analysed metrics: original values, the scale each is read on, robust z."""
+
+    matrix: MetricMatrix
+    columns: np.ndarray  # indices into matrix.metric_names
+    raw: np.ndarray  # n x m, original units
+    scales: np.ndarray  # per column: _AS_IS, _SQUARE_ROOT or _LOG
+    center: np.ndarray  # per column, on its scale
+    spread: np.ndarray  # per column, on its scale
+    z: np.ndarray  # n x m robust z (NaN = absent)
+    sample: np.ndarray  # rows the split search and scale estimates read (canonical order)
+
+    @classmethod
+    def build(cls, matrix: MetricMatrix, columns: np.ndarray) -> "_Space":
+        raw = matrix.values[:, columns]
+        n, m = raw.shape
+        sample = _canonical_sample(raw, _SAMPLE_SIZE)
+        smallest = np.nanmin(raw, axis=0)
+        scales = np.zeros(m, dtype=int)
+        center, spread = np.zeros(m), np.ones(m)
+        on_scale = np.empty_like(raw)
+        for j in range(m):
+            sampled = raw[sample, j]
+            sampled = sampled[np.isfinite(sampled)]
+            scales[j] = _choose_scale(sampled, smallest[j])
+            on_scale[:, j] = _transform(raw[:, j], scales[j])
+            if sampled.size < _MIN_SPARSE and n > sample.size:  # a sparse metric: use every value it has
+                sampled = raw[:, j][np.isfinite(raw[:, j])]
+            center[j], spread[j] = _robust_center_scale(_transform(sampled, scales[j]))
+        z = (on_scale - center) / spread
+        return cls(matrix, columns, raw, scales, center, spread, z, sample)
+
+    def name(self, j: int) -> str:
+        return self.matrix.metric_names[self.columns[j]]
+
+    def to_original(self, j: int, z_value: float) -> float:
+        """A robust-z value of metric j back in the metric's own units."""
+        return _untransform(float(self.center[j] + z_value * self.spread[j]), int(self.scales[j]))
+
+
+# -------------------------------------------------------- is it two groups?
+@dataclass(frozen=True)
+class _Split:
+    """Evidence that a group is two: where, how far apart, how deep the valley."""
+
+    threshold: float  # projected values above it form the upper side
+    separation: float  # distance of the peaks / pooled spread
+    valley_ratio: float  # valley density / lower peak density
+    p_value: float  # chance of a valley this deep under a unimodal density
+
+
+def _center_spread(values: np.ndarray) -> tuple[float, float]:
+    """Median and MAD-sigma (standard deviation when the MAD is 0) of finite 1-D values."""
+    center = float(np.median(values))
+    spread = float(np.median(np.abs(values - center))) * MAD_TO_SIGMA
+    return center, spread if spread > 0 else float(np.std(values))
+
+
+def _lattice_step(sorted_values: np.ndarray) -> float:
+    """Spacing of a discrete metric's values, 0 for a continuous one.
+
+    Windows narrower than this would take the gaps between possible values
+    (0, 1, 2 retries) for valleys.
+    """
+    distinct = sorted_values[np.r_[True, np.diff(sorted_values) > 0]]
+    if distinct.size < 2 or distinct.size > sorted_values.size // 4:
+        return 0.0
+    return float(np.median(np.diff(distinct)))
+
+
+def _window_counts(sorted_values: np.ndarray, centers: np.ndarray, half_width: float) -> np.ndarray:
+    """How many values fall in [c - h, c + h) for each centre c."""
+    upper = np.searchsorted(sorted_values, centers + half_width, side="left")
+    lower = np.searchsorted(sorted_values, centers - half_width, side="left")
+    return upper - lower
+
+
+def _two_means_cut(values: np.ndarray, min_side: int) -> int | None:
+    """Size of the lower side of the exact 1-D 2-means split of sorted values (winsorised), or None."""
+    n = values.size
+    low, high = values[int(_WINSOR * (n - 1))], values[int(round((1 - _WINSOR) * (n - 1)))]
+    clipped = np.clip(values, low, high) - values[n // 2]
+    sums, squares = np.cumsum(clipped), np.cumsum(clipped * clipped)
+    cuts = np.arange(min_side, n - min_side + 1)
+    cuts = cuts[values[cuts - 1] < values[np.minimum(cuts, n - 1)]]  # never between equal values
+    if cuts.size == 0:
+        return None
+    left_sse = squares[cuts - 1] - sums[cuts - 1] ** 2 / cuts
+    right_sse = (squares[-1] - squares[cuts - 1]) - (sums[-1] - sums[cuts - 1]) ** 2 / (n - cuts)
+    return int(cuts[np.argmin(left_sse + right_sse)])
+
+
+def _two_peak_split(values: np.ndarray, min_side: int, alpha: float, min_separation: float) -> _Split | None:
+    """Where sorted 1-D ``values`` split into two modes, or None when they are one.
+
+    The cut is the exact 1-D 2-means split. It is kept only if the two sides'
+    peaks are ``min_separation`` pooled spreads apart and the emptiest window
+    between them is at most half as dense as the lower peak, significantly so:
+    a binomial test of the valley count against the peak count, Bonferroni-
+    corrected for the valley windows searched and the two widths tried.
+    """
+    n = values.size
+    if n < 2 * min_side:
+        return None
+    span = float(values[-1] - values[0])
+    cut = _two_means_cut(values, min_side) if span > 0 else None
+    if cut is None:
+        return None
+
+    step = _lattice_step(values)
+    floor = max(step / 2, 1e-3 * span)
+    (peak1, spread1), (peak2, spread2) = _center_spread(values[:cut]), _center_spread(values[cut:])
+    spread1, spread2 = max(spread1, floor), max(spread2, floor)
+    separation = (peak2 - peak1) / math.sqrt((spread1**2 + spread2**2) / 2)
+    if separation < min_separation:
+        return None
+
+    half1, half2 = max(_WINDOW * spread1, step), max(_WINDOW * spread2, step)
+    gap_start, gap_end = peak1 + half1, peak2 - half2
+    if gap_end <= gap_start:
+        return None
+    peak_counts = (
+        int(_window_counts(values, np.array([peak1]), half1)[0]),
+        int(_window_counts(values, np.array([peak2]), half2)[0]),
+    )
+    lower = 0 if peak_counts[0] / half1 <= peak_counts[1] / half2 else 1
+    peak_count, peak_width = peak_counts[lower], 2 * (half1, half2)[lower]
+    if peak_count == 0:
+        return None
+
+    best: tuple[float, float, float] | None = None  # (p-value, ratio, threshold)
+    for half in sorted({max(_WINDOW * min(spread1, spread2), step), max(_WINDOW * max(spread1, spread2), step)}):
+        half = min(half, (gap_end - gap_start) / 2)
+        if half <= 0 or half < step:
+            continue
+        room = gap_end - gap_start - 2 * half
+        positions = np.linspace(gap_start + half, gap_end - half, max(1, int(min(_MAX_GRID, room / (half / 2) + 1))))
+        counts = _window_counts(values, positions, half)
+        deepest = int(np.argmin(counts))
+        valley = int(counts[deepest])
+        ratio = (valley / (2 * half)) / (peak_count / peak_width)
+        p_value = float(binom.cdf(valley, valley + peak_count, 2 * half / (2 * half + peak_width)))
+        p_value *= max(1.0, (gap_end - gap_start) / (2 * half))  # the deepest of that many disjoint windows
+        if best is None or (p_value, ratio) < best[:2]:
+            best = (p_value, ratio, float(positions[deepest]))
+    if best is None:
+        return None
+    p_value, ratio, threshold = min(1.0, 2 * best[0]), best[1], best[2]
+    if ratio > _MAX_VALLEY_RATIO or p_value > alpha:
+        return None
+    return _Split(threshold, separation, ratio, p_value)
+
+
+def _candidate_projections(points: np.ndarray, min_side: int) -> list[np.ndarray]:
+    """The group's values along each metric and its principal axes (NaN: not placeable).
+
+    A task missing some metrics is projected on the part of the axis it has,
+    rescaled; a task holding less than half of an axis is left out of it.
+    """
+    n, m = points.shape
+    present = np.isfinite(points)
+    projections = [points[:, j] for j in range(m) if present[:, j].sum() >= 2 * min_side]
+    # Principal axes need many more tasks than metrics, or noise looks separable.
+    if m >= 2 and n >= 5 * m:
+        center = np.nanmedian(points, axis=0)
+        centred = np.where(present & np.isfinite(center), points - np.nan_to_num(center), 0.0)
+        clipped = np.clip(centred, -_PCA_CLIP, _PCA_CLIP)
+        _, vectors = np.linalg.eigh(clipped.T @ clipped)
+        for axis in vectors[:, ::-1][:, :_PRINCIPAL_AXES].T:
+            weight = present.astype(float) @ (axis * axis)
+            with np.errstate(all="ignore"):
+                projected = (centred @ axis) / np.sqrt(weight)
+            projections.append(np.where(weight >= 0.5, projected, np.nan))
+    return projections
+
+
+def _best_split(points: np.ndarray, min_side: int, alpha: float, min_separation: float):
+    """(upper-side mask, evidence) for the clearest two-mode direction of a group, or None."""
+    best: tuple[np.ndarray, _Split] | None = None
+    candidates = _candidate_projections(points, min_side)
+    for projected in candidates:
+        placeable = np.isfinite(projected)
+        # Bonferroni over the directions tried: the best of many looks must still be a rare valley.
+        split = _two_peak_split(np.sort(projected[placeable]), min_side, alpha / len(candidates), min_separation)
+        if split is not None and (best is None or split.separation > best[1].separation):
+            best = (projected, split)
+    if best is None:
+        return None
+    projected, split = best
+    placeable = np.isfinite(projected)
+    upper = projected > split.threshold
+    if upper.sum() * 2 > placeable.sum():  # tasks the direction cannot place join the larger side
+        upper |= ~placeable
+    return upper, split
+
+
+def _split_sample(points: np.ndarray, min_side: int, alpha: float, min_separation: float):
+    """Top-down splitting of the sample: member rows and evidence per group."""
+    groups = [np.arange(points.shape[0])]
+    evidence: list[_Split | None] = [None]
+    queue = [0]
+    while queue and len(groups) < _MAX_CLUSTERS:
+        g = queue.pop(0)
+        found = _best_split(points[groups[g]], min_side, alpha, min_separation)
+        if found is None:
+            continue
+        upper, split = found
+        members = groups[g]
+        larger, smaller = members[~upper], members[upper]
+        if larger.size < smaller.size:
+            larger, smaller = smaller, larger
+        groups[g] = larger
+        groups.append(smaller)
+        evidence[g] = split
+        evidence.append(split)
+        queue += [g, len(groups) - 1]
+    return groups, evidence
+
+
+# ------------------------------------------------------------ the clusters
+@dataclass(frozen=True)
+class _Model:
+    """Cluster centres (robust z) and every task's cluster (-1: shares nothing with any)."""
+
+    labels: np.ndarray  # per task
+    centers: np.ndarray  # k x m, NaN where a cluster has no value for a metric
+    spreads: np.ndarray  # k x m, floored at _MIN_SPREAD
+    evidence: tuple[_Split | None, ...]  # per cluster: the split that set it apart
+    main: int  # the largest cluster (the baseline)
+
+
+def _min_separation(profile: ThermalProfile) -> float:
+    """Peaks 2 pooled spreads apart (where two equal normals stop being unimodal), plus a margin."""
+    return 2.0 + profile.rate.min_effect_size
+
+
+def _group_center_spread(z_rows: np.ndarray, min_present: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Per-metric median and MAD-sigma of some rows; NaN where too few have the metric."""
+    if z_rows.shape[0] == 0:
+        return np.full(z_rows.shape[1], np.nan), np.full(z_rows.shape[1], np.nan)
+    center = np.nanmedian(z_rows, axis=0)
+    deviation = np.abs(z_rows - center)
+    spread = np.nanmedian(deviation, axis=0) * MAD_TO_SIGMA
+    for j in np.flatnonzero(~(spread > 0) & np.isfinite(center)):
+        present = np.isfinite(z_rows[:, j])
+        spread[j] = _spread_without_mad(deviation[present, j], z_rows[present, j])
+    enough = np.isfinite(z_rows).sum(axis=0) >= min_present
+    return np.where(enough, center, np.nan), np.where(enough, spread, np.nan)
+
+
+def _standardised_difference(center_a, spread_a, center_b, spread_b) -> np.ndarray:
+    """(a - b) / pooled spread, spreads floored at _MIN_SPREAD (robust-z units)."""
+    pooled = np.sqrt((np.fmax(spread_a, _MIN_SPREAD) ** 2 + np.fmax(spread_b, _MIN_SPREAD) ** 2) / 2)
+    return (center_a - center_b) / pooled
+
+
+def _setting_apart(difference: np.ndarray) -> np.ndarray:
+    """Mask of the metrics on which a cluster differs clearly, or most, from another."""
+    magnitude = np.nan_to_num(np.abs(difference))
+    strongest = magnitude.max(initial=0.0)
+    if strongest == 0:
+        return np.zeros(magnitude.shape, dtype=bool)
+    # Clearly apart (2 pooled spreads), or close to the strongest difference.
+    return magnitude >= min(2.0, max(0.5 * strongest, min(1.0, strongest)))
+
+
+def _assign(z: np.ndarray, centers: np.ndarray, spreads: np.ndarray, apart: np.ndarray, main: int) -> np.ndarray:
+    """Each task's nearest cluster in O(n·m·k): Gaussian cost per shared metric, averaged.
+
+    Averaging over the metrics a task shares with a centre makes tasks with
+    different metric sets comparable; a task sharing no metric with a centre,
+    or none of the metrics that set a minority cluster apart, is not put in it.
+    (Metric-major loops: tall-skinny matrix products are slower here, BLAS
+    threads fight over two cores.)
+    """
+    by_metric = np.ascontiguousarray(z.T)
+    present = np.isfinite(by_metric)
+    n = by_metric.shape[1]
+    cost = np.full((centers.shape[0], n), np.inf)
+    for g in range(centers.shape[0]):
+        total, shared = np.zeros(n), np.zeros(n)
+        eligible = np.full(n, g == main)
+        for j in np.flatnonzero(np.isfinite(centers[g])):
+            deviation = (by_metric[j] - centers[g, j]) / spreads[g, j]
+            total += np.where(present[j], deviation * deviation + 2 * math.log(spreads[g, j]), 0.0)
+            shared += present[j]
+            if apart[g, j]:
+                eligible |= present[j]
+        with np.errstate(all="ignore"):
+            cost[g] = np.where(eligible & (shared > 0), total / shared, np.inf)
+    labels = np.argmin(cost, axis=0)
+    labels[~np.isfinite(cost[labels, np.arange(n)])] = -1
+    return labels
+
+
+def _bounded_rows(labels: np.ndarray, g: int, in_sample: np.ndarray) -> np.ndarray:
+    """The members of cluster g, or only its sampled members when it is large (bounded cost)."""
+    members = np.flatnonzero(labels == g)
+    return members if members.size <= _SAMPLE_SIZE else members[in_sample[members]]
+
+
+def _fit_clusters(space: _Space, profile: ThermalProfile) -> _Model:
+    """Split the sample, then assign every task; clusters below the minimum size are dissolved."""
+    rate = profile.rate
+    n, m = space.z.shape
+    sample = space.sample
+    min_side = max(3, math.ceil(rate.min_cluster_size * sample.size / n))
+    z_sample = space.z[sample]
+    groups, evidence = _split_sample(z_sample, min_side, rate.significance, _min_separation(profile))
+    if len(groups) == 1:
+        return _Model(np.zeros(n, dtype=int), np.zeros((1, m)), np.ones((1, m)), (None,), 0)
+
+    stats = [_group_center_spread(z_sample[rows], min_present=min(3, rows.size)) for rows in groups]
+    centers = np.array([center for center, _ in stats])
+    spreads = np.fmax(np.array([spread for _, spread in stats]), _MIN_SPREAD)
+    keep = np.arange(len(groups))
+    while True:
+        main = int(np.argmax([groups[g].size for g in keep]))
+        apart = np.array(
+            [
+                _setting_apart(_standardised_difference(centers[g], spreads[g], centers[keep[main]], spreads[keep[main]]))
+                for g in keep
+            ]
+        )
+        labels = _assign(space.z, centers[keep], spreads[keep], apart, main)
+        sizes = np.bincount(labels[labels >= 0], minlength=keep.size)
+        too_small = (sizes < rate.min_cluster_size) & (np.arange(keep.size) != main)
+        if not too_small.any():
+            break
+        keep = keep[~too_small]
+    # Final centres and spreads from the members (the sampled ones of a large cluster).
+    in_sample = np.zeros(n, dtype=bool)
+    in_sample[sample] = True
+    final = [_group_center_spread(space.z[_bounded_rows(labels, g, in_sample)]) for g in range(keep.size)]
+    return _Model(
+        labels=labels,
+        centers=np.array([center for center, _ in final]),
+        spreads=np.fmax(np.array([spread for _, spread in final]), _MIN_SPREAD),
+        evidence=tuple(evidence[g] for g in keep),
+        main=main,
+    )
+
+
+# ----------------------------------------------------------------- patterns
+def _cluster_patterns(space: _Space, model: _Model, profile: ThermalProfile, explainer: Explainer) -> list[Pattern]:
+    k = model.centers.shape[0]
+    if k < 2:
+        return []
+    n = space.matrix.n_tasks
+    assigned = model.labels >= 0
+    in_sample = np.zeros(n, dtype=bool)
+    in_sample[space.sample] = True
+    min_separation = _min_separation(profile)
+    patterns: list[Pattern] = []
+    used_keys: set[str] = set()
+    for g in range(k):
+        if g == model.main:
+            continue
+        members = np.flatnonzero(model.labels == g)
+        rows = _bounded_rows(model.labels, g, in_sample)
+        rest_rows = np.flatnonzero(assigned & (model.labels != g) & in_sample)
+        center, spread = _group_center_spread(space.z[rows])
+        rest_center, rest_spread = _group_center_spread(space.z[rest_rows])
+        difference = _standardised_difference(center, spread, rest_center, rest_spread)
+        apart = np.flatnonzero(_setting_apart(difference))
+        apart = apart[np.argsort(-np.abs(difference[apart]), kind="stable")][:_MAX_DEFINING]
+        separation = float(np.sqrt(np.sum(difference[apart] ** 2)))
+        if apart.size == 0 or separation < min_separation:
+            continue
+        names = [space.name(j) for j in apart]
+        statistics: dict[str, float] = {
+            "size": members.size,
+            "share": members.size / n,
+            "separation": separation,
+            "min_separation": min_separation,
+            "clusters": k,
+            "min_cluster_size": profile.rate.min_cluster_size,
+        }
+        split = model.evidence[g]
+        if split is not None:
+            statistics.update(
+                split_separation=split.separation, valley_ratio=split.valley_ratio, valley_p_value=split.p_value
+            )
+        if space.sample.size < n:
+            statistics["sample_size"] = space.sample.size
+        phrases = []
+        for j, name in zip(apart, names):
+            value, rest_value = space.to_original(j, center[j]), space.to_original(j, rest_center[j])
+            statistics[f"{name}.center"] = value
+            statistics[f"{name}.spread"] = _center_spread(space.raw[rows, j][np.isfinite(space.raw[rows, j])])[1]
+            statistics[f"{name}.rest_center"] = rest_value
+            statistics[f"{name}.z_vs_rest"] = difference[j]
+            phrases.append(_difference_phrase(name, value, rest_value, float(difference[j])))
+
+        signs = {name: "+" if difference[j] > 0 else "-" for j, name in zip(apart, names)}
+        key = f"clustering:{'|'.join(sorted(names))}:{''.join(signs[name] for name in sorted(names))}"
+        while key in used_keys:  # two clusters apart on the same metrics the same way
+            key += "'"
+        used_keys.add(key)
+        valley = split.valley_ratio if split is not None else 0.0
+        closeness = _distance_to(space.z[members], model.centers[g], model.spreads[g])
+        patterns.append(
+            Pattern(
+                kind=PatternKind.CLUSTERING,
+                description=f"{members.size} tasks ({members.size / n:.1%}) form a separate cluster: "
+                + ", ".join(phrases[:3]),
+                # Separation beyond the minimum, discounted by how shallow the valley is.
+                confidence=(1 - 0.5 ** ((separation / min_separation) ** 2)) * (1 - valley),
+                metrics=tuple(names),
+                statistics=statistics,
+                involved=space.matrix.involved(members, "member", profile.max_involved, priority=-closeness),
+                explanation=explainer.over_represented(members, assigned, noun="cluster"),
+                key=key,
+            )
+        )
+    return patterns
+
+
+def _distance_to(z_rows: np.ndarray, center: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Root mean squared standardised distance to a centre over the metrics a task shares with it."""
+    deviation = (z_rows - center) / spread
+    shared = np.isfinite(deviation)
+    with np.errstate(all="ignore"):
+        return np.sqrt(np.where(shared, deviation * deviation, 0.0).sum(axis=1) / shared.sum(axis=1))
+
+
+def _difference_phrase(name: str, value: float, rest: float, z: float) -> str:
+    """'latency_ms 3.1x higher (z=+6.2)'; a plain comparison when a ratio means nothing."""
+    ratio = value / rest if value > 0 and rest > 0 else 0.0
+    if 0.01 <= ratio <= 100:  # beyond that one of them is ~0 and a ratio misleads
+        if ratio >= 1.05:
+            return f"{name} {_times(ratio)} higher (z={z:+.1f})"
+        if ratio <= 1 / 1.05:
+            return f"{name} {_times(1 / ratio)} lower (z={z:+.1f})"
+    return f"{name} {value:.4g} vs {rest:.4g} elsewhere (z={z:+.1f})"
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+
+
+# ------------------------------------------------------------------ outliers
+def _outlier_patterns(space: _Space, model: _Model, profile: ThermalProfile, explainer: Explainer) -> list[Pattern]:
+    """Tasks beyond the outlier score on some metric: one pattern per metric and direction."""
+    assigned = model.labels >= 0
+    if model.centers.shape[0] == 1:
+        z = space.z  # one population: its robust z is the global one
+    else:
+        own = np.where(assigned, model.labels, 0)
+        z = (space.z - model.centers[own]) / model.spreads[own]
+        z[~assigned] = np.nan
+    present = np.isfinite(z)
+    held = present.sum(axis=1)
+    # The tail probability of the outlier score for one value, shared among the metrics a task has.
+    tail = 2 * norm.sf(profile.rate.outlier_score)
+    thresholds = np.r_[np.inf, norm.isf(tail / (2 * np.arange(1, z.shape[1] + 1)))][held]
+    magnitude = np.where(present, np.abs(z), -np.inf)
+    dominant = np.argmax(magnitude, axis=1)
+    score = magnitude[np.arange(z.shape[0]), dominant]
+    flagged = np.flatnonzero(score > thresholds)
+    if flagged.size == 0:
+        return []
+    side = np.sign(z[flagged, dominant[flagged]])
+    # Each (metric, side) group is tested against chance: noise over many tasks and metrics
+    # does cross any fixed threshold now and then.
+    groups_tested = 2 * z.shape[1]
+    share_per_task = np.where(held > 0, 1.0 / (2 * np.maximum(held, 1)), 0.0)  # one side of one of its metrics
+    sizes = np.bincount(model.labels[assigned])
+    patterns = []
+    for j in np.unique(dominant[flagged]):
+        opportunities = float(share_per_task[present[:, j]].sum())
+        for direction in (1.0, -1.0):
+            group = flagged[(dominant[flagged] == j) & (side == direction)]
+            if group.size == 0:
+                continue
+            group = group[np.argsort(-score[group], kind="stable")]
+            chance = _chance_of_outliers(group.size, float(score[group[0]]), opportunities, tail)
+            if chance > profile.rate.significance / groups_tested:
+                continue
+            patterns.append(
+                _outlier_pattern(
+                    space, model, profile, explainer, z, int(j), direction, group, score, thresholds,
+                    opportunities * tail, chance, int(sizes[model.labels[group[0]]]),
+                )
+            )
+    return patterns
+
+
+def _chance_of_outliers(count: int, worst: float, opportunities: float, tail: float) -> float:
+    """How likely Gaussian noise gives this many flags, or one this extreme, on one side of one metric.
+
+    ``opportunities`` counts tasks holding the metric, each weighted by its
+    share of the Bonferroni budget (1 / (2 · metrics it has)). The smaller of
+    the two chances, doubled for looking at both.
+    """
+    by_count = float(poisson.sf(count - 1, opportunities * tail))
+    by_extreme = -math.expm1(-opportunities * 2 * float(norm.sf(worst)))
+    return min(1.0, 2 * min(by_count, by_extreme))
+
+
+def _outlier_pattern(
+    space, model, profile, explainer, z, j, direction, group, score, thresholds, expected, chance, cluster_size
+) -> Pattern:
+    name = space.name(j)
+    n = space.matrix.n_tasks
+    worst = int(group[0])
+    worst_z, worst_value = float(z[worst, j]), float(space.raw[worst, j])
+    typical = space.to_original(j, float(np.nan_to_num(model.centers[model.labels[worst], j])))
+    statistics: dict[str, float] = {
+        "count": group.size,
+        "share": group.size / n,
+        "outlier_score": profile.rate.outlier_score,
+        "threshold": float(thresholds[worst]),
+        "expected_by_chance": expected,
+        "p_value": chance,
+        f"{name}.worst_value": worst_value,
+        f"{name}.worst_z": worst_z,
+        f"{name}.typical": typical,
+    }
+    metrics = [name]
+    # Other metrics on which the same tasks are beyond their threshold too.
+    beyond = np.abs(np.nan_to_num(z[group])) > thresholds[group, None]
+    for other in np.flatnonzero(beyond.any(axis=0)):
+        if other != j:
+            other_name = space.name(other)
+            column = np.nan_to_num(z[group, other])
+            metrics.append(other_name)
+            statistics[f"{other_name}.worst_z"] = float(column[np.argmax(np.abs(column))])
+            statistics[f"{other_name}.count"] = int(beyond[:, other].sum())
+    scale = _SCALE_NAMES.get(int(space.scales[j]))
+    detail = f"{name}={worst_value:.4g} (robust z={worst_z:+.1f}{', ' + scale if scale else ''}; typical {typical:.4g})"
+    label = space.matrix.labels[worst]
+    if group.size == 1:
+        description = f"{label} is an outlier: {detail}"
+    else:
+        side = "high" if direction > 0 else "low"
+        description = f"{group.size} tasks ({group.size / n:.1%}) are {side} outliers on {name}; worst {label}: {detail}"
+    # How far past the threshold (the scale of a small cluster is uncertain, so its z is
+    # discounted), times how unlikely these flags are by chance.
+    excess = float(score[worst]) / (1 + 1 / math.sqrt(cluster_size)) / float(thresholds[worst])
+    strength = 1 - 0.5 ** (excess**2) if excess >= 1 else 0.5 * excess**2
+    return Pattern(
+        kind=PatternKind.OUTLIER,
+        description=description,
+        confidence=strength * (1 - chance),
+        metrics=tuple(metrics),
+        statistics=statistics,
+        involved=space.matrix.involved(group, "outlier", profile.max_involved, priority=score[group]),
+        explanation=explainer.over_represented(group, model.labels >= 0, noun="outliers"),
+        key=f"outlier:{name}:{'+' if direction > 0 else '-'}",
+    )
