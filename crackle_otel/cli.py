@@ -13,6 +13,35 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .gateway.service import run_serve
+
+    return run_serve(args)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from .gateway.analyze import run_analyze
+
+    return run_analyze(args)
+
+
+def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by serve and analyze; unset ones fall back to CRACKLE_* variables, then defaults."""
+    group = parser.add_argument_group("analysis (default: CRACKLE_* variables, then built-in defaults)")
+    group.add_argument("--profile", choices=("fast", "default", "slow"), help="cooling profile (CRACKLE_PROFILE)")
+    group.add_argument("--group-by", metavar="ATTRS",
+                       help="comma-separated attributes grouping spans (default service.name,span.name)")
+    group.add_argument("--kiln-capacity", type=int, metavar="N", help="spans kept per group (a sliding window)")
+    group.add_argument("--max-groups", type=int, metavar="N", help="groups analysed; spans of further groups are counted")
+
+
+def _add_export_options(parser: argparse.ArgumentParser, what: str, default: str) -> None:
+    parser.add_argument("--export-endpoint", metavar="URL",
+                        help=f"OTLP endpoint receiving {what}, e.g. http://jaeger:4317 ({default})")
+    parser.add_argument("--export-protocol", choices=("grpc", "http/protobuf"),
+                        help="OTLP protocol of --export-endpoint (default OTEL_EXPORTER_OTLP_PROTOCOL, then grpc)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crackle-otel", description="Emergent patterns in OpenTelemetry telemetry.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -23,6 +52,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a built-in instrumented workload through crackle, print the patterns")
     add_demo_arguments(demo)
     demo.set_defaults(handler=_demo)
+
+    serve = commands.add_parser(
+        "serve", help="OTLP gateway: receive spans (and metrics) over OTLP, export the patterns found in them")
+    serve.add_argument("--grpc-endpoint", metavar="HOST:PORT",
+                       help="OTLP/gRPC listen address (default 127.0.0.1:4317; '' turns gRPC off)")
+    serve.add_argument("--http-endpoint", metavar="HOST:PORT",
+                       help="OTLP/HTTP listen address (default 127.0.0.1:4318; '' turns HTTP off)")
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
+    serve.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
+    _add_export_options(serve, "the pattern spans and events (and forwarded spans)",
+                        "default OTEL_EXPORTER_OTLP_ENDPOINT")
+    serve.add_argument("--exporter", choices=("otlp", "console", "none"),
+                       help="where patterns go: OTLP to --export-endpoint (default), stdout, or nowhere")
+    serve.add_argument("--pass-through", action="store_true",
+                       help="also forward every received span unchanged to --export-endpoint (sit inline)")
+    serve.add_argument("--max-queue-size", type=int, metavar="N",
+                       help="export requests queued before senders are told to retry (default 128)")
+    serve.add_argument("--cool-interval", type=float, metavar="SECONDS",
+                       help="cool every group with new spans this often (default 60)")
+    serve.add_argument("--self-metrics-interval", type=float, metavar="SECONDS",
+                       help="export the gateway's own counters as OTel metrics this often (default 60; 0 = off)")
+    serve.add_argument("--shutdown-timeout", type=float, metavar="SECONDS",
+                       help="on SIGTERM, time to drain, cool, emit and flush (default 10)")
+    _add_analysis_options(serve)
+    serve.set_defaults(handler=_serve)
+
+    analyze = commands.add_parser(
+        "analyze", help="find patterns in span files (collector file exporter: OTLP JSON lines or proto)")
+    analyze.add_argument("files", nargs="+", metavar="FILE",
+                         help="OTLP JSON lines, length-prefixed OTLP protobuf or one protobuf request; may be .gz")
+    analyze.add_argument("--json", action="store_true", help="print one JSON object per pattern")
+    _add_export_options(analyze, "the patterns as spans and events", "optional")
+    analyze.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                         help="progress line on stderr (default: on a terminal, for inputs of 16 MiB or more)")
+    _add_analysis_options(analyze)
+    analyze.set_defaults(handler=_analyze)
     return parser
 
 

@@ -6,7 +6,7 @@ so the metrics and ``stats()`` can never disagree.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
@@ -48,15 +48,26 @@ def _callback(stats: Callable[[], dict[str, Any]], key: Any) -> Callable[[Callba
     return observe
 
 
-def register_self_metrics(stats: Callable[[], dict[str, Any]], meter_provider: MeterProvider | None = None) -> list[Any]:
-    """Create the observable instruments reading ``stats()`` (e.g. ``processor.stats``); returns them."""
+def register_self_metrics(
+    stats: Callable[[], dict[str, Any]],
+    meter_provider: MeterProvider | None = None,
+    *,
+    counters: Sequence[tuple[str, str, str, Any]] = _COUNTERS,
+    gauges: Sequence[tuple[str, str, str, Any]] = _GAUGES,
+) -> list[Any]:
+    """Create the observable instruments reading ``stats()`` (e.g. ``processor.stats``); returns them.
+
+    ``counters`` / ``gauges``: (instrument name, unit, description, stats key or
+    {crackle.reason value: stats key}); the defaults are the span processor's.
+    The OTLP gateway passes its own tables.
+    """
     meter = (meter_provider or metrics.get_meter_provider()).get_meter(METER_NAME)
     instruments = []
-    for name, unit, description, key in _COUNTERS:
+    for name, unit, description, key in counters:
         instruments.append(
             meter.create_observable_counter(name, callbacks=[_callback(stats, key)], unit=unit, description=description)
         )
-    for name, unit, description, key in _GAUGES:
+    for name, unit, description, key in gauges:
         instruments.append(
             meter.create_observable_gauge(name, callbacks=[_callback(stats, key)], unit=unit, description=description)
         )
