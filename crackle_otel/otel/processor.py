@@ -14,6 +14,11 @@ Extraction, grouping, recording and cooling all happen on the cooler thread.
 An ended SDK span is immutable, so reading it later is safe; memory stays
 bounded by ``max_queue_size`` spans.
 
+The cooler itself is held to a CPU budget (``max_cooler_share``, 10 % by
+default): under the GIL every microsecond it spends extracting or cooling is
+taken from request threads, so under overload it analyses a sample and the
+buffer drops the rest (counted), rather than taxing the host.
+
 Even the "own pattern span" check (instrumentation scope ``crackle_otel``) is
 done on the cooler thread: it is two property reads per span on the hot path
 for spans that normally never reach this processor at all (the emitter sends
@@ -135,31 +140,50 @@ class CrackleSpanProcessor(SpanProcessor):
 
     # ----------------------------------------------------------- cooler side
     def _run(self) -> None:
+        """Drain on wake-ups, cool filled groups and every interval, within a CPU budget.
+
+        Budget (a token bucket): the thread earns ``max_cooler_share`` seconds of work per
+        second, starting from nothing and capped at ``max_cooler_share * cool_interval``; work
+        is paid for afterwards by pausing. A cool of a filled group (the big-ticket item) only
+        starts when the drain before it left credit; the interval cool always runs. Under
+        sustained overload the drains use the whole budget, so groups are cooled once per
+        interval on the latest window, and the rest of the spans are dropped (counted).
+        """
+        share = self.config.max_cooler_share
         interval = self.config.cool_interval_millis / 1000
-        # Pause after each piece of work so the thread is busy at most max_cooler_share of the time.
-        pause_per_busy_second = 1.0 / self.config.max_cooler_share - 1.0
-        next_cool = time.monotonic() + interval
+        max_credit = share * interval
+        credit = 0.0
+        earned_until = time.monotonic()
+        next_cool = earned_until + interval
         while not self._stopping:
-            self._wake.wait(max(0.0, next_cool - time.monotonic()))
+            # A filled group waiting for credit: come back as soon as the pause is over.
+            self._wake.wait(0.0 if self._furnace.has_filled_groups else max(0.0, next_cool - time.monotonic()))
             self._wake.clear()
             if self._stopping:
                 break
             started = time.monotonic()
+            credit = min(max_credit, credit + (started - earned_until) * share)
             try:
                 with self._work_lock:
-                    self._drain_locked()
+                    drained = self._drain_locked()
+                    drain_cost = time.monotonic() - started if drained else 0.0
                     if time.monotonic() >= next_cool:
                         self._cool_locked(only_filled=False, deadline=math.inf)
                         next_cool = time.monotonic() + interval
-                    else:
+                    elif self._furnace.has_filled_groups and credit - drain_cost >= 0:
                         self._cool_locked(only_filled=True, deadline=math.inf)
             except Exception:  # the cooler must survive anything (a bug here must not stop analysis)
                 logger.exception("crackle cooler: unexpected error")
-            busy = time.monotonic() - started
-            if pause_per_busy_second > 0:
-                self._stop.wait(busy * pause_per_busy_second)
+            earned_until = time.monotonic()
+            busy = earned_until - started
+            credit += busy * share - busy  # earned while busy, minus the work done
+            if credit < 0:
+                self._stop.wait(-credit / share)  # pause until the work is paid for
+                credit = 0.0
+                earned_until = time.monotonic()
 
-    def _drain_locked(self) -> None:
+    def _drain_locked(self) -> int:
+        """Record every buffered span; returns how many there were."""
         buffer = self._buffer
         count = len(buffer)
         # Counted before popping: a concurrent stats() may then under-report drops for a moment,
@@ -168,6 +192,7 @@ class CrackleSpanProcessor(SpanProcessor):
         popleft = buffer.popleft
         for _ in range(count):
             self._record(popleft())
+        return count
 
     def _record(self, span: Any) -> None:
         try:
