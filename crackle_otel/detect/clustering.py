@@ -649,37 +649,38 @@ def _outlier_patterns(space: _Space, model: _Model, profile: ThermalProfile, exp
     # Each (metric, side) group is tested against chance: noise over many tasks and metrics
     # does cross any fixed threshold now and then.
     groups_tested = 2 * z.shape[1]
-    share_per_task = np.where(held > 0, 1.0 / (2 * np.maximum(held, 1)), 0.0)  # one side of one of its metrics
+    flag_chance = np.where(held > 0, tail / (2 * np.maximum(held, 1)), 0.0)  # per task, per side of a metric
     sizes = np.bincount(model.labels[assigned])
     patterns = []
     for j in np.unique(dominant[flagged]):
-        opportunities = float(share_per_task[present[:, j]].sum())
+        holders = present[:, j]
+        expected = float(flag_chance[holders].sum())
         for direction in (1.0, -1.0):
             group = flagged[(dominant[flagged] == j) & (side == direction)]
             if group.size == 0:
                 continue
             group = group[np.argsort(-score[group], kind="stable")]
-            chance = _chance_of_outliers(group.size, float(score[group[0]]), opportunities, tail)
+            chance = _chance_of_outliers(group.size, float(score[group[0]]), expected, int(holders.sum()))
             if chance > profile.rate.significance / groups_tested:
                 continue
             patterns.append(
                 _outlier_pattern(
                     space, model, profile, explainer, z, int(j), direction, group, score, thresholds,
-                    opportunities * tail, chance, int(sizes[model.labels[group[0]]]),
+                    expected, chance, int(sizes[model.labels[group[0]]]),
                 )
             )
     return patterns
 
 
-def _chance_of_outliers(count: int, worst: float, opportunities: float, tail: float) -> float:
-    """How likely Gaussian noise gives this many flags, or one this extreme, on one side of one metric.
+def _chance_of_outliers(count: int, worst: float, expected: float, holders: int) -> float:
+    """How likely Gaussian noise gives this many flags, or a value this extreme, on one side of one metric.
 
-    ``opportunities`` counts tasks holding the metric, each weighted by its
-    share of the Bonferroni budget (1 / (2 · metrics it has)). The smaller of
-    the two chances, doubled for looking at both.
+    ``expected`` flags by chance (each task's Bonferroni-shared tail summed);
+    ``holders`` tasks each had one draw at the worst value. The smaller of the
+    two chances, doubled for looking at both.
     """
-    by_count = float(poisson.sf(count - 1, opportunities * tail))
-    by_extreme = -math.expm1(-opportunities * 2 * float(norm.sf(worst)))
+    by_count = float(poisson.sf(count - 1, expected))
+    by_extreme = -math.expm1(-holders * float(norm.sf(worst)))
     return min(1.0, 2 * min(by_count, by_extreme))
 
 
