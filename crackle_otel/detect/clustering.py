@@ -522,7 +522,7 @@ def _fit_clusters(space: _Space, profile: ThermalProfile) -> _Model:
         centers=np.array([center for center, _ in final]),
         spreads=np.fmax(np.array([spread for _, spread in final]), _MIN_SPREAD),
         evidence=tuple(evidence[g] for g in keep),
-        main=main,
+        main=int(np.argmax(sizes)),  # the baseline is the largest cluster over all tasks
     )
 
 
