@@ -138,7 +138,7 @@ def binary_segmentation(cost, min_size: int, penalty: float, max_changes: int) -
     n = cost.n
     if n < 2 * min_size or max_changes < 1:
         return []
-    positions = np.unique(np.linspace(0, n, min(MAX_BLOCKS, n) + 1).round().astype(np.intp))
+    positions = np.linspace(0, n, min(MAX_BLOCKS, n) + 1).round().astype(np.intp)  # sorted, distinct
     block = int(np.ceil(n / max(1, positions.size - 1)))
     heap: list[tuple[float, int, int, int]] = []
 

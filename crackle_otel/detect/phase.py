@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 from scipy.stats import f as f_distribution
-from scipy.stats import ks_2samp, levene
+from scipy.stats import ks_2samp, kstwobign, levene
 
 from .. import information
 from ..matrix import MetricMatrix
@@ -59,13 +59,18 @@ SPREAD_PENALTY = 3.0
 SHAPE_PENALTY = 1.5
 SEARCH_BINS = 8  # quantile bins for the shape search
 MAX_JSD_BINS = 16  # finer bins to measure a divergence
-KS_SAMPLE = 4000  # at most this many values per side go into the KS test (even stride)
+DIVERGENCE_SAMPLE = 5000  # at most this many values per side for KS and JSD (even stride)
 SHAPE_SEARCH_SAMPLE = 20_000  # the shape search reads every k-th value, at most this many
+SPREAD_SAMPLE = 20_000  # at most this many values per side for spread estimates and Levene
 SCALE_SAMPLE = 10_000  # values (evenly spaced in time) that pick centre, scale and bin edges
 TREND_T = 4.0  # slope t-statistic from which a segment counts as a ramp
 RAMP_SEGMENTS = 3  # a ramp spans at least this many minimum segments
 WINSOR = 6.0  # robust z beyond which values are clipped for the search and the fits
-ABS_DEVIATION_TO_SIGMA = math.sqrt(math.pi / 2.0)  # mean |x - median| -> sd for normal data
+SPREAD_TRIM = 0.05  # share of largest absolute deviations left out of a spread estimate
+TRIMMED_DEVIATION_PER_SIGMA = 0.7168  # E|Z| over the 95 % smallest |Z|, for normal data
+NUMERICAL_ZERO = 1e-9  # in robust z units: below this a spread is rounding error
+AUTOCORRELATION_BLOCKS = 500  # blocks (evenly spaced) that estimate the noise's autocorrelation
+MAX_AUTOCORRELATION = 0.95
 
 
 @dataclass
@@ -94,13 +99,15 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
     counters = counter_columns(values)
     candidates: list[_Change] = []
     present_rows: dict[str, np.ndarray] = {}
+    series: dict[str, np.ndarray] = {}
     for j in columns:
         if counters[j]:
             continue
         name = matrix.metric_names[j]
         rows = np.flatnonzero(np.isfinite(values[:, j]))
         present_rows[name] = rows
-        candidates.extend(_metric_changes(name, values[rows, j], rate))
+        series[name] = values[rows, j]
+        candidates.extend(_metric_changes(name, series[name], rate))
     if not candidates:
         return []
     significant = benjamini_hochberg(np.array([c.p_value for c in candidates]), rate.significance)
@@ -108,6 +115,8 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
     kept = [c for c, ok in zip(candidates, significant) if ok and c.effect >= thresholds[c.kind]]
     kept = _merge_ramps(kept)
     kept = _drop_explained(kept, rate.min_variance_ratio)
+    for change in kept:
+        _describe(change, series[change.metric])
     groups: dict[tuple[str, str], list[_Change]] = {}
     for change in kept:
         groups.setdefault((change.metric, change.kind), []).append(change)
@@ -130,12 +139,18 @@ def _robust_scale(values: np.ndarray) -> float:
     return std if std > 0 else 1.0
 
 
-def _absolute_deviation_sd(values: np.ndarray) -> float:
-    """sd estimated from the mean absolute deviation from the median (Brown-Forsythe's
-    quantity; equals sd for normal data). Unlike the MAD it does not collapse to ~0
-    on counts that are mostly zero."""
-    deviation = float(np.mean(np.abs(values - np.median(values)))) * ABS_DEVIATION_TO_SIGMA
-    return deviation if deviation > 0 else 1e-12
+def _trimmed_deviation_sd(values: np.ndarray) -> float:
+    """sd from the mean absolute deviation from the median, largest deviations trimmed.
+
+    Brown-Forsythe's quantity, so it agrees with the test; unlike the MAD it does
+    not collapse to 0 on counts that are mostly zero. Trimming the top 5 % (at
+    least two values) keeps one outlier in a flat metric from passing for a
+    change of spread: that is an outlier, not a new phase.
+    """
+    deviations = np.sort(np.abs(values - np.median(values)))
+    keep = max(1, min(int(deviations.size * (1 - SPREAD_TRIM)), deviations.size - 2))
+    deviation = float(np.mean(deviations[:keep])) / TRIMMED_DEVIATION_PER_SIGMA
+    return deviation if deviation > NUMERICAL_ZERO else 0.0
 
 
 def _metric_changes(name: str, x: np.ndarray, rate) -> list[_Change]:
@@ -150,7 +165,12 @@ def _metric_changes(name: str, x: np.ndarray, rate) -> list[_Change]:
     # Robust z-scores, winsorised: a few huge values of a heavy-tailed metric must
     # not drag a least-squares fit (and fake a level or spread change around them).
     z = np.clip((x - center) / scale, -WINSOR, WINSOR)
-    noise_var = float(np.var(np.diff(z))) / 2.0  # differences ignore steps and ramps
+    # Noise variance from differences (they ignore steps and ramps), scaled up to the
+    # long-run variance when neighbours are correlated: a slowly wandering metric
+    # must not pass its wanderings off as transitions.
+    rho = _lag1_autocorrelation(z, min_size)
+    inflation = _inflation(rho)
+    noise_var = float(np.var(np.diff(z))) / (2.0 * (1 - rho)) * inflation
     if noise_var <= 0:
         return []
     log_n = math.log(n)
@@ -163,17 +183,25 @@ def _metric_changes(name: str, x: np.ndarray, rate) -> list[_Change]:
     end_level, trending = zip(*(_end_level(*fit, min_length=ramp_length) for fit in zip(length, mean, slope, rss)))
     non_negative = bool(x.min() >= 0)
     changes = [
-        _level_change(name, x, bounds, i, end_level, trending, level, (center, scale), min_size, non_negative)
+        _level_change(name, x, bounds, i, end_level, trending, level, (center, scale), min_size, non_negative, inflation)
         for i in range(1, bounds.size - 1)
     ]
 
     # Residuals around the level fit: what is left once level and trend are explained.
+    # A flat segment is centred on its median, so one outlier in an otherwise constant
+    # metric does not tilt the fit and smear deviations over its neighbours.
     segment = np.repeat(np.arange(bounds.size - 1), np.diff(bounds))
     segment_centre = (bounds[:-1] + bounds[1:] - 1) / 2.0
-    residual = z - (mean[segment] + slope[segment] * (np.arange(n) - segment_centre[segment]))
+    sloped = _clearly_sloped(length, slope, rss)
+    flat_level = np.array([np.median(_even_sample(z[a:b], SCALE_SAMPLE)) for a, b in zip(bounds[:-1], bounds[1:])])
+    fitted = np.where(sloped, mean, flat_level)[segment]
+    fitted += np.where(sloped, slope, 0.0)[segment] * (np.arange(n) - segment_centre[segment])
+    residual = z - fitted
 
     magnitude = np.minimum(np.abs(residual), WINSOR)
-    spread_var = float(np.var(np.diff(magnitude))) / 2.0
+    rho_spread = _lag1_autocorrelation(magnitude, min_size)
+    spread_inflation = _inflation(rho_spread)
+    spread_var = float(np.var(np.diff(magnitude))) / (2.0 * (1 - rho_spread)) * spread_inflation
     spread_changes: list[int] = []
     if spread_var > 0:
         spread = MeanCost(magnitude)
@@ -181,7 +209,7 @@ def _metric_changes(name: str, x: np.ndarray, rate) -> list[_Change]:
         spread_changes = binary_segmentation(spread, min_size, spread_penalty, MAX_CHANGES[SPREAD])
     spread_bounds = np.array([0, *spread_changes, n])
     changes += [
-        _spread_change(name, x, residual, spread_bounds, i, scale, min_size) for i in range(1, spread_bounds.size - 1)
+        _spread_change(name, residual, spread_bounds, i, scale, min_size, spread_inflation) for i in range(1, spread_bounds.size - 1)
     ]
 
     # Shape: searched only within stretches where level and spread hold still (not
@@ -195,8 +223,45 @@ def _metric_changes(name: str, x: np.ndarray, rate) -> list[_Change]:
     stretch_bounds = sorted(still)
     for a, b in zip(stretch_bounds[:-1], stretch_bounds[1:]):
         if b - a >= 2 * min_size and not any(a < ramp_end and ramp_start < b for ramp_start, ramp_end in ramps):
-            changes += _shape_changes(name, x, a, b, min_size)
+            changes += _shape_changes(name, x, a, b, min_size, rate)
     return changes
+
+
+def _lag1_autocorrelation(series: np.ndarray, block: int) -> float:
+    """Lag-1 autocorrelation of the noise, in [0, MAX_AUTOCORRELATION].
+
+    The median over blocks of ``block`` values, each centred on its own mean, so
+    steps and ramps (a few blocks) do not pass for correlation; corrected for the
+    downward bias of short blocks (about (1 + 3 rho) / block).
+    """
+    block = max(block, 4)
+    count = min(series.size // block, AUTOCORRELATION_BLOCKS)
+    if count < 3:
+        return 0.0
+    # Evenly spaced blocks: the estimate costs the same at any n.
+    starts = np.linspace(0, series.size - block, count).round().astype(np.intp)
+    blocks = series[starts[:, None] + np.arange(block)].astype(float)
+    centred = blocks - blocks.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_block = np.sum(centred[:, 1:] * centred[:, :-1], axis=1) / np.sum(centred * centred, axis=1)
+    per_block = per_block[np.isfinite(per_block)]
+    if per_block.size == 0:
+        return 0.0
+    rho = float(np.median(per_block))
+    rho += (1 + 3 * rho) / block
+    return float(np.clip(rho, 0.0, MAX_AUTOCORRELATION))
+
+
+def _inflation(rho: float) -> float:
+    """Long-run variance / variance for an AR(1)-like series: how much less each value tells."""
+    return (1 + rho) / (1 - rho)
+
+
+def _clearly_sloped(length: np.ndarray, slope: np.ndarray, rss: np.ndarray) -> np.ndarray:
+    """Segments whose slope is clearly non-zero (t >= TREND_T), whatever their length."""
+    sii = (length**3 - length) / 12.0
+    residual_sd = np.sqrt(rss / np.maximum(length - 2.0, 1.0))
+    return np.abs(slope) * np.sqrt(sii) >= TREND_T * residual_sd
 
 
 def _end_level(length: float, mean: float, slope: float, rss: float, min_length: int) -> tuple[float, bool]:
@@ -216,7 +281,7 @@ def _end_level(length: float, mean: float, slope: float, rss: float, min_length:
     return mean, False
 
 
-def _level_change(name, x, bounds, i, end_level, trending, cost, standardisation, min_size, non_negative) -> _Change:
+def _level_change(name, x, bounds, i, end_level, trending, cost, standardisation, min_size, non_negative, inflation):
     center, scale = standardisation
     start, at, end = int(bounds[i - 1]), int(bounds[i]), int(bounds[i + 1])
     before, after = x[start:at], x[at:end]
@@ -235,7 +300,8 @@ def _level_change(name, x, bounds, i, end_level, trending, cost, standardisation
     rss_split = float(np.sum(cost.cost(np.array([start, at]), np.array([at, end]))))
     dof = (end - start) - 4
     if rss_split > 0 and dof > 0:
-        f_stat = max(merged - rss_split, 0.0) / 2.0 / (rss_split / dof)
+        # Correlated neighbours carry less information: divide by the variance inflation.
+        f_stat = max(merged - rss_split, 0.0) / 2.0 / (rss_split / dof) / inflation
         p_value = float(f_distribution.sf(f_stat, 2, dof))
     else:
         p_value = 0.0 if merged > rss_split else 1.0
@@ -249,19 +315,26 @@ def _level_change(name, x, bounds, i, end_level, trending, cost, standardisation
         effect=effect,
         before_level=before_level,
         after_level=after_level,
-        stats={**moments, "jsd": _binned_jsd(before, after)},
+        stats=moments,
         ramp_end=end if trending[i] else None,
         short_after=(end - at) < RAMP_SEGMENTS * min_size,
         ratio_scale=non_negative,
     )
 
 
-def _spread_change(name, x, residual, bounds, i, scale, min_size) -> _Change:
+def _spread_change(name, residual, bounds, i, scale, min_size, inflation) -> _Change:
     start, at, end = int(bounds[i - 1]), int(bounds[i]), int(bounds[i + 1])
-    before, after = residual[start:at], residual[at:end]
-    sd_before, sd_after = _absolute_deviation_sd(before), _absolute_deviation_sd(after)
-    p_value = float(levene(before, after, center="median").pvalue)
-    ratio = max(sd_after / sd_before, sd_before / sd_after)
+    # Spread and its test from evenly spaced samples: the effect and the p-value are
+    # already decisive at this size, and the medians inside stay cheap.
+    before = _even_sample(residual[start:at], SPREAD_SAMPLE)
+    after = _even_sample(residual[at:end], SPREAD_SAMPLE)
+    sd_before, sd_after = _trimmed_deviation_sd(before), _trimmed_deviation_sd(after)
+    statistic = float(levene(before, after, center="median").statistic)
+    p_value = float(f_distribution.sf(statistic / inflation, 1, before.size + after.size - 2))
+    if min(sd_before, sd_after) > 0:
+        ratio = max(sd_after / sd_before, sd_before / sd_after)
+    else:  # flat on one side: a change only if the other side really varies
+        ratio = math.inf if max(sd_before, sd_after) > 0 else 1.0
     return _Change(
         metric=name,
         kind=SPREAD,
@@ -272,16 +345,18 @@ def _spread_change(name, x, residual, bounds, i, scale, min_size) -> _Change:
         effect=ratio,
         before_level=sd_before * scale,
         after_level=sd_after * scale,
-        stats={**_moments(x[start:at], x[at:end]), "jsd": _binned_jsd(x[start:at], x[at:end])},
+        stats={"sample_size": float(before.size + after.size)},
     )
 
 
-def _shape_changes(name: str, x: np.ndarray, first: int, last: int, min_size: int) -> list[_Change]:
+def _shape_changes(name: str, x: np.ndarray, first: int, last: int, min_size: int, rate) -> list[_Change]:
     """Shape changes within ``x[first:last]``, a stretch of steady level and spread.
 
     The search reads every ``stride``-th value (at most SHAPE_SEARCH_SAMPLE), so a
-    shape change is placed to within ``stride`` tasks; the divergence is measured
-    on all values.
+    shape change is placed to within ``stride`` tasks; KS and JSD read at most
+    DIVERGENCE_SAMPLE evenly spaced values per side. A split whose sides differ
+    in mean or spread beyond the profile's thresholds is not a change of *shape*
+    (the level and spread stages speak for it) and is dropped.
     """
     stretch = x[first:last]
     stride = max(1, -(-stretch.size // SHAPE_SEARCH_SAMPLE))
@@ -292,14 +367,22 @@ def _shape_changes(name: str, x: np.ndarray, first: int, last: int, min_size: in
     if n_codes < 3:  # two values: any change of their mix is a change of the mean
         return []
     cost = MultinomialCost(np.searchsorted(edges, searched, side="right"), n_codes)
-    penalty = SHAPE_PENALTY * (n_codes - 1) * math.log(searched.size)
+    inflation = _inflation(_lag1_autocorrelation(searched, max(2, min_size // stride)))
+    penalty = SHAPE_PENALTY * (n_codes - 1) * math.log(searched.size) * inflation
     found = binary_segmentation(cost, -(-min_size // stride), penalty, MAX_CHANGES[SHAPE])
     bounds = [0, *(stride * k for k in found), stretch.size]
     changes = []
     for start, at, end in zip(bounds[:-2], bounds[1:-1], bounds[2:]):
         before, after = stretch[start:at], stretch[at:end]
-        sample_before, sample_after = _even_sample(before, KS_SAMPLE), _even_sample(after, KS_SAMPLE)
+        sample_before, sample_after = _even_sample(before, DIVERGENCE_SAMPLE), _even_sample(after, DIVERGENCE_SAMPLE)
+        moments = _moments(sample_before, sample_after)
+        sd_low, sd_high = sorted((moments["before_std"], moments["after_std"]))
+        if moments["mean_difference_d"] >= rate.min_effect_size or sd_high >= rate.min_variance_ratio * sd_low:
+            continue
         ks = ks_2samp(sample_before, sample_after)
+        # Effective sizes shrink with autocorrelation; the asymptotic KS law then gives p.
+        n_eff = sample_before.size * sample_after.size / (sample_before.size + sample_after.size) / inflation
+        ks_p = float(kstwobign.sf(ks.statistic * math.sqrt(n_eff))) if inflation > 1 else float(ks.pvalue)
         shape_jsd = _binned_jsd(before, after)
         changes.append(
             _Change(
@@ -308,12 +391,11 @@ def _shape_changes(name: str, x: np.ndarray, first: int, last: int, min_size: in
                 position=first + at,
                 start=first + start,
                 end=first + end,
-                p_value=_searched(float(ks.pvalue), start, end, min_size),
+                p_value=_searched(ks_p, start, end, min_size),
                 effect=shape_jsd,
                 before_level=float("nan"),
                 after_level=float("nan"),
                 stats={
-                    **_moments(before, after),
                     "jsd": shape_jsd,
                     "ks_statistic": float(ks.statistic),
                     "sample_size": float(sample_before.size + sample_after.size),  # KS test
@@ -322,6 +404,14 @@ def _shape_changes(name: str, x: np.ndarray, first: int, last: int, min_size: in
             )
         )
     return changes
+
+
+def _describe(change: _Change, x: np.ndarray) -> None:
+    """Fill in the descriptive figures of a change that will be reported (skipped for the rest)."""
+    before, after = x[change.start : change.position], x[change.position : change.end]
+    for name, value in _moments(before, after).items():
+        change.stats.setdefault(name, value)
+    change.stats.setdefault("jsd", _binned_jsd(before, after))
 
 
 def _searched(p_value: float, start: int, end: int, min_size: int) -> float:
@@ -360,6 +450,7 @@ def _binned_jsd(before: np.ndarray, after: np.ndarray) -> float:
     samples from one distribution is about (k - 1)(1/n_a + 1/n_b) / (8 ln 2) bits,
     which is subtracted so that short segments do not look different by chance.
     """
+    before, after = _even_sample(before, DIVERGENCE_SAMPLE), _even_sample(after, DIVERGENCE_SAMPLE)
     n_bins = int(np.clip(round(math.sqrt(min(before.size, after.size) / 4.0)), 4, MAX_JSD_BINS))
     pooled = np.concatenate([before, after])
     edges = np.unique(np.quantile(pooled, np.linspace(0, 1, n_bins + 1)[1:-1]))
