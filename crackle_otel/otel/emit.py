@@ -36,6 +36,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from ..patterns import Pattern, PatternKind
+from .forking import reinit_after_fork
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,10 @@ class _CountingExporter:
         self.handed = 0
         self.exported = 0
         self.failed = 0
+        reinit_after_fork(self._fresh_lock_after_fork)
+
+    def _fresh_lock_after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def export(self, batch: Sequence[Any]) -> Any:
         with self._lock:
@@ -238,6 +243,7 @@ class PatternEmitter:
         self._lock = threading.Lock()
         self._closed = False
         self._flush_lock = threading.Lock()
+        reinit_after_fork(self._fresh_locks_after_fork)
         self._flush_threads: list[threading.Thread] = []
         self._emitted = 0
         self._dropped = 0
@@ -326,6 +332,10 @@ class PatternEmitter:
         span_exporter = _otlp_exporter("traces", endpoint, protocol, headers, insecure, timeout_s)
         log_exporter = _otlp_exporter("logs", endpoint, protocol, headers, insecure, timeout_s)
         return cls(span_exporter=span_exporter, log_exporter=log_exporter, resource=resource, **kw)
+
+    def _fresh_locks_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
 
     # ------------------------------------------------------------------ emitting
     def emit(self, patterns: Sequence[Pattern]) -> None:
@@ -529,6 +539,10 @@ class ConsoleEmitter:
         self._closed = False
         self._emitted = 0
         self._dropped = 0
+        reinit_after_fork(self._fresh_lock_after_fork)
+
+    def _fresh_lock_after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     @property
     def stream(self) -> IO[str]:

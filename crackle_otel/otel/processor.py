@@ -42,7 +42,6 @@ import math
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from typing import Any
 
@@ -52,6 +51,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from ..matrix import MetricMatrix
 from ..patterns import Pattern
 from .config import CrackleConfig, CrackleConfigError
+from .forking import reinit_after_fork
 from .extract import ExtractionRules, from_readable_span
 from .furnace import Emitter, Furnace, changed_materially  # noqa: F401 (changed_materially: public here too)
 
@@ -87,15 +87,7 @@ class CrackleSpanProcessor(SpanProcessor):
         self._shutdown_lock = threading.Lock()
         self._is_shutdown = False
         self._start()
-        if hasattr(os, "register_at_fork"):
-            weak_reinit = weakref.WeakMethod(self._at_fork_reinit)
-
-            def _after_in_child() -> None:
-                reinit = weak_reinit()
-                if reinit is not None:
-                    reinit()
-
-            os.register_at_fork(after_in_child=_after_in_child)
+        reinit_after_fork(self._at_fork_reinit)
 
     # ------------------------------------------------------------------ state
     def _start(self) -> None:

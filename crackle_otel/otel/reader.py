@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
-import weakref
 from dataclasses import replace
 from typing import Any, Mapping, Protocol, Sequence
 
@@ -49,6 +47,7 @@ from ..kiln import Kiln
 from ..patterns import Pattern
 from ..profile import ThermalProfile
 from .emit import INSTRUMENTATION_SCOPE
+from .forking import reinit_after_fork
 
 logger = logging.getLogger(__name__)
 
@@ -157,15 +156,7 @@ class CrackleMetricReader(MetricReader):
         self._timer: threading.Thread | None = None
         if export_interval_millis > 0:
             self._start_timer()
-            if hasattr(os, "register_at_fork"):
-                ref = weakref.WeakMethod(self._at_fork_reinit)
-
-                def _after_fork_in_child() -> None:
-                    reinit = ref()
-                    if reinit is not None:
-                        reinit()
-
-                os.register_at_fork(after_in_child=_after_fork_in_child)
+            reinit_after_fork(self._at_fork_reinit)
 
     # ------------------------------------------------------------------ timer
     def _at_fork_reinit(self) -> None:
