@@ -56,3 +56,11 @@ def test_a_cluster_pattern_names_the_host_that_sets_it_apart():
     clusters = [p for p in kiln.cool() if p.kind is PatternKind.CLUSTERING]
     assert clusters
     assert any("host-7" in p.explanation.get("host.name", "") for p in clusters), [dict(p.explanation) for p in clusters]
+
+
+def test_a_value_shared_by_chance_is_no_explanation():
+    # 2 of 5 chosen tasks on host-0, which carries 10% of the others: not evidence.
+    attributes = [{"host.name": f"host-{i % 10}"} for i in range(1000)]
+    matrix = MetricMatrix.from_rows([{"a": 1.0}] * 1000, attributes=attributes)
+    chosen = np.array([0, 10, 1, 2, 3])
+    assert "host.name" not in Explainer(matrix).over_represented(chosen)

@@ -9,6 +9,7 @@ pattern involves; codes per key are built lazily, once per matrix.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import binom
 
 from ..matrix import MetricMatrix
 
@@ -16,6 +17,8 @@ _MAX_KEYS = 16  # attribute keys considered (bounded work on wide attribute sets
 _MAX_VALUES_PER_KEY = 2
 _MIN_SHARE = 0.2  # a value must cover at least this share of the chosen tasks ...
 _MIN_LIFT = 3.0  # ... and be this many times more common than among the others
+_SIGNIFICANCE = 0.01  # ... and that many by chance must be unlikely (binomial test)
+_KEY_SAMPLE = 2000  # tasks read to learn which attribute keys exist
 
 
 class Explainer:
@@ -26,7 +29,8 @@ class Explainer:
     def _keys(self) -> list[str]:
         keys = ["label"]
         seen: set[str] = set()
-        for attributes in self._matrix.attributes:
+        step = max(1, len(self._matrix.attributes) // _KEY_SAMPLE)
+        for attributes in self._matrix.attributes[::step]:
             if attributes:
                 for key in attributes:
                     if key not in seen and len(seen) < _MAX_KEYS:
@@ -37,10 +41,10 @@ class Explainer:
         """(value names, code per task); "" stands for "task has no such attribute"."""
         if key not in self._codes:
             if key == "label":
-                values = np.asarray(self._matrix.labels, dtype=object)
+                values = np.array(self._matrix.labels, dtype=str)
             else:
-                values = np.asarray([(a.get(key) or "") if a else "" for a in self._matrix.attributes], dtype=object)
-            names, codes = np.unique(values.astype(str), return_inverse=True)
+                values = np.array([(a.get(key) or "") if a else "" for a in self._matrix.attributes], dtype=str)
+            names, codes = np.unique(values, return_inverse=True)
             self._codes[key] = (names, codes.ravel())
         return self._codes[key]
 
@@ -68,6 +72,12 @@ class Explainer:
             notable = np.flatnonzero(
                 (names != "") & (inside >= 2) & (inside_share >= _MIN_SHARE) & (inside_share >= _MIN_LIFT * outside_share)
             )
+            if notable.size == 0:
+                continue
+            # Could this many of the chosen carry the value by chance, at its rate among the others?
+            background = (outside[notable] + 0.5) / (n_others + 1.0)
+            chance = binom.sf(inside[notable] - 1, chosen.size, background)
+            notable = notable[chance < _SIGNIFICANCE]
             if notable.size == 0:
                 continue
             notable = notable[np.argsort(-inside[notable], kind="stable")][:_MAX_VALUES_PER_KEY]
