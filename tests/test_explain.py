@@ -64,3 +64,19 @@ def test_a_value_shared_by_chance_is_no_explanation():
     matrix = MetricMatrix.from_rows([{"a": 1.0}] * 1000, attributes=attributes)
     chosen = np.array([0, 10, 1, 2, 3])
     assert "host.name" not in Explainer(matrix).over_represented(chosen)
+
+
+def test_a_conservation_violation_names_what_its_violators_share():
+    rng = np.random.default_rng(5)
+    kiln = Kiln(ThermalProfile.default())
+    for i in range(1200):
+        worker = f"worker-{i % 4}"
+        records_in = float(rng.integers(900, 1100))
+        errors = float(rng.poisson(3))
+        lost = 40.0 if (i >= 800 and worker == "worker-2") else 0.0
+        kiln.record("process_batch", {"records_in": records_in, "errors": errors,
+                                      "records_out": records_in - errors - lost},
+                    timestamp=float(i), attributes={"worker": worker})
+    violations = [p for p in kiln.cool() if p.kind is PatternKind.CONSERVATION_VIOLATION]
+    assert violations
+    assert "worker-2 (100% of violators" in violations[0].explanation.get("worker", ""), dict(violations[0].explanation)

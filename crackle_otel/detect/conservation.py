@@ -48,6 +48,7 @@ import numpy as np
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
 from ..profile import ThermalProfile
+from ._explain import Explainer
 from ._stats import counter_columns, usable_columns
 
 SAMPLE_ROWS = 20_000  # discovery sample; verification always uses every task
@@ -578,9 +579,14 @@ def _violation_pattern(
     else:
         description = f"{equation} is broken by {violating.size} of {rows.size} tasks, " \
                       f"from {start} to task {last}: {size}"
+    # Which hosts, routes ... the violators share that the tasks where the law held do not.
+    pool = np.zeros(matrix.n_tasks, dtype=bool)
+    pool[rows] = True
+    explanation = Explainer(matrix).over_represented(rows[violating], pool, "violators")
     return Pattern(
         kind=PatternKind.CONSERVATION_VIOLATION,
         description=description,
+        explanation=explanation,
         confidence=confidence,
         metrics=tuple(names),
         statistics={
