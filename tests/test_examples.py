@@ -125,7 +125,7 @@ def test_flask_app_under_opentelemetry_instrument_reports_the_degradation(tmp_pa
     ]
     assert latency_shifts, f"no phase transition on the request span's duration_ms:\n{output}"
     # Degraded from request 200 of 400; the first checkout after /healthz is task 0.
-    positions = [int(m.group(1)) for m in (re.search(r"at task (\d+)", s) for s in latency_shifts) if m]
+    positions = [int(m.group(1)) for m in (re.search(r"(?:at|from) task (\d+)", s) for s in latency_shifts) if m]
     assert any(180 <= p <= 220 for p in positions), latency_shifts
     lost_records = [
         line for line in pattern_lines(output, "conservation violation")
