@@ -6,12 +6,13 @@ import math
 
 import numpy as np
 import pytest
+from scipy.signal import lfilter
 
 from crackle_otel import scenarios
 from crackle_otel.detect import phase
 from crackle_otel.kiln import Kiln
 from crackle_otel.matrix import MetricMatrix
-from crackle_otel.patterns import PatternKind
+from crackle_otel.patterns import Pattern, PatternKind
 from crackle_otel.profile import ThermalProfile
 
 START = 1_790_000_000.0
@@ -160,6 +161,16 @@ def test_a_ramp_is_one_gradual_change_at_its_start_not_dozens():
     assert "gradually" in pattern.description
 
 
+def test_a_flag_switching_on_once_is_a_transition_not_a_counter():
+    # Never decreases, like a counter, but it steps once: a new phase, not an ID.
+    flag = np.r_[np.zeros(300), np.ones(300)]
+    (pattern,) = phase.detect(_matrix({"degraded": flag}), DEFAULT)
+    assert pattern.key == "phase_transition:degraded:mean"
+    assert pattern.statistics["change_index"] == 300
+    assert "rose from 0 to 1 (without noise)" in pattern.description
+    assert Pattern.from_json(pattern.to_json()) == pattern  # no infinite effect leaks into JSON
+
+
 # ----------------------------------------------------------------- not finding
 def test_ids_and_batch_counters_are_not_phase_transitions():
     n = 2000
@@ -183,6 +194,14 @@ def test_stationary_noise_gives_nothing(n, profile):
         else:
             columns[f"m{k}"] = rng.poisson(0.3, n)  # mostly zero
     assert phase.detect(_matrix(columns), profile) == []
+
+
+def test_autocorrelated_stationary_noise_gives_nothing():
+    # AR(1) noise (rho 0.6) wanders locally; that is not a transition.
+    rng = np.random.default_rng(13)
+    n, rho = 2000, 0.6
+    columns = {f"m{k}": lfilter([1.0], [1.0, -rho], rng.normal(0, 1, n)) for k in range(16)}
+    assert phase.detect(_matrix(columns), DEFAULT) == []
 
 
 def test_pure_noise_scenario_gives_nothing():

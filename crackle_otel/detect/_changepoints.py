@@ -122,7 +122,8 @@ def _best_split(cost, start: int, end: int, positions: np.ndarray, min_size: int
         return -np.inf, -1
     starts = np.full(candidates.size, start)
     ends = np.full(candidates.size, end)
-    gains = cost.cost(np.array([start]), np.array([end]))[0] - cost.cost(starts, candidates) - cost.cost(candidates, ends)
+    whole = cost.cost(np.array([start]), np.array([end]))[0]
+    gains = whole - cost.cost(starts, candidates) - cost.cost(candidates, ends)
     best = int(np.argmax(gains))  # first maximum: deterministic
     return float(gains[best]), int(candidates[best])
 

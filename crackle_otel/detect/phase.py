@@ -45,7 +45,7 @@ from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
 from ..profile import ThermalProfile
 from ._changepoints import LinearTrendCost, MeanCost, MultinomialCost, binary_segmentation
-from ._stats import MAD_TO_SIGMA, benjamini_hochberg, counter_columns, usable_columns
+from ._stats import benjamini_hochberg, counter_columns, usable_columns
 
 MEAN, SPREAD, SHAPE = "mean", "spread", "shape"
 
@@ -69,6 +69,7 @@ WINSOR = 6.0  # robust z beyond which values are clipped for the search and the 
 SPREAD_TRIM = 0.05  # share of largest absolute deviations left out of a spread estimate
 TRIMMED_DEVIATION_PER_SIGMA = 0.7168  # E|Z| over the 95 % smallest |Z|, for normal data
 NUMERICAL_ZERO = 1e-9  # in robust z units: below this a spread is rounding error
+COUNTER_MIN_STEPS = 3  # a never-decreasing metric is a counter once it stepped up this often
 AUTOCORRELATION_BLOCKS = 500  # blocks (evenly spaced) that estimate the noise's autocorrelation
 MAX_AUTOCORRELATION = 0.95
 
@@ -94,9 +95,11 @@ class _Change:
 
 def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
     rate = profile.rate
+    if matrix.n_tasks < 2 * MIN_SEGMENT or matrix.n_metrics == 0:
+        return []  # too short to have two phases (and usable_columns needs rows)
     values = np.asfortranarray(matrix.values)  # contiguous columns: each metric is read as one series
     columns = usable_columns(values, max(rate.min_tasks, 2 * MIN_SEGMENT))
-    counters = counter_columns(values)
+    counters = counter_columns(values) & _stepping_often(values)
     candidates: list[_Change] = []
     present_rows: dict[str, np.ndarray] = {}
     series: dict[str, np.ndarray] = {}
@@ -121,9 +124,13 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
     for change in kept:
         groups.setdefault((change.metric, change.kind), []).append(change)
     return [
-        _pattern(matrix, present_rows[metric], kind, sorted(changes, key=lambda c: c.position), profile, thresholds[kind])
+        _pattern(matrix, present_rows[metric], kind, sorted(changes, key=_position), profile, thresholds[kind])
         for (metric, kind), changes in sorted(groups.items())
     ]
+
+
+def _position(change: _Change) -> int:
+    return change.position
 
 
 # --------------------------------------------------------------------- stages
@@ -131,10 +138,30 @@ def _min_segment(n: int, min_tasks: int) -> int:
     return max(MIN_SEGMENT, min_tasks, min(n // 50, MAX_SEGMENT_FLOOR))
 
 
+def _stepping_often(values: np.ndarray) -> np.ndarray:
+    """Columns whose value changes at least COUNTER_MIN_STEPS times between neighbours.
+
+    ``counter_columns`` also matches a flag switching on once (0 -> 1) or a single
+    noiseless step: those are the cleanest phase transitions there are, not counters.
+    """
+    mask = np.zeros(values.shape[1], dtype=bool)
+    for j in range(values.shape[1]):
+        column = values[:, j]
+        column = column[np.isfinite(column)]
+        mask[j] = np.count_nonzero(np.diff(column)) >= COUNTER_MIN_STEPS
+    return mask
+
+
 def _robust_scale(values: np.ndarray) -> float:
-    mad = float(np.median(np.abs(values - np.median(values)))) * MAD_TO_SIGMA
-    if mad > 0:
-        return mad
+    """A scale for robust z-scores that never collapses while the values vary.
+
+    The MAD is 0 as soon as half the values are equal (a metric idle half the
+    time), and then a handful of values would blow up to huge z-scores; the
+    trimmed mean absolute deviation only reaches 0 when 95 % are equal.
+    """
+    scale = _trimmed_deviation_sd(values)
+    if scale > 0:
+        return scale
     std = float(np.std(values))
     return std if std > 0 else 1.0
 
@@ -181,11 +208,8 @@ def _metric_changes(name: str, x: np.ndarray, rate) -> list[_Change]:
     length, mean, slope, rss = level.fit(bounds[:-1], bounds[1:])
     ramp_length = RAMP_SEGMENTS * min_size
     end_level, trending = zip(*(_end_level(*fit, min_length=ramp_length) for fit in zip(length, mean, slope, rss)))
-    non_negative = bool(x.min() >= 0)
-    changes = [
-        _level_change(name, x, bounds, i, end_level, trending, level, (center, scale), min_size, non_negative, inflation)
-        for i in range(1, bounds.size - 1)
-    ]
+    model = _LevelModel(bounds, end_level, trending, center, scale, inflation, non_negative=bool(x.min() >= 0))
+    changes = [_level_change(name, x, model, i, level, min_size) for i in range(1, bounds.size - 1)]
 
     # Residuals around the level fit: what is left once level and trend are explained.
     # A flat segment is centred on its median, so one outlier in an otherwise constant
@@ -209,7 +233,8 @@ def _metric_changes(name: str, x: np.ndarray, rate) -> list[_Change]:
         spread_changes = binary_segmentation(spread, min_size, spread_penalty, MAX_CHANGES[SPREAD])
     spread_bounds = np.array([0, *spread_changes, n])
     changes += [
-        _spread_change(name, residual, spread_bounds, i, scale, min_size, spread_inflation) for i in range(1, spread_bounds.size - 1)
+        _spread_change(name, residual, spread_bounds, i, scale, min_size, spread_inflation)
+        for i in range(1, spread_bounds.size - 1)
     ]
 
     # Shape: searched only within stretches where level and spread hold still (not
@@ -242,10 +267,10 @@ def _lag1_autocorrelation(series: np.ndarray, block: int) -> float:
     starts = np.linspace(0, series.size - block, count).round().astype(np.intp)
     blocks = series[starts[:, None] + np.arange(block)].astype(float)
     centred = blocks - blocks.mean(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_block = np.sum(centred[:, 1:] * centred[:, :-1], axis=1) / np.sum(centred * centred, axis=1)
-    per_block = per_block[np.isfinite(per_block)]
-    if per_block.size == 0:
+    squares = np.sum(centred * centred, axis=1)
+    varying = squares > NUMERICAL_ZERO * block  # a constant block holds only rounding error
+    per_block = np.sum(centred[varying, 1:] * centred[varying, :-1], axis=1) / squares[varying]
+    if per_block.size < 3:  # (nearly) constant blocks: no noise to speak of
         return 0.0
     rho = float(np.median(per_block))
     rho += (1 + 3 * rho) / block
@@ -261,7 +286,8 @@ def _clearly_sloped(length: np.ndarray, slope: np.ndarray, rss: np.ndarray) -> n
     """Segments whose slope is clearly non-zero (t >= TREND_T), whatever their length."""
     sii = (length**3 - length) / 12.0
     residual_sd = np.sqrt(rss / np.maximum(length - 2.0, 1.0))
-    return np.abs(slope) * np.sqrt(sii) >= TREND_T * residual_sd
+    explained = np.abs(slope) * np.sqrt(sii)  # sd the slope accounts for, times sqrt(length)
+    return (explained > NUMERICAL_ZERO) & (explained >= TREND_T * residual_sd)
 
 
 def _end_level(length: float, mean: float, slope: float, rss: float, min_length: int) -> tuple[float, bool]:
@@ -276,13 +302,28 @@ def _end_level(length: float, mean: float, slope: float, rss: float, min_length:
     sii = (length**3 - length) / 12.0
     residual_sd = math.sqrt(rss / max(length - 2.0, 1.0))
     rise = abs(slope) * (length - 1)
-    if sii > 0 and rise > 0 and rise >= residual_sd and abs(slope) * math.sqrt(sii) >= TREND_T * residual_sd:
+    explained = abs(slope) * math.sqrt(sii)
+    if rise > NUMERICAL_ZERO and rise >= residual_sd and explained >= TREND_T * residual_sd:
         return mean + slope * (length - 1) / 2.0, True
     return mean, False
 
 
-def _level_change(name, x, bounds, i, end_level, trending, cost, standardisation, min_size, non_negative, inflation):
-    center, scale = standardisation
+@dataclass(frozen=True)
+class _LevelModel:
+    """The piecewise-linear level fit of one metric, in robust z units."""
+
+    bounds: np.ndarray  # segment edges: 0, change points..., n
+    end_level: tuple[float, ...]  # per segment, the level it reached at its end
+    trending: tuple[bool, ...]  # per segment, whether it is a ramp
+    center: float  # z = (x - center) / scale
+    scale: float
+    inflation: float  # long-run variance factor of the noise (autocorrelation)
+    non_negative: bool  # the metric is never negative
+
+
+def _level_change(name: str, x: np.ndarray, model: _LevelModel, i: int, cost, min_size: int) -> _Change:
+    bounds, trending, end_level = model.bounds, model.trending, model.end_level
+    center, scale, inflation = model.center, model.scale, model.inflation
     start, at, end = int(bounds[i - 1]), int(bounds[i]), int(bounds[i + 1])
     before, after = x[start:at], x[at:end]
     moments = _moments(before, after)
@@ -318,7 +359,7 @@ def _level_change(name, x, bounds, i, end_level, trending, cost, standardisation
         stats=moments,
         ramp_end=end if trending[i] else None,
         short_after=(end - at) < RAMP_SEGMENTS * min_size,
-        ratio_scale=non_negative,
+        ratio_scale=model.non_negative,
     )
 
 
@@ -492,7 +533,7 @@ def _merge_ramps(changes: list[_Change]) -> list[_Change]:
                 short_after=change.short_after,
                 effect=max(last.effect, change.effect),
                 p_value=max(last.p_value, change.p_value),
-                stats={**last.stats, "after_mean": change.stats["after_mean"], "after_std": change.stats["after_std"]},
+                stats={},  # described afresh over the whole transition
             )
         else:
             merged.append(change)
@@ -500,12 +541,12 @@ def _merge_ramps(changes: list[_Change]) -> list[_Change]:
 
 
 def _drop_explained(changes: list[_Change], min_ratio: float) -> list[_Change]:
-    """Drop changes a reported level change at the same place already explains.
+    """Drop changes that a reported change at the same place already explains.
 
     - a spread change where the noise grew in proportion to the level (constant
       coefficient of variation: the level moved, the noise just scales with it);
-    - a shape change at a level or spread change (the fits on either side differ
-      slightly, and the residuals inherit that).
+    - a shape change next to a level or spread change (shape is searched between
+      those, so this only guards the edges of a stretch).
     """
     anchors: dict[str, list[_Change]] = {}
     for change in changes:
@@ -514,7 +555,9 @@ def _drop_explained(changes: list[_Change], min_ratio: float) -> list[_Change]:
     kept = []
     for change in changes:
         near = [
-            a for a in anchors.get(change.metric, []) if a is not change and abs(a.position - change.position) <= _tolerance(a)
+            anchor
+            for anchor in anchors.get(change.metric, [])
+            if anchor is not change and abs(anchor.position - change.position) <= _tolerance(anchor)
         ]
         if change.kind == SHAPE and near:
             continue
@@ -559,22 +602,22 @@ def _phrase(change: _Change, matrix: MetricMatrix, rows: np.ndarray) -> str:
         ratio = ""
         if change.ratio_scale and change.before_level > 0 and change.after_level > 0:
             ratio = f"x{change.after_level / change.before_level:.2g}, "
-        text = f"{'rose' if rose else 'fell'} from {_fmt(change.before_level)} to {_fmt(change.after_level)} ({ratio}d={change.effect:.1f})"
+        levels = f"from {_fmt(change.before_level)} to {_fmt(change.after_level)}"
+        effect = f"d={change.effect:.1f}" if math.isfinite(change.effect) else "without noise"
+        text = f"{'rose' if rose else 'fell'} {levels} ({ratio}{effect})"
         if change.ramp_end is not None:
             end_row = int(rows[change.ramp_end - 1])
             return f"{text} gradually from {where} to task {end_row}"
         return f"{text} at {where}"
     if change.kind == SPREAD:
         widened = change.after_level > change.before_level
-        return (
-            f"{'widened' if widened else 'narrowed'} from sd {_fmt(change.before_level)} to {_fmt(change.after_level)} "
-            f"(x{change.effect:.1f}; mean {_fmt(change.stats['before_mean'])} -> {_fmt(change.stats['after_mean'])}) at {where}"
-        )
-    return (
-        f"changed (JSD {change.effect:.2f} bits, KS D={change.stats['ks_statistic']:.2f}; mean "
-        f"{_fmt(change.stats['before_mean'])} -> {_fmt(change.stats['after_mean'])}, sd {_fmt(change.stats['before_std'])} -> "
-        f"{_fmt(change.stats['after_std'])}) at {where}"
-    )
+        means = f"mean {_fmt(change.stats['before_mean'])} -> {_fmt(change.stats['after_mean'])}"
+        sides = [f"sd {_fmt(level)}" if level > 0 else "constant" for level in (change.before_level, change.after_level)]
+        ratio = f"x{change.effect:.1f}; " if math.isfinite(change.effect) else ""
+        return f"{'widened' if widened else 'narrowed'} from {sides[0]} to {sides[1]} ({ratio}{means}) at {where}"
+    means = f"mean {_fmt(change.stats['before_mean'])} -> {_fmt(change.stats['after_mean'])}"
+    sds = f"sd {_fmt(change.stats['before_std'])} -> {_fmt(change.stats['after_std'])}"
+    return f"changed (JSD {change.effect:.2f} bits, KS D={change.stats['ks_statistic']:.2f}; {means}, {sds}) at {where}"
 
 
 _SUBJECT = {MEAN: "mean", SPREAD: "spread", SHAPE: "distribution shape"}
@@ -606,7 +649,9 @@ def _change_statistics(change: _Change, matrix: MetricMatrix, rows: np.ndarray) 
         end_row = int(rows[change.ramp_end - 1])
         stats["ramp_end_index"] = end_row
         stats["ramp_end_timestamp"] = float(matrix.timestamps[end_row])
-    return stats
+    # An infinite effect (a noiseless step, a constant side) is in the description;
+    # JSON has no infinity, so it is left out of the figures.
+    return {name: value for name, value in stats.items() if math.isfinite(value)}
 
 
 def _pattern(matrix, rows, kind, changes, profile: ThermalProfile, threshold: float) -> Pattern:
