@@ -14,9 +14,29 @@ from .task import CrackleTask, FiredTask, TaskOutput
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # The OTel adapters load on first use, so the core stays importable without them.
+    if name == "configure":
+        from .otel.setup import configure
+
+        return configure
+    if name == "CrackleSpanProcessor":
+        from .otel.processor import CrackleSpanProcessor
+
+        return CrackleSpanProcessor
+    if name == "CrackleMetricReader":
+        from .otel.reader import CrackleMetricReader
+
+        return CrackleMetricReader
+    raise AttributeError(f"module 'crackle_otel' has no attribute {name!r}")
+
+
 __all__ = [
     "CoolingRate",
     "CrackleError",
+    "CrackleMetricReader",
+    "CrackleSpanProcessor",
     "CrackleTask",
     "FiredTask",
     "GlazeLayer",
@@ -30,4 +50,5 @@ __all__ = [
     "PatternKind",
     "TaskOutput",
     "ThermalProfile",
+    "configure",
 ]

@@ -77,7 +77,7 @@ def test_empty_variables_mean_default():
         ("CRACKLE_ENABLED", "maybe", "true or false"),
         ("CRACKLE_PROFILE", "turbo", "fast, default, slow"),
         ("CRACKLE_EXPORTER", "zipkin", "otlp, console, none"),
-        ("CRACKLE_ATTRIBUTES_DENY", "db.*.rows", "only allowed at the end"),
+        ("CRACKLE_ATTRIBUTES_DENY", "db.*.rows", "may only end a prefix"),
         ("CRACKLE_GROUP_BY", " , ", "at least one attribute"),
         ("CRACKLE_MAX_COOLER_SHARE", "1.5", "(0, 1]"),
         ("CRACKLE_MAX_COOLER_SHARE", "nan", "(0, 1]"),

@@ -278,3 +278,20 @@ def test_glaze_all_glazes_a_batch():
     kiln = Kiln()
     kiln.fire_all(batch)
     assert [t.metrics["magnitude"] for t in kiln.tasks()] == [1.0, 2.0]
+
+
+def test_the_core_imports_nothing_from_opentelemetry():
+    import subprocess
+    import sys
+
+    code = "import sys, crackle_otel; crackle_otel.Kiln().cool(); print(sorted(m for m in sys.modules if 'opentelemetry' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_otel_entry_points_are_reachable_from_the_package():
+    import crackle_otel
+
+    assert callable(crackle_otel.configure)
+    assert crackle_otel.CrackleSpanProcessor.__name__ == "CrackleSpanProcessor"
+    assert crackle_otel.CrackleMetricReader.__name__ == "CrackleMetricReader"

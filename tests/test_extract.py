@@ -187,3 +187,16 @@ def test_descriptive_attributes_are_strings_and_instance_resource_attributes():
     bare = TracerProvider(resource=Resource.get_empty()).get_tracer("t").start_span("op", attributes={"n": 1})
     bare.end()
     assert from_readable_span(bare, ExtractionRules()).attributes is None
+
+
+def test_identifier_attributes_are_denied_by_default_and_suffix_patterns_work():
+    from crackle_otel.otel.extract import ExtractionRules
+
+    rules = ExtractionRules()
+    for identifier in ("net.peer.port", "server.port", "process.pid", "user.id", "code.lineno", "thread.id"):
+        assert not rules.allows(identifier), identifier
+    for measure in ("db.time_ms", "http.response.status_code", "records_in", "cart.items"):
+        assert rules.allows(measure), measure
+    custom = ExtractionRules(deny=("*_bytes", "db.*"))
+    assert not custom.allows("request_bytes") and not custom.allows("db.rows")
+    assert custom.allows("net.peer.port")  # a given deny list replaces the default one

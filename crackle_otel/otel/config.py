@@ -16,7 +16,7 @@ variable or argument and the bad value.
 | max_metrics_per_group   | CRACKLE_MAX_METRICS_PER_GROUP   | 32      |
 | group_by                | CRACKLE_GROUP_BY                | service.name,span.name |
 | attributes_allow        | CRACKLE_ATTRIBUTES_ALLOW        | (all)   |
-| attributes_deny         | CRACKLE_ATTRIBUTES_DENY         | (none)  |
+| attributes_deny         | CRACKLE_ATTRIBUTES_DENY         | *.port,*.pid,*.id,*.lineno,thread.id |
 | profile                 | CRACKLE_PROFILE                 | default |
 | exporter                | CRACKLE_EXPORTER                | otlp    |
 | export_timeout_millis   | CRACKLE_EXPORT_TIMEOUT_MILLIS   | 10000   |
@@ -25,7 +25,8 @@ variable or argument and the bad value.
 | max_cooler_share        | CRACKLE_MAX_COOLER_SHARE        | 0.1     |
 
 Lists are comma-separated; an attribute entry ending in ``*`` is a prefix
-(``db.*``). ``group_by`` may also be a callable (keyword only). ``profile`` is
+(``db.*``), one starting with ``*`` a suffix (``*.port``). A deny list given
+replaces the default one, which keeps identifiers (ports, pids, ids) out of the metrics. ``group_by`` may also be a callable (keyword only). ``profile`` is
 ``fast``, ``default`` or ``slow`` (or a ThermalProfile, keyword only).
 ``max_cooler_share`` caps the fraction of wall time the cooler thread may be
 busy (draining, extracting, cooling): after each piece of work it pauses
@@ -47,7 +48,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import CrackleError
 from ..profile import ThermalProfile
-from .extract import DEFAULT_GROUP_BY, GroupBy
+from .extract import DEFAULT_ATTRIBUTES_DENY, DEFAULT_GROUP_BY, GroupBy
 
 PROFILES: dict[str, Callable[[], ThermalProfile]] = {
     "fast": ThermalProfile.fast_cooling,
@@ -74,7 +75,7 @@ class CrackleConfig:
     max_metrics_per_group: int = 32
     group_by: GroupBy = DEFAULT_GROUP_BY
     attributes_allow: tuple[str, ...] = ()
-    attributes_deny: tuple[str, ...] = ()
+    attributes_deny: tuple[str, ...] = DEFAULT_ATTRIBUTES_DENY
     profile: ThermalProfile = ThermalProfile()
     exporter: str = "otlp"
     export_timeout_millis: int = 10_000
@@ -204,8 +205,8 @@ def _name_list(value: Any, source: str) -> tuple[str, ...]:
         raise _error(source, value, "expected a comma-separated list or a sequence of names") from None
     names = tuple(n for n in names if n)
     for n in names:
-        if "*" in n[:-1]:
-            raise _error(source, value, f"{n!r}: '*' is only allowed at the end of a name prefix, e.g. 'db.*'")
+        if "*" in n[1:-1] or (len(n) > 1 and n.startswith("*") and n.endswith("*")):
+            raise _error(source, value, f"{n!r}: '*' may only end a prefix ('db.*') or start a suffix ('*.port')")
     return names
 
 

@@ -35,6 +35,9 @@ from opentelemetry.trace import StatusCode
 
 SPAN_NAME = "span.name"  # pseudo-attribute usable in group_by: the span's name
 DEFAULT_GROUP_BY = ("service.name", SPAN_NAME)
+# Numbers that name things rather than measure them: ports, process and thread ids, line
+# numbers. As metrics they only make false clusters and "shifts" (a client's ephemeral port).
+DEFAULT_ATTRIBUTES_DENY = ("*.port", "*.pid", "*.id", "*.lineno", "thread.id")
 MISSING_GROUP_VALUE = "unknown"
 GROUP_SEPARATOR = " | "
 BUILTIN_METRICS = frozenset({"duration_ms", "is_error", "event_count", "link_count"})
@@ -93,26 +96,46 @@ class ExtractedSpan:
 GroupBy = Union[Sequence[str], Callable[[SpanView], Union[str, Sequence[Any]]]]
 
 
-def _name_matcher(patterns: Sequence[str]) -> tuple[frozenset[str], tuple[str, ...]]:
-    """Split "a.b" (exact) from "a.*" (prefix "a.") entries."""
-    exact = frozenset(p for p in patterns if not p.endswith("*"))
-    prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
-    return exact, prefixes
+@dataclass(frozen=True)
+class _NameMatcher:
+    """Attribute names matched exactly ("a.b"), by prefix ("a.*") or by suffix ("*.port")."""
+
+    exact: frozenset[str]
+    prefixes: tuple[str, ...]
+    suffixes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, patterns: Sequence[str]) -> "_NameMatcher":
+        return cls(
+            exact=frozenset(p for p in patterns if "*" not in p),
+            # "*" alone is the empty prefix: every name.
+            prefixes=tuple(p[:-1] for p in patterns if p.endswith("*") and (p == "*" or not p.startswith("*"))),
+            suffixes=tuple(p[1:] for p in patterns if p.startswith("*") and len(p) > 1),
+        )
+
+    def __call__(self, name: str) -> bool:
+        return (
+            name in self.exact
+            or bool(self.prefixes and name.startswith(self.prefixes))
+            or bool(self.suffixes and name.endswith(self.suffixes))
+        )
 
 
 @dataclass
 class ExtractionRules:
     """Which attributes become metrics and how spans are grouped.
 
-    ``allow`` / ``deny``: attribute names, exact or as a prefix ending in ``*``
-    (``"db.*"``). An empty allow list allows every attribute; deny wins over allow.
+    ``allow`` / ``deny``: attribute names, exact, as a prefix ending in ``*``
+    (``"db.*"``) or a suffix starting with ``*`` (``"*.port"``). An empty allow
+    list allows every attribute; deny wins over allow. The default deny list
+    keeps identifiers (ports, pids, ids, line numbers) out of the metrics.
     ``group_by``: attribute names (span attributes first, then resource
     attributes; ``"span.name"`` is the span's name), or a callable taking a
     ``SpanView`` and returning the group name (or its parts).
     """
 
     allow: Sequence[str] = ()
-    deny: Sequence[str] = ()
+    deny: Sequence[str] = DEFAULT_ATTRIBUTES_DENY
     group_by: GroupBy = DEFAULT_GROUP_BY
     _decisions: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
 
@@ -121,8 +144,8 @@ class ExtractionRules:
         self.deny = tuple(self.deny)
         if not callable(self.group_by):
             self.group_by = tuple(self.group_by)
-        self._allow_exact, self._allow_prefixes = _name_matcher(self.allow)
-        self._deny_exact, self._deny_prefixes = _name_matcher(self.deny)
+        self._allowed = _NameMatcher.of(self.allow)
+        self._denied = _NameMatcher.of(self.deny)
         self._grouping_names = frozenset(() if callable(self.group_by) else self.group_by)
 
     def allows(self, name: str) -> bool:
@@ -136,11 +159,9 @@ class ExtractionRules:
     def _decide(self, name: str) -> bool:
         if name in BUILTIN_METRICS:  # an attribute must not overwrite a built-in metric
             return False
-        if name in self._deny_exact or (self._deny_prefixes and name.startswith(self._deny_prefixes)):
+        if self._denied(name):
             return False
-        if not self.allow:
-            return True
-        return name in self._allow_exact or bool(self._allow_prefixes and name.startswith(self._allow_prefixes))
+        return not self.allow or self._allowed(name)
 
     def group_of(self, view: SpanView) -> str:
         if callable(self.group_by):
