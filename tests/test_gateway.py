@@ -160,6 +160,15 @@ def assert_expected_patterns(pattern_spans, expected=EXPECTED):
         assert any(s.links for s in matching), f"{slug} pattern span has no links"
 
 
+def wait_until(condition, timeout_s=10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def raw_call(port: int, method: str):
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     return channel, channel.unary_unary(method)
@@ -263,12 +272,11 @@ def test_pass_through_forwards_the_received_requests_unchanged(sink, protocol):
         for request in sent:
             export(request.SerializeToString(), timeout=5)  # as a collector's otlp exporter sends them
         channel.close()
-        deadline = time.monotonic() + 10
-        while len(sink.trace_requests) < len(sent) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        # Counted once the downstream has answered, which is just after the sink stored the request.
+        assert wait_until(lambda: gateway.stats()["pass_through_spans_forwarded"] == 150)
         assert sink.trace_requests == sent  # same messages, same order
         stats = gateway.stats()
-        assert stats["pass_through_spans_forwarded"] == 150 and stats["pass_through_spans_dropped"] == 0
+        assert stats["pass_through_spans_dropped"] == stats["pass_through_spans_failed"] == 0
         assert stats["tasks_recorded"] == 150  # and analysed on the way
 
 

@@ -86,7 +86,9 @@ class _ReportedPatterns:
             entry = self._entries.get(pattern.key)
             if entry is None or changed_materially(entry[0], pattern):
                 fresh.append(pattern)
-                self._entries[pattern.key] = (pattern, cool_number)
+                # Only confidence and statistics are compared later: the involved tasks (up to
+                # max_involved each) need not be remembered.
+                self._entries[pattern.key] = (dataclasses.replace(pattern, involved=()), cool_number)
             else:
                 repeats += 1
                 # Keep comparing with what was reported, so slow drift adds up to a change.
@@ -121,10 +123,13 @@ class Furnace:
     Sizes come from ``config``: ``kiln_capacity`` (a sliding window per group),
     ``max_groups`` (tasks of further groups are counted in ``tasks_overflowed``,
     never mixed into a catch-all kiln), ``max_metrics_per_group``,
-    ``pattern_memory_cools`` and the profile.
+    ``pattern_memory_cools`` and the profile. ``keep_reported``: how many recently
+    reported patterns ``reported_patterns()`` returns (each holds up to
+    ``max_involved`` tasks, so 0 saves memory where nobody asks, e.g. offline analysis).
     """
 
-    def __init__(self, config: CrackleConfig, emitter: Emitter | None = None) -> None:
+    def __init__(self, config: CrackleConfig, emitter: Emitter | None = None, *,
+                 keep_reported: int = _MAX_REPORTED_KEPT) -> None:
         self.config = config
         self.emitter = emitter
         #: A group is "filled" (worth cooling before the interval) after this many new tasks.
@@ -144,7 +149,7 @@ class Furnace:
         self._patterns_reported = 0
         self._patterns_repeated = 0
         self._emit_errors = 0
-        self._reported_recent: deque[Pattern] = deque(maxlen=_MAX_REPORTED_KEPT)
+        self._reported_recent: deque[Pattern] = deque(maxlen=keep_reported)
 
     # -------------------------------------------------------------- recording
     def record(
@@ -270,7 +275,7 @@ class Furnace:
         return stats
 
     def reported_patterns(self) -> list[Pattern]:
-        """The most recently reported patterns (up to 256), oldest first, with their group set."""
+        """The most recently reported patterns (up to ``keep_reported``), oldest first, with their group set."""
         with self._lock:
             return list(self._reported_recent)
 

@@ -1,0 +1,249 @@
+"""`crackle-otel analyze FILE...`: find patterns in spans saved to files, offline.
+
+Reads the collector file exporter's output (OTLP JSON lines, or length-prefixed
+protobuf with ``format: proto``) and protobuf dumps, optionally gzipped (see
+``otlp_files``), through the same feeder and furnace as ``serve``: spans are
+grouped by service + span name into bounded kilns, a group is cooled each time
+it has filled half its kiln, and every group once more at the end. A pattern is
+printed when it is first found (again only if it changes materially), so the
+output streams too; memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any, Sequence
+
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from ..otel.config import CrackleConfig, CrackleConfigError
+from ..otel.emit import ConsoleEmitter, span_context_of
+from ..otel.extract import ExtractionRules
+from ..otel.furnace import Emitter, Furnace
+from ..patterns import Pattern
+from .feed import RequestFeeder
+from .otlp_files import FileFormatError, OTLPFile, ProblemLog
+
+_PROGRESS_MIN_BYTES = 16 * 1024 * 1024  # "auto" shows progress for files at least this large
+_PROGRESS_INTERVAL_S = 0.25
+
+
+class JsonLinesEmitter:
+    """One JSON object per pattern (``Pattern.to_dict``, group included) per line.
+
+    Each involved task also gets ``trace_id`` / ``span_id`` in hex, the form
+    trace backends search by.
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream
+        self._emitted = 0
+
+    @property
+    def stream(self) -> IO[str]:
+        return self._stream if self._stream is not None else sys.stdout
+
+    @staticmethod
+    def document(pattern: Pattern) -> dict[str, Any]:
+        document = pattern.to_dict()
+        for task, entry in zip(pattern.involved, document["involved"]):
+            context = span_context_of(task.identity)
+            if context is not None:
+                entry["trace_id"] = f"{context.trace_id:032x}"
+                entry["span_id"] = f"{context.span_id:016x}"
+        return document
+
+    def emit(self, patterns: Sequence[Pattern]) -> None:
+        for pattern in patterns:
+            self.stream.write(json.dumps(self.document(pattern), sort_keys=True) + "\n")
+            self._emitted += 1
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        self.stream.flush()
+        return True
+
+    def shutdown(self, timeout_millis: int = 30_000) -> None:
+        self.force_flush(timeout_millis)
+
+    def stats(self) -> dict[str, int]:
+        return {"patterns_emitted": self._emitted, "patterns_dropped": 0}
+
+
+class _FanOut:
+    """Hands every pattern to several emitters (the printer, and optionally an OTLP backend)."""
+
+    def __init__(self, emitters: Sequence[Emitter]) -> None:
+        self.emitters = list(emitters)
+
+    def emit(self, patterns: Sequence[Pattern]) -> None:
+        for emitter in self.emitters:
+            emitter.emit(patterns)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return all([emitter.force_flush(timeout_millis) for emitter in self.emitters])
+
+    def shutdown(self, timeout_millis: int = 30_000) -> None:
+        deadline = time.monotonic() + timeout_millis / 1000
+        for emitter in self.emitters:
+            emitter.shutdown(max(0, int((deadline - time.monotonic()) * 1000)))
+
+    def stats(self) -> dict[str, int]:
+        return self.emitters[0].stats()
+
+
+class ProgressLine:
+    """A one-line progress report on stderr, rewritten in place (no dependency on tqdm)."""
+
+    def __init__(self, stream: IO[str] | None = None, *, enabled: bool = True) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self._last = 0.0
+        self._started = time.monotonic()
+        self._shown = False
+
+    def update(self, name: str, done: int, total: int, spans: int, *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < _PROGRESS_INTERVAL_S:
+            return
+        self._last = now
+        rate = spans / max(now - self._started, 1e-9)
+        percent = 100.0 * done / total if total else 100.0
+        self.stream.write(
+            f"\r{name}: {percent:5.1f}%  {done / 2**20:,.1f}/{total / 2**20:,.1f} MiB  "
+            f"{spans:,} spans  {rate:,.0f} spans/s  "
+        )
+        self.stream.flush()
+        self._shown = True
+
+    def finish(self) -> None:
+        if self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False
+
+
+@dataclass
+class AnalysisSummary:
+    files: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    requests: int = 0
+    spans: int = 0
+    skipped_records: int = 0
+    problems: ProblemLog = field(default_factory=ProblemLog)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def analyze_files(
+    paths: Sequence[str],
+    config: CrackleConfig,
+    emitter: Emitter,
+    *,
+    progress: ProgressLine | None = None,
+    max_problems_kept: int = 10,
+) -> AnalysisSummary:
+    """Stream every file through a feeder and furnace; patterns go to ``emitter`` as they are found."""
+    furnace = Furnace(config, emitter, keep_reported=0)  # patterns go out as found; none are kept
+    feeder = RequestFeeder(
+        furnace,
+        ExtractionRules(allow=config.attributes_allow, deny=config.attributes_deny, group_by=config.group_by),
+        max_metric_streams=config.max_groups * config.max_metrics_per_group,
+    )
+    summary = AnalysisSummary(problems=ProblemLog(keep=max_problems_kept))
+    for path in paths:
+        try:
+            source = OTLPFile(path, summary.problems)
+        except OSError as error:
+            summary.unreadable.append(f"{path}: {error.strerror or error}")
+            continue
+        summary.files += 1
+        name = os.path.basename(path)
+        try:
+            for request in source.requests():
+                if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
+                    feeder.feed_traces(request)
+                else:
+                    feeder.feed_metrics(request)
+                # Cool a group once half its kiln is new, before the ring buffer overwrites it.
+                if furnace.has_filled_groups:
+                    furnace.cool(only_filled=True)
+                if progress is not None:
+                    progress.update(name, *source.progress(), feeder.spans_seen)
+        except (FileFormatError, OSError, EOFError) as error:  # e.g. a truncated gzip stream
+            summary.problems.add(path, f"{error}; stopped reading this file")
+        if progress is not None:
+            progress.update(name, *source.progress(), feeder.spans_seen, force=True)
+            progress.finish()
+        summary.requests += source.counters.requests
+        summary.skipped_records += source.counters.skipped_records
+    furnace.cool()
+    summary.spans = feeder.spans_seen
+    summary.stats = {**feeder.stats(), **furnace.stats()}
+    return summary
+
+
+def _report(summary: AnalysisSummary, stream: IO[str]) -> None:
+    stats = summary.stats
+    stream.write(
+        f"crackle-otel analyze: {summary.spans:,} spans in {summary.requests:,} requests from {summary.files} "
+        f"file(s): {stats.get('tasks_recorded', 0):,} tasks analysed in {stats.get('groups', 0)} groups, "
+        f"{stats.get('patterns_reported', 0)} patterns\n"
+    )
+    skipped = stats.get("tasks_overflowed", 0)
+    if skipped:
+        stream.write(f"  {skipped:,} spans not analysed: more than max_groups={stats.get('max_groups', '?')} groups "
+                     "(raise --max-groups)\n")
+    if summary.skipped_records:
+        stream.write(f"  {summary.skipped_records:,} records skipped (logs: not analysed)\n")
+    if summary.problems.count:
+        stream.write(f"  {summary.problems.count:,} malformed records skipped; the first ones:\n")
+        for line in summary.problems.first:
+            stream.write(f"    {line}\n")
+    for line in summary.unreadable:
+        stream.write(f"  cannot read {line}\n")
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from .service import analysis_overrides, with_scheme
+
+    try:
+        config = CrackleConfig.load(**{**analysis_overrides(args), "exporter": "none"})
+    except CrackleConfigError as error:
+        print(f"crackle-otel analyze: {error}", file=sys.stderr)
+        return 2
+    printer: Emitter = JsonLinesEmitter() if args.json else ConsoleEmitter(max_tasks_shown=3)
+    emitters: list[Emitter] = [printer]
+    if args.export_endpoint:
+        from opentelemetry.sdk.resources import Resource
+
+        from ..otel.emit import PatternEmitter
+
+        emitters.append(PatternEmitter.otlp(
+            endpoint=with_scheme(args.export_endpoint),
+            protocol=args.export_protocol,
+            resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or "crackle-otel-analyze"}),
+            max_links=config.max_links,
+            export_timeout_millis=config.export_timeout_millis,
+        ))
+    emitter = _FanOut(emitters)
+    show_progress = args.progress
+    if show_progress is None:  # auto: on a terminal, for large inputs
+        total = sum(os.path.getsize(p) for p in args.files if os.path.isfile(p))
+        show_progress = sys.stderr.isatty() and total >= _PROGRESS_MIN_BYTES
+    summary = analyze_files(args.files, config, emitter, progress=ProgressLine(enabled=show_progress))
+    emitter.shutdown(timeout_millis=config.export_timeout_millis)
+    summary.stats["max_groups"] = config.max_groups
+    _report(summary, sys.stderr)
+    if len(emitters) > 1:
+        exported = emitters[1].stats()
+        if exported.get("export_failures") or exported.get("patterns_dropped"):
+            print(f"crackle-otel analyze: exporting to {args.export_endpoint} failed for some patterns "
+                  f"({exported})", file=sys.stderr)
+            return 1
+    return 1 if summary.unreadable else 0

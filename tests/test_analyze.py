@@ -1,0 +1,240 @@
+"""`crackle-otel analyze`: span files as the collector's file exporter writes them, analysed offline.
+
+The files are written with the proto classes: OTLP JSON lines (format: json),
+length-prefixed protobuf (format: proto), one bare ExportTraceServiceRequest,
+and gzip. The workload: a latency shift in ``etl | GET /cart`` and records lost
+between records_in and records_out in ``etl | process batch``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+
+from crackle_otel.cli import main
+from crackle_otel.gateway.analyze import analyze_files
+from crackle_otel.gateway.otlp_files import write_length_prefixed
+from crackle_otel.gateway.otlp_json import message_to_otlp_json
+from crackle_otel.otel.config import CrackleConfig
+
+SERVICE = "etl"
+START_NS = 1_790_000_000 * 10**9
+STEP_NS = 10_000_000
+SPANS_PER_REQUEST = 200
+
+
+def _value(value) -> common_pb2.AnyValue:
+    if isinstance(value, str):
+        return common_pb2.AnyValue(string_value=value)
+    if isinstance(value, float):
+        return common_pb2.AnyValue(double_value=value)
+    return common_pb2.AnyValue(int_value=int(value))
+
+
+def workload(n: int = 1000, seed: int = 0, *, cycles: int = 1):
+    """ExportTraceServiceRequests of SPANS_PER_REQUEST spans, alternating the two groups.
+
+    Each of ``cycles`` cycles of ``n`` spans (half per group) has its own latency shift
+    and records violation, so a longer file holds more of the same, not one long drift.
+    Returns (requests, identities of every span).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cycle in range(cycles):
+        half = n // 2
+        latency = np.where(np.arange(half) < half // 2, rng.normal(20, 2, half), rng.normal(60, 4, half))
+        records_in = np.round(rng.normal(1000, 30, half))
+        errors = rng.poisson(2, half)
+        lost = np.where(np.arange(half) >= int(half * 0.7), np.linspace(5, 300, half).round(), 0)
+        for i in range(half):
+            rows.append(("GET /cart", latency[i], {"items": int(rng.integers(1, 6))}))
+            rows.append(("process batch", rng.normal(50, 5),
+                         {"records_in": int(records_in[i]), "errors": int(errors[i]),
+                          "records_out": int(records_in[i] - errors[i] - lost[i])}))
+    requests, identities = [], set()
+    for first in range(0, len(rows), SPANS_PER_REQUEST):
+        request = trace_service_pb2.ExportTraceServiceRequest()
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.attributes.add(key="service.name", value=_value(SERVICE))
+        scope_spans = resource_spans.scope_spans.add()
+        scope_spans.scope.name = "etl.app"
+        for index in range(first, min(first + SPANS_PER_REQUEST, len(rows))):
+            name, duration_ms, attributes = rows[index]
+            trace_id, span_id = rng.integers(1, 2**62, 2).tolist()
+            begin = START_NS + index * STEP_NS
+            span = scope_spans.spans.add(trace_id=trace_id.to_bytes(16, "big"), span_id=span_id.to_bytes(8, "big"),
+                                         name=name, start_time_unix_nano=begin,
+                                         end_time_unix_nano=begin + int(duration_ms * 1e6))
+            for key, value in attributes.items():
+                span.attributes.add(key=key, value=_value(value))
+            identities.add((trace_id, span_id))
+        requests.append(request)
+    return requests, identities
+
+
+def write_json_lines(path: Path, requests, *, insert_garbage_at=()) -> Path:
+    lines = [message_to_otlp_json(r) for r in requests]
+    for position in sorted(insert_garbage_at):
+        lines.insert(position - 1, '{"resourceSpans": [ this is not json')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_framed(path: Path, requests) -> Path:
+    with open(path, "wb") as out:
+        write_length_prefixed(out, requests)
+    return path
+
+
+def config(**overrides) -> CrackleConfig:
+    return CrackleConfig.load({}, **{"profile": "fast", "exporter": "none", **overrides})
+
+
+class Collect:
+    def __init__(self):
+        self.patterns = []
+
+    def emit(self, patterns):
+        self.patterns.extend(patterns)
+
+    def force_flush(self, timeout_millis=0):
+        return True
+
+    def shutdown(self, timeout_millis=0):
+        pass
+
+    def stats(self):
+        return {"patterns_emitted": len(self.patterns)}
+
+
+def kinds_by_group(patterns):
+    return {(p.kind.slug, p.group) for p in patterns}
+
+
+EXPECTED = {("phase_transition", f"{SERVICE} | GET /cart"), ("conservation_violation", f"{SERVICE} | process batch")}
+
+
+# --------------------------------------------------------------------- CLI
+def test_json_lines_file_prints_the_patterns_as_text(tmp_path, capsys):
+    requests, _ = workload()
+    path = write_json_lines(tmp_path / "spans.jsonl", requests)
+    assert main(["analyze", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert f"[phase transition]" in out and f"group={SERVICE} | GET /cart" in out
+    assert f"[conservation violation]" in out and f"group={SERVICE} | process batch" in out
+    assert "1,000 spans in 5 requests from 1 file(s)" in err
+
+
+def test_length_prefixed_proto_with_json_output_links_to_the_file_spans(tmp_path, capsys):
+    requests, identities = workload()
+    path = write_framed(tmp_path / "spans.binpb", requests)
+    assert main(["analyze", "--json", str(path)]) == 0
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {(d["kind"], d["group"]) for d in documents} >= EXPECTED
+    for document in documents:
+        assert {"description", "confidence", "statistics", "metrics", "involved", "key"} <= set(document)
+        for task in document["involved"]:
+            assert (int(task["trace_id"], 16), int(task["span_id"], 16)) in identities
+            assert tuple(task["identity"]) == (int(task["trace_id"], 16), int(task["span_id"], 16))
+
+
+def test_every_format_gives_the_same_patterns(tmp_path):
+    requests, _ = workload(seed=4)
+    bare = trace_service_pb2.ExportTraceServiceRequest()
+    for request in requests:
+        bare.resource_spans.extend(request.resource_spans)  # one big request, e.g. a captured body
+    files = {
+        "jsonl": write_json_lines(tmp_path / "a.jsonl", requests),
+        "framed": write_framed(tmp_path / "a.binpb", requests),
+        "bare": tmp_path / "a.pb",
+        "gzip": tmp_path / "a.jsonl.gz",
+    }
+    files["bare"].write_bytes(bare.SerializeToString())
+    files["gzip"].write_bytes(gzip.compress(files["jsonl"].read_bytes()))
+    found = {}
+    for name, path in files.items():
+        collected = Collect()
+        summary = analyze_files([str(path)], config(), collected)
+        assert summary.spans == 1000 and summary.problems.count == 0, (name, summary.problems.first)
+        found[name] = [p.to_dict() for p in collected.patterns]
+    reference = found["framed"]
+    assert {(d["kind"], d["group"]) for d in reference} >= EXPECTED
+    for name, patterns in found.items():
+        assert patterns == reference, name
+
+
+def test_malformed_lines_are_skipped_counted_and_reported_with_line_numbers(tmp_path, capsys):
+    requests, _ = workload()
+    path = write_json_lines(tmp_path / "spans.jsonl", requests, insert_garbage_at=(2, 5))
+    with open(path, "a") as out:
+        out.write("[1, 2, 3]\n\n")  # JSON, but not a request; then a blank line (ignored)
+    assert main(["analyze", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "[phase transition]" in out  # the good lines were analysed
+    assert "3 malformed records skipped" in err
+    assert "spans.jsonl:2:" in err and "spans.jsonl:5:" in err and "spans.jsonl:8:" in err
+
+
+def test_truncated_and_corrupt_proto_files_are_reported_not_crashed_on(tmp_path, capsys):
+    requests, _ = workload()
+    framed = write_framed(tmp_path / "cut.binpb", requests).read_bytes()
+    (tmp_path / "cut.binpb").write_bytes(framed[: len(framed) - 100])
+    # record 1: a resource_spans field claiming 5 bytes but holding 1; record 2: an impossible length
+    (tmp_path / "noise.bin").write_bytes(b"\x00\x00\x00\x03\x0a\x05a" + b"\xff" * 64)
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(framed)[:-40])
+    code = main(["analyze", str(tmp_path / "cut.binpb"), str(tmp_path / "noise.bin"), str(tmp_path / "cut.gz"),
+                 str(tmp_path / "missing.jsonl")])
+    out, err = capsys.readouterr()
+    assert code == 1  # a file could not be opened at all
+    assert "cut.binpb: record 5" in err and "truncated record" in err
+    assert "noise.bin: record 1" in err and "noise.bin: record 2" in err
+    assert "cut.gz" in err and "stopped reading this file" in err
+    assert "cannot read" in err and "missing.jsonl" in err
+    assert "[phase transition]" in out  # what could be read was analysed
+
+
+def test_progress_line_goes_to_stderr_when_asked(tmp_path, capsys):
+    requests, _ = workload()
+    path = write_framed(tmp_path / "spans.binpb", requests)
+    assert main(["analyze", "--progress", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "\rspans.binpb: 100.0%" in err and "1,000 spans" in err
+
+
+# ------------------------------------------------------------------ memory
+class Discard(Collect):
+    def emit(self, patterns):
+        pass
+
+
+def _peak_bytes(path: Path) -> tuple[int, int]:
+    tracemalloc.start()
+    try:
+        summary = analyze_files([str(path)], config(kiln_capacity=KILN), Discard())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, summary.spans
+
+
+KILN = 300  # spans kept per group: a file of 10 cycles overflows it many times
+
+
+def test_memory_does_not_grow_with_the_file(tmp_path):
+    small, _ = workload(n=600, seed=1, cycles=1)
+    large, _ = workload(n=600, seed=1, cycles=10)
+    small_path = write_framed(tmp_path / "small.binpb", small)
+    large_path = write_framed(tmp_path / "large.binpb", large)
+    assert large_path.stat().st_size > 9 * small_path.stat().st_size
+    analyze_files([str(small_path)], config(kiln_capacity=KILN), Discard())  # imports happen outside the measure
+    small_peak, small_spans = _peak_bytes(small_path)
+    large_peak, large_spans = _peak_bytes(large_path)
+    assert (small_spans, large_spans) == (600, 6000)
+    assert large_peak < 1.5 * small_peak, (small_peak, large_peak)
