@@ -43,8 +43,10 @@ def usable_columns(values: np.ndarray, min_count: int) -> np.ndarray:
     """Indices of columns with at least ``min_count`` present values and some spread."""
     present = np.isfinite(values)
     counts = present.sum(axis=0)
-    with np.errstate(all="ignore"):
-        spread = np.nanmax(values, axis=0) - np.nanmin(values, axis=0)
+    if values.shape[0] == 0:
+        return np.zeros(0, dtype=np.intp)
+    # fmax/fmin reductions skip NaN without nanmax's "All-NaN slice" warnings.
+    spread = np.fmax.reduce(values, axis=0) - np.fmin.reduce(values, axis=0)
     return np.flatnonzero((counts >= min_count) & (np.nan_to_num(spread) > 0))
 
 

@@ -552,6 +552,8 @@ class ConsoleEmitter:
     @staticmethod
     def format(pattern: Pattern, max_tasks_shown: int = 3) -> str:
         line = str(pattern)
+        if pattern.explanation:
+            line += "  why: " + "; ".join(f"{key}={text}" for key, text in pattern.explanation.items())
         if pattern.group:
             line += f"  group={pattern.group}"
         if pattern.involved:
