@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -448,3 +449,68 @@ def _shift(tracer, rng):
     identities: set[tuple[int, int]] = set()
     latency_shift(tracer, identities, rng, name="GET /items", n=400)
     return identities
+
+
+# ------------------------------------------------------------ configuration
+def test_settings_come_from_flags_then_crackle_gateway_variables_then_otel_ones():
+    environ = {
+        "CRACKLE_GATEWAY_HTTP_ENDPOINT": "",  # turns OTLP/HTTP off
+        "CRACKLE_GATEWAY_PASS_THROUGH": "yes",
+        "CRACKLE_GATEWAY_MAX_QUEUE_SIZE": "32",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    }
+    settings = GatewaySettings.load(environ, max_queue_size=8)
+    assert settings.grpc_endpoint == "127.0.0.1:4317" and settings.http_endpoint is None
+    assert settings.pass_through is True and settings.max_queue_size == 8  # the flag wins
+    assert settings.export_endpoint == "http://collector:4317" and settings.export_protocol == "http/protobuf"
+    with pytest.raises(CrackleConfigError, match="CRACKLE_GATEWAY_MAX_QUEUE_SIZE='many'"):
+        GatewaySettings.load({"CRACKLE_GATEWAY_MAX_QUEUE_SIZE": "many"})
+    with pytest.raises(CrackleConfigError, match="export_protocol"):
+        GatewaySettings.load({}, export_protocol="carrier-pigeon")
+
+
+def test_serve_without_a_downstream_says_what_to_do(monkeypatch, capsys):
+    from crackle_otel.cli import main
+
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "CRACKLE_GATEWAY_EXPORT_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["serve", "--grpc-endpoint", "127.0.0.1:0", "--http-endpoint", ""]) == 2
+    assert "--export-endpoint" in capsys.readouterr().err
+
+
+def test_pass_through_backlog_is_bounded_and_every_request_accounted_for():
+    from crackle_otel.gateway.forward import Downstream, PassThrough
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    dead_port = probe.getsockname()[1]
+    probe.close()  # nobody listens there: every send fails and is retried
+    forwarder = PassThrough(Downstream.parse(f"127.0.0.1:{dead_port}", "grpc"), max_queue_size=1, block_s=0.05,
+                            timeout_s=1.0, max_attempts=3)
+    request = _rich_request(0)
+    accepted = [forwarder.submit(request, 50) for _ in range(4)]
+    assert accepted.count(False) >= 2  # one in flight, one queued, the rest refused after block_s
+    forwarder.shutdown(timeout_s=0.5)
+    stats = forwarder.stats()
+    assert stats["requests_forwarded"] == 0
+    assert stats["requests_failed"] + stats["requests_dropped"] == 4
+    assert stats["spans_failed"] + stats["spans_dropped"] == 200
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI to make a test certificate")
+def test_serves_otlp_over_tls(sink, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )
+    with running_gateway(sink, http_endpoint=None, tls_cert_file=str(cert), tls_key_file=str(key)) as gateway:
+        exporter = GrpcSpanExporter(endpoint=f"https://localhost:{gateway.grpc_port}",
+                                    credentials=grpc.ssl_channel_credentials(root_certificates=cert.read_bytes()))
+        identities = send_with_sdk(exporter, SERVICE, run_workload)
+        assert gateway.force_flush(timeout_s=30)
+        assert gateway.stats()["tasks_recorded"] == len(identities)
+        assert_expected_patterns(pattern_spans_of(sink, gateway.stats()["patterns_reported"]))
