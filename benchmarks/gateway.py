@@ -16,6 +16,9 @@ Both servers run in this process, one after the other, with the same load:
            recording on the consumer thread, and cooling on the cooler thread
            whenever a group's kiln is half new; patterns go to a counting sink).
 
+The last line is the consumer's ceiling (decode, extraction, kiln recording, no
+network, no cooling), to tell transport costs from analysis costs.
+
     python benchmarks/gateway.py [--spans 200000] [--batch 512] [--senders 4] [--repeat 2]
 """
 
@@ -43,7 +46,10 @@ def build_requests(n_requests: int, batch: int, seed: int = 0) -> list[bytes]:
     from opentelemetry.proto.common.v1 import common_pb2
 
     rng = np.random.default_rng(seed)
-    now = time.time_ns()
+    # Spans start 1 ms apart: realistic concurrency. (Much denser starts than durations would
+    # make end-time order sort spans by duration, a trend that is not in the traffic.)
+    spacing_ns = 1_000_000
+    first_start = time.time_ns() - n_requests * batch * spacing_ns
     payloads = []
     for r in range(n_requests):
         request = trace_service_pb2.ExportTraceServiceRequest()
@@ -56,7 +62,7 @@ def build_requests(n_requests: int, batch: int, seed: int = 0) -> list[bytes]:
         scope_spans.scope.name = "bench.app"
         durations = rng.lognormal(np.log(20), 0.3, batch)
         for i in range(batch):
-            begin = now + (r * batch + i) * 1000
+            begin = first_start + (r * batch + i) * spacing_ns
             span = scope_spans.spans.add(
                 trace_id=rng.bytes(16), span_id=rng.bytes(8), name=OPERATIONS[i % 2],
                 start_time_unix_nano=begin, end_time_unix_nano=begin + int(durations[i] * 1e6))
@@ -158,6 +164,22 @@ def measure(kind: str, n_requests: int, batch: int, senders: int) -> dict[str, f
     return figures
 
 
+def feed_only(n_requests: int, batch: int) -> float:
+    """Spans/s of decode + extraction + kiln recording alone (no network, no cooling): the consumer's ceiling."""
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    from crackle_otel.gateway.feed import RequestFeeder
+    from crackle_otel.otel.extract import ExtractionRules
+    from crackle_otel.otel.furnace import Furnace
+
+    payloads = build_requests(n_requests, batch)
+    feeder = RequestFeeder(Furnace(CrackleConfig.load({}, exporter="none")), ExtractionRules())
+    started = time.perf_counter()
+    for payload in payloads:
+        feeder.feed_traces(trace_service_pb2.ExportTraceServiceRequest.FromString(payload))
+    return n_requests * batch / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=200_000)
@@ -179,6 +201,8 @@ def main() -> None:
                             if k != "spans_per_s")
         print(f"  {kind:8s} {figures['spans_per_s']:>10,.0f} spans/s   ({details})")
     print(f"  gateway / bare receiver: {best['gateway']['spans_per_s'] / best['bare']['spans_per_s']:.2f}")
+    rate = feed_only(min(n_requests, 100), args.batch)
+    print(f"  for reference, in-process decode + extract + record without network or cooling: {rate:,.0f} spans/s")
 
 
 if __name__ == "__main__":

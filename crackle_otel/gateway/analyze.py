@@ -43,6 +43,8 @@ class JsonLinesEmitter:
     def __init__(self, stream: IO[str] | None = None) -> None:
         self._stream = stream
         self._emitted = 0
+        self._dropped = 0
+        self._closed = False
 
     @property
     def stream(self) -> IO[str]:
@@ -60,18 +62,29 @@ class JsonLinesEmitter:
 
     def emit(self, patterns: Sequence[Pattern]) -> None:
         for pattern in patterns:
-            self.stream.write(json.dumps(self.document(pattern), sort_keys=True) + "\n")
-            self._emitted += 1
+            if self._closed:
+                self._dropped += 1
+                continue
+            try:
+                self.stream.write(json.dumps(self.document(pattern), sort_keys=True) + "\n")
+                self._emitted += 1
+            except OSError:  # e.g. `crackle-otel analyze --json f | head`: the reader went away
+                self._closed = True
+                self._dropped += 1
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        self.stream.flush()
-        return True
+        try:
+            self.stream.flush()
+            return True
+        except OSError:
+            self._closed = True
+            return False
 
     def shutdown(self, timeout_millis: int = 30_000) -> None:
         self.force_flush(timeout_millis)
 
     def stats(self) -> dict[str, int]:
-        return {"patterns_emitted": self._emitted, "patterns_dropped": 0}
+        return {"patterns_emitted": self._emitted, "patterns_dropped": self._dropped}
 
 
 class _FanOut:
