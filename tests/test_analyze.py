@@ -14,7 +14,6 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
@@ -114,10 +113,6 @@ class Collect:
         return {"patterns_emitted": len(self.patterns)}
 
 
-def kinds_by_group(patterns):
-    return {(p.kind.slug, p.group) for p in patterns}
-
-
 EXPECTED = {("phase_transition", f"{SERVICE} | GET /cart"), ("conservation_violation", f"{SERVICE} | process batch")}
 
 
@@ -127,8 +122,8 @@ def test_json_lines_file_prints_the_patterns_as_text(tmp_path, capsys):
     path = write_json_lines(tmp_path / "spans.jsonl", requests)
     assert main(["analyze", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert f"[phase transition]" in out and f"group={SERVICE} | GET /cart" in out
-    assert f"[conservation violation]" in out and f"group={SERVICE} | process batch" in out
+    assert "[phase transition]" in out and f"group={SERVICE} | GET /cart" in out
+    assert "[conservation violation]" in out and f"group={SERVICE} | process batch" in out
     assert "1,000 spans in 5 requests from 1 file(s)" in err
 
 
