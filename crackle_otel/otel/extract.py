@@ -87,7 +87,7 @@ class ExtractedSpan:
 
     label: str
     group: str
-    timestamp_s: float
+    timestamp_s: float  # start time: when the task was fired
     identity: tuple[int, int]  # (trace_id, span_id)
     metrics: dict[str, Any]
     attributes: dict[str, str] | None = None  # descriptive (string) attributes, None when there are none
@@ -214,7 +214,9 @@ def extract(view: SpanView, rules: ExtractionRules) -> ExtractedSpan:
     return ExtractedSpan(
         label=view.name,
         group=rules.group_of(view),
-        timestamp_s=view.end_ns / 1e9,
+        # Start time orders spans as their requests arrived; ordering by end time would sort
+        # overlapping spans by duration and invent a trend in duration_ms.
+        timestamp_s=view.start_ns / 1e9,
         identity=(view.trace_id, view.span_id),
         metrics=metrics,
         attributes=descriptive or None,
