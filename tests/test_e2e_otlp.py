@@ -10,9 +10,6 @@ links all point at spans the workload really produced, and a correlated
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -21,56 +18,11 @@ from crackle_otel.otel.emit import PatternEmitter
 from crackle_otel.otel.processor import CrackleSpanProcessor
 from crackle_otel.otel.setup import configure
 from otlp_sink import OTLPSink
+from workload import latency_shift, run_workload
 
 SERVICE = "shop"
-STEP_NS = 10_000_000  # 10 ms between spans of one group
 
 
-def _spans(tracer, name, durations_ms, attributes, identities):
-    start = time.time_ns() - len(durations_ms) * STEP_NS
-    for i, duration in enumerate(durations_ms):
-        begin = start + i * STEP_NS
-        span = tracer.start_span(name, start_time=begin, attributes={k: v[i] for k, v in attributes.items()})
-        span.end(end_time=begin + int(duration * 1e6))
-        identities.add((span.context.trace_id, span.context.span_id))
-
-
-def run_workload(tracer, seed=11) -> set[tuple[int, int]]:
-    """Returns the (trace_id, span_id) of every span the workload ended."""
-    rng = np.random.default_rng(seed)
-    identities: set[tuple[int, int]] = set()
-
-    # 1. latency shift: 20 ms, then 60 ms from the 300th request on
-    n = 600
-    cart = np.where(np.arange(n) < 300, rng.normal(20, 2, n), rng.normal(60, 4, n))
-    _spans(tracer, "GET /cart", cart, {"items": rng.integers(1, 6, n).tolist()}, identities)
-
-    # 2. slow host: host-7 (~10 %) answers 3x slower with 2x CPU
-    n = 1000
-    hosts = rng.integers(0, 10, n)
-    slow = hosts == 7
-    search = rng.lognormal(np.log(40), 0.15, n) * np.where(slow, 3.0, 1.0)
-    cpu = rng.normal(30, 4, n) * np.where(slow, 2.0, 1.0)
-    attributes = {
-        "host.name": [f"host-{h}" for h in hosts],
-        "cpu_ms": cpu.tolist(),
-        "payload_kb": rng.lognormal(np.log(8), 0.3, n).tolist(),
-    }
-    _spans(tracer, "GET /search", search, attributes, identities)
-
-    # 3. conservation: records_out = records_in - errors, until records get lost from batch 420 on
-    n = 600
-    records_in = np.round(rng.normal(1000, 30, n))
-    errors = rng.poisson(2, n).astype(float)
-    lost = np.zeros(n)
-    lost[420:] = np.round(np.linspace(5, 300, n - 420))
-    attributes = {
-        "records_in": records_in.astype(int).tolist(),
-        "records_out": (records_in - errors - lost).astype(int).tolist(),
-        "errors": errors.astype(int).tolist(),
-    }
-    _spans(tracer, "process batch", rng.normal(50, 5, n), attributes, identities)
-    return identities
 
 
 EXPECTED = [

@@ -46,10 +46,10 @@ from crackle_otel.gateway.receiver import OTLPReceiver
 from crackle_otel.gateway.service import GatewayService, GatewaySettings
 from crackle_otel.otel.config import CrackleConfig, CrackleConfigError
 from otlp_sink import OTLPSink
+from workload import latency_shift, run_workload
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE = "shop"
-STEP_NS = 10_000_000  # 10 ms between spans of one group
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 METRICS_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 EXPECTED = [
@@ -60,50 +60,6 @@ EXPECTED = [
 ]
 
 
-# ------------------------------------------------------------------ workload
-def _spans(tracer, name, durations_ms, attributes, identities):
-    start = time.time_ns() - len(durations_ms) * STEP_NS
-    for i, duration in enumerate(durations_ms):
-        begin = start + i * STEP_NS
-        span = tracer.start_span(name, start_time=begin, attributes={k: v[i] for k, v in attributes.items()})
-        span.end(end_time=begin + int(duration * 1e6))
-        identities.add((span.context.trace_id, span.context.span_id))
-
-
-def latency_shift(tracer, identities, rng, name="GET /cart", n=600):
-    durations = np.where(np.arange(n) < n // 2, rng.normal(20, 2, n), rng.normal(60, 4, n))
-    _spans(tracer, name, durations, {"items": rng.integers(1, 6, n).tolist()}, identities)
-
-
-def run_workload(tracer, seed=11) -> set[tuple[int, int]]:
-    """The three problems; returns the (trace_id, span_id) of every span ended."""
-    rng = np.random.default_rng(seed)
-    identities: set[tuple[int, int]] = set()
-    latency_shift(tracer, identities, rng)
-
-    n = 1000  # host-7 (~10 %) answers 3x slower with 2x CPU
-    hosts = rng.integers(0, 10, n)
-    slow = hosts == 7
-    attributes = {
-        "host.name": [f"host-{h}" for h in hosts],
-        "cpu_ms": (rng.normal(30, 4, n) * np.where(slow, 2.0, 1.0)).tolist(),
-        "payload_kb": rng.lognormal(np.log(8), 0.3, n).tolist(),
-    }
-    _spans(tracer, "GET /search", rng.lognormal(np.log(40), 0.15, n) * np.where(slow, 3.0, 1.0), attributes,
-           identities)
-
-    n = 600  # records_out = records_in - errors, until records get lost from batch 420 on
-    records_in = np.round(rng.normal(1000, 30, n))
-    errors = rng.poisson(2, n).astype(float)
-    lost = np.zeros(n)
-    lost[420:] = np.round(np.linspace(5, 300, n - 420))
-    attributes = {
-        "records_in": records_in.astype(int).tolist(),
-        "records_out": (records_in - errors - lost).astype(int).tolist(),
-        "errors": errors.astype(int).tolist(),
-    }
-    _spans(tracer, "process batch", rng.normal(50, 5, n), attributes, identities)
-    return identities
 
 
 def send_with_sdk(exporter, service: str, workload) -> set[tuple[int, int]]:
