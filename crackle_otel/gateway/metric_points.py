@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from ..otel.extract import MISSING_GROUP_VALUE, attributes_of
+from ..otel.datapoints import CumulativeReadings, PointKind, add_point
 from ..otel.reader import stream_name
 
 _CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -49,7 +50,7 @@ class MetricCollections:
         self.max_name_length = max_name_length
         self.skip_scopes = skip_scopes
         # (resource identity, stream name) -> (start_time_unix_nano, cumulative value or (count, sum))
-        self._previous: dict[tuple[Any, str], tuple[int, Any]] = {}
+        self._previous = CumulativeReadings()
         self.points_overflowed = 0
         self.points_skipped = 0  # points of skipped scopes, or without a usable value
 
@@ -79,55 +80,29 @@ class MetricCollections:
         for point in data.data_points:
             name = stream_name(metric.name, attributes_of(point.attributes), self.max_name_length)
             values = by_time.setdefault(point.time_unix_nano, {})
+            key = (resource_key, name)
             if kind in ("gauge", "sum"):
                 number = point.WhichOneof("value")
                 if number is None:
                     self.points_skipped += 1
                     continue
-                value = float(getattr(point, number))
-                if kind == "sum" and data.is_monotonic:
-                    if cumulative:
-                        if not self._tracked(resource_key, name):
-                            continue
-                        values[name] = value
-                        previous = self._since_last(resource_key, name, point.start_time_unix_nano, value)
-                        values[f"{name}.rate"] = value - previous if previous is not None else value
-                    else:
-                        values[f"{name}.rate"] = value
-                else:
-                    values[name] = value
-                continue
-            count, total = int(point.count), float(point.sum)
-            if cumulative:
-                if not self._tracked(resource_key, name):
+                point_kind = PointKind.MONOTONIC_SUM if kind == "sum" and data.is_monotonic else PointKind.VALUE
+                if point_kind is PointKind.MONOTONIC_SUM and cumulative and not self._tracked(key):
                     continue
-                previous = self._since_last(resource_key, name, point.start_time_unix_nano, (count, total))
-                if previous is not None:
-                    count, total = count - previous[0], total - previous[1]
-            values[f"{name}.count"] = float(count)
-            if count > 0:
-                values[f"{name}.mean"] = total / count
+                add_point(values, name, point_kind, cumulative=cumulative, start_ns=point.start_time_unix_nano,
+                          readings=self._previous, key=key, value=float(getattr(point, number)))
+                continue
+            if cumulative and not self._tracked(key):
+                continue
+            add_point(values, name, PointKind.DISTRIBUTION, cumulative=cumulative, start_ns=point.start_time_unix_nano,
+                      readings=self._previous, key=key, count=int(point.count), total=float(point.sum))
 
-    def _tracked(self, resource_key: Any, name: str) -> bool:
+    def _tracked(self, key: Any) -> bool:
         """Whether a cumulative stream has (or gets) a memory slot; over the cap its points are skipped."""
-        if (resource_key, name) in self._previous or len(self._previous) < self.max_streams:
+        if key in self._previous or len(self._previous) < self.max_streams:
             return True
         self.points_overflowed += 1
         return False
-
-    def _since_last(self, resource_key: Any, name: str, start_ns: int, current: Any) -> Any:
-        """The previous cumulative reading of the stream if comparable (same start, no reset)."""
-        key = (resource_key, name)
-        previous = self._previous.get(key)
-        self._previous[key] = (start_ns, current)
-        if previous is None or previous[0] != start_ns:
-            return None
-        before = previous[1]
-        earlier = before[0] if isinstance(before, tuple) else before
-        now = current[0] if isinstance(current, tuple) else current
-        if now < earlier:
-            return None  # a reset without a new start time
-        return before
 
 
 def _point_count(metric: metrics_pb2.Metric) -> int:

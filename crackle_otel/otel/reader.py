@@ -46,6 +46,7 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from ..kiln import Kiln
 from ..patterns import Pattern
 from ..profile import ThermalProfile
+from .datapoints import CumulativeReadings, PointKind, add_point
 from .emit import INSTRUMENTATION_SCOPE
 from .forking import reinit_after_fork
 
@@ -140,7 +141,7 @@ class CrackleMetricReader(MetricReader):
         self._lock = threading.Lock()  # stream state and counters
         self._cool_lock = threading.Lock()  # one cool at a time
         # stream name -> (start_time_unix_nano, cumulative value or (count, sum)) at the previous collection
-        self._previous: dict[str, tuple[int, Any]] = {}
+        self._previous = CumulativeReadings()
         self._streams: set[str] = set()  # admitted streams (at most max_streams)
         self._reported: dict[str, str] = {}  # key -> description of the patterns standing at the last cool
         self._standing: tuple[Pattern, ...] = ()
@@ -236,39 +237,13 @@ class CrackleMetricReader(MetricReader):
         """Turn one data point into metrics. Caller holds the lock."""
         cumulative = getattr(data, "aggregation_temporality", _CUMULATIVE) == _CUMULATIVE
         if isinstance(data, (HistogramData, ExponentialHistogram)):
-            count, total = int(point.count), float(point.sum)
-            if cumulative:
-                previous = self._since_last(name, point.start_time_unix_nano, (count, total))
-                if previous is not None:
-                    count, total = count - previous[0], total - previous[1]
-            values[f"{name}.count"] = float(count)
-            if count > 0:
-                values[f"{name}.mean"] = total / count
-            return
-        value = float(point.value)
-        if isinstance(data, Sum) and data.is_monotonic:
-            if cumulative:
-                values[name] = value
-                previous = self._since_last(name, point.start_time_unix_nano, value)
-                values[f"{name}.rate"] = value - previous if previous is not None else value
-            else:
-                values[f"{name}.rate"] = value
-            return
-        if isinstance(data, (Sum, GaugeData)):
-            values[name] = value
-
-    def _since_last(self, name: str, start_ns: int, current: Any) -> Any:
-        """The previous cumulative reading of ``name`` if it is comparable (same start, not reset)."""
-        previous = self._previous.get(name)
-        self._previous[name] = (start_ns, current)
-        if previous is None or previous[0] != start_ns:
-            return None  # first reading, or the stream restarted: the whole value is new
-        before = previous[1]
-        earlier = before[0] if isinstance(before, tuple) else before
-        now = current[0] if isinstance(current, tuple) else current
-        if now < earlier:
-            return None  # a reset without a new start time
-        return before
+            add_point(values, name, PointKind.DISTRIBUTION, cumulative=cumulative, start_ns=point.start_time_unix_nano,
+                      readings=self._previous, key=name, count=int(point.count), total=float(point.sum))
+        elif isinstance(data, Sum) and data.is_monotonic:
+            add_point(values, name, PointKind.MONOTONIC_SUM, cumulative=cumulative,
+                      start_ns=point.start_time_unix_nano, readings=self._previous, key=name, value=float(point.value))
+        elif isinstance(data, (Sum, GaugeData)):
+            values[name] = float(point.value)
 
     # ---------------------------------------------------------------- cooling
     def _cool_and_emit(self) -> list[Pattern]:
