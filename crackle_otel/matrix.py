@@ -62,6 +62,30 @@ class MetricMatrix:
             attributes=tuple(attributes) if attributes is not None else (),
         )
 
+    @classmethod
+    def from_columns(
+        cls,
+        columns: Mapping[str, Sequence[float] | np.ndarray],
+        *,
+        labels: Sequence[str] | None = None,
+        start: float = 0.0,
+        interval_s: float = 1.0,
+        identities: Sequence[Hashable | None] | None = None,
+        attributes: Sequence[Mapping[str, str] | None] | None = None,
+    ) -> "MetricMatrix":
+        """Build a matrix from equal-length columns (one per metric), tasks ``interval_s`` apart from ``start``."""
+        names = tuple(columns)
+        values = np.column_stack([np.asarray(columns[name], dtype=float) for name in names])
+        n = values.shape[0]
+        return cls(
+            values=values,
+            metric_names=names,
+            labels=tuple(labels) if labels is not None else tuple(f"task-{i}" for i in range(n)),
+            timestamps=start + interval_s * np.arange(n, dtype=float),
+            identities=tuple(identities) if identities is not None else tuple(range(n)),
+            attributes=tuple(attributes) if attributes is not None else (),
+        )
+
     @property
     def n_tasks(self) -> int:
         return self.values.shape[0]

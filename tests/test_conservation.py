@@ -19,16 +19,8 @@ ONLY_CONSERVATION = ThermalProfile.default().without_clustering().without_phase_
 
 
 def _matrix(columns: dict[str, np.ndarray]) -> MetricMatrix:
-    names = tuple(columns)
-    values = np.column_stack([np.asarray(columns[name], dtype=float) for name in names])
-    n = values.shape[0]
-    return MetricMatrix(
-        values=values,
-        metric_names=names,
-        labels=tuple(f"task-{i}" for i in range(n)),
-        timestamps=START + np.arange(n, dtype=float),
-        identities=tuple((i, i) for i in range(n)),
-    )
+    n = len(next(iter(columns.values())))
+    return MetricMatrix.from_columns(columns, start=START, identities=[(i, i) for i in range(n)])
 
 
 def _review_stream(n: int = 814, broken_from: int | None = 600, constant_in: bool = False, seed: int = 0):

@@ -17,16 +17,7 @@ DEFAULT = ThermalProfile.default()
 
 
 def make_matrix(columns: dict[str, np.ndarray], interval_s: float = 0.1) -> MetricMatrix:
-    names = tuple(columns)
-    values = np.column_stack([np.asarray(columns[name], dtype=float) for name in names])
-    n = values.shape[0]
-    return MetricMatrix(
-        values=values,
-        metric_names=names,
-        labels=tuple(f"task-{i}" for i in range(n)),
-        timestamps=1_700_000_000.0 + interval_s * np.arange(n),
-        identities=tuple(range(n)),
-    )
+    return MetricMatrix.from_columns(columns, start=1_700_000_000.0, interval_s=interval_s)
 
 
 def noise_matrix(seed: int, n: int = 500, n_metrics: int = 50) -> MetricMatrix:
