@@ -40,14 +40,8 @@ def workload(n: int, n_metrics: int = 16, seed: int = 0) -> MetricMatrix:
     while len(columns) < n_metrics:
         columns[f"noise_{k}"] = rng.normal(0, 1, n)
         k += 1
-    names = tuple(columns)
-    return MetricMatrix(
-        values=np.column_stack([columns[c] for c in names]),
-        metric_names=names,
-        labels=tuple(np.where(slow_host, "host-b", "host-a")),
-        timestamps=1.79e9 + 0.001 * i,
-        identities=tuple((1, int(x)) for x in i),
-    )
+    return MetricMatrix.from_columns(columns, labels=np.where(slow_host, "host-b", "host-a").tolist(), start=1.79e9,
+                                     interval_s=0.001, identities=[(1, int(x)) for x in i])
 
 
 def time_cool(matrix: MetricMatrix, profile: ThermalProfile, repeat: int) -> tuple[float, int, dict]:

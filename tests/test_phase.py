@@ -21,13 +21,7 @@ DEFAULT = ThermalProfile.default()
 
 def _matrix(columns: dict[str, np.ndarray], interval: float = 0.5) -> MetricMatrix:
     n = len(next(iter(columns.values())))
-    return MetricMatrix(
-        values=np.column_stack([np.asarray(v, dtype=float) for v in columns.values()]),
-        metric_names=tuple(columns),
-        labels=tuple(f"task-{i}" for i in range(n)),
-        timestamps=START + interval * np.arange(n),
-        identities=tuple((i, i) for i in range(n)),
-    )
+    return MetricMatrix.from_columns(columns, start=START, interval_s=interval, identities=[(i, i) for i in range(n)])
 
 
 def _by_key(patterns):
