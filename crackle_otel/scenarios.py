@@ -266,3 +266,150 @@ SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "nonlinear_dependency": nonlinear_dependency,
     "pure_noise": pure_noise,
 }
+
+
+# ------------------------------------------------ realistic OTel span groups
+# One group ("shop | GET /checkout") as the span processor extracts it: duration_ms,
+# is_error, event_count, link_count and the span's numeric attributes as metrics;
+# host.name and other strings as descriptive attributes; the span name as label.
+CHECKOUT_HOSTS = tuple(f"shop-{k}" for k in range(8))
+CHECKOUT_SPAN = "GET /checkout"
+
+
+def _span_matrix(columns: dict[str, np.ndarray], attributes: list[dict[str, str]], interval_s: float) -> MetricMatrix:
+    n = len(attributes)
+    return MetricMatrix.from_columns(
+        columns,
+        labels=[CHECKOUT_SPAN] * n,
+        start=START_TIME,
+        interval_s=interval_s,
+        identities=[(0x5EED0000 + i, 0xC0FFEE00 + i) for i in range(n)],
+        attributes=attributes,
+    )
+
+
+def _checkout_columns(rng: np.random.Generator, n: int, db_factor, app_factor) -> dict[str, np.ndarray]:
+    """Checkout spans: database time plus application time (which grows a little with the cart)."""
+    items = rng.integers(1, 9, n).astype(float)  # uniform 1..8: a discrete metric with no groups in it
+    failed = rng.random(n) < 0.02
+    db_ms = rng.lognormal(np.log(12), 0.25, n) * db_factor
+    app_ms = (rng.lognormal(np.log(18), 0.25, n) + 0.8 * items) * app_factor
+    return {
+        "duration_ms": db_ms + app_ms,
+        "db.time_ms": db_ms,
+        "cart.items": items,
+        # One clump of sizes per item count (the valleys between clumps are no groups either).
+        "http.request.body.size": np.round(350 + 180 * items + rng.normal(0, 12, n)),
+        "http.response.status_code": np.where(failed, 500.0, 200.0),
+        "is_error": failed.astype(float),
+        "event_count": failed.astype(float),  # an error records its exception as a span event
+        "link_count": np.zeros(n),
+    }
+
+
+def checkout_spans(seed: int = 0, n: int = 2000, slow_host: str = "shop-7") -> Scenario:
+    rng = np.random.default_rng(seed)
+    hosts = rng.integers(0, len(CHECKOUT_HOSTS), n)
+    slow = hosts == CHECKOUT_HOSTS.index(slow_host)
+    # The slow host's database answers 3x slower and its application work takes 2x longer.
+    columns = _checkout_columns(rng, n, db_factor=np.where(slow, 3.0, 1.0), app_factor=np.where(slow, 2.0, 1.0))
+    attributes = [{"host.name": CHECKOUT_HOSTS[h], "http.route": "/checkout"} for h in hosts]
+    slow_metrics = {"duration_ms", "db.time_ms"}
+    flags = {"http.response.status_code", "is_error", "event_count"}
+    return Scenario(
+        name="checkout_spans",
+        description=f"OTel checkout spans: {slow_host} (12.5%) has 3x db time, ~2.4x duration; "
+        "cart.items uniform 1..8, 2% errors (status 500)",
+        matrix=_span_matrix(columns, attributes, interval_s=0.05),
+        expected=(expect(PatternKind.CLUSTERING, "db.time_ms"),),
+        forbidden=(
+            # Discrete metrics have gaps between their values, never groups of their own here.
+            expect(PatternKind.CLUSTERING, "cart.items"),
+            expect(PatternKind.CLUSTERING, "http.request.body.size"),
+            *(expect(PatternKind.CLUSTERING, name) for name in flags),
+            *(expect(PatternKind.PHASE_TRANSITION, name) for name in columns),
+        ),
+        acceptable=(
+            # The slow host's tail on its defining metrics; the mixture correlates them.
+            _only(slow_metrics, PatternKind.CLUSTERING, PatternKind.OUTLIER, PatternKind.CORRELATION),
+            # Real dependencies: duration grows with the cart; errors, status 500 and events are one fact.
+            _only(slow_metrics | {"cart.items", "http.request.body.size"}, PatternKind.CORRELATION, PatternKind.CONSERVATION),
+            _only(flags, PatternKind.CORRELATION, PatternKind.CONSERVATION),
+        ),
+    )
+
+
+def deploy_shift(seed: int = 0, n: int = 2000) -> Scenario:
+    rng = np.random.default_rng(seed)
+    at = n // 2
+    after = np.arange(n) >= at
+    # A deploy makes the application code 1.8x slower halfway; the database is untouched.
+    columns = _checkout_columns(rng, n, db_factor=1.0, app_factor=1.0)
+    columns["duration_ms"] = columns["duration_ms"] * np.where(after, 1.8, 1.0)
+    del columns["db.time_ms"]  # nothing but the duration moves
+    hosts = rng.integers(0, len(CHECKOUT_HOSTS), n)
+    attributes = [
+        {"host.name": CHECKOUT_HOSTS[h], "http.route": "/checkout", "service.version": "1.5.0" if late else "1.4.2"}
+        for h, late in zip(hosts, after)
+    ]
+    flags = {"http.response.status_code", "is_error", "event_count"}
+    return Scenario(
+        name="deploy_shift",
+        description=f"OTel checkout spans: duration_ms 1.8x slower from task {at} (a deploy), nothing else changes",
+        matrix=_span_matrix(columns, attributes, interval_s=0.05),
+        expected=(expect(PatternKind.PHASE_TRANSITION, "duration_ms"),),
+        forbidden=(
+            expect(PatternKind.CLUSTERING),  # the halves of a time shift are a phase transition, not clusters
+            *(expect(PatternKind.PHASE_TRANSITION, name) for name in columns if name != "duration_ms"),
+        ),
+        acceptable=(
+            _only({"duration_ms"}, PatternKind.OUTLIER),
+            _only({"duration_ms", "cart.items", "http.request.body.size"}, PatternKind.CORRELATION, PatternKind.CONSERVATION),
+            _only(flags, PatternKind.CORRELATION, PatternKind.CONSERVATION),
+        ),
+    )
+
+
+def slow_host_during_shift(seed: int = 0, n: int = 3000, slow_host: str = "shop-7") -> Scenario:
+    rng = np.random.default_rng(seed)
+    hosts = rng.integers(0, len(CHECKOUT_HOSTS), n)
+    slow = hosts == CHECKOUT_HOSTS.index(slow_host)
+    # Halfway the connection pool runs dry: every host waits ~6x longer for a connection and its
+    # database time grows 2.2x. The slow host stays 3x slower than its peers throughout.
+    exhausted = np.arange(n) >= n // 2
+    db_factor = np.where(slow, 3.0, 1.0) * np.where(exhausted, 2.2, 1.0)
+    columns = _checkout_columns(rng, n, db_factor=db_factor, app_factor=np.where(slow, 2.0, 1.0))
+    columns["db.pool.wait_ms"] = rng.lognormal(np.log(0.5), 0.3, n) * np.where(exhausted, 6.0, 1.0)
+    attributes = [{"host.name": CHECKOUT_HOSTS[h], "http.route": "/checkout"} for h in hosts]
+    moving = {"duration_ms", "db.time_ms", "db.pool.wait_ms"}
+    flags = {"http.response.status_code", "is_error", "event_count"}
+    return Scenario(
+        name="slow_host_during_shift",
+        description=f"OTel checkout spans: {slow_host} (12.5%) 3x db time throughout; from task {n // 2} "
+        "every host waits 6x longer for a db connection and db time grows 2.2x",
+        matrix=_span_matrix(columns, attributes, interval_s=0.05),
+        expected=(
+            expect(PatternKind.CLUSTERING, "db.time_ms"),
+            expect(PatternKind.PHASE_TRANSITION, "db.pool.wait_ms"),  # (db.time_ms's shift is blurred by the slow host)
+        ),
+        forbidden=(
+            # The halves of the shift are a phase transition: a "cluster" of the late tasks
+            # would be set apart by the pool wait, which the slow host does not change.
+            expect(PatternKind.CLUSTERING, "db.pool.wait_ms"),
+            expect(PatternKind.CLUSTERING, "cart.items"),
+            expect(PatternKind.CLUSTERING, "http.request.body.size"),
+            *(expect(PatternKind.CLUSTERING, name) for name in flags),
+            *(expect(PatternKind.PHASE_TRANSITION, name) for name in ("cart.items", "http.request.body.size", *flags)),
+        ),
+        acceptable=(
+            _only(moving, PatternKind.CLUSTERING, PatternKind.OUTLIER, PatternKind.CORRELATION,
+                  PatternKind.LEAD_LAG, PatternKind.PHASE_TRANSITION),
+            _only(moving | {"cart.items", "http.request.body.size"}, PatternKind.CORRELATION, PatternKind.CONSERVATION),
+            _only(flags, PatternKind.CORRELATION, PatternKind.CONSERVATION),
+        ),
+    )
+
+
+SCENARIOS["checkout_spans"] = checkout_spans
+SCENARIOS["deploy_shift"] = deploy_shift
+SCENARIOS["slow_host_during_shift"] = slow_host_during_shift

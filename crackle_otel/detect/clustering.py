@@ -34,7 +34,8 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binom, norm, poisson
+from scipy.ndimage import median_filter, percentile_filter
+from scipy.stats import binom, chi2, norm, poisson
 
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
@@ -45,7 +46,7 @@ from ._stats import MAD_TO_SIGMA, counter_columns, usable_columns
 _SAMPLE_SIZE = 4000  # tasks the split search and the scale estimates read; the assignment reads all
 _MAX_CLUSTERS = 8
 _PRINCIPAL_AXES = 2  # principal directions tried besides every metric axis
-_MAX_VALLEY_RATIO = 0.5  # valley density / lower peak density below which there are two modes
+_MAX_VALLEY_RATIO = 0.7  # valley density / lower peak density below which there are two modes
 _WINDOW = 0.5  # peak and valley windows span ± this many spreads
 _WINSOR = 0.005  # the split point ignores the most extreme 0.5 % on each side
 _PCA_CLIP = 10.0  # robust-z clip while finding principal axes, so one wild task cannot own one
@@ -57,6 +58,17 @@ _MIN_FOR_TRANSFORM = 20  # values needed before judging a metric's skew
 _MIN_SKEW = 0.1  # octile skewness below which a metric is read as it is
 _MIN_COUNT_LEVEL = 4  # counts mostly below this are never transformed
 _MAX_DEFINING = 5  # metrics named as setting a cluster apart
+_MAX_LEVELS = 16  # a metric with at most this many distinct values is discrete: its gaps are no valleys
+_MIN_ORDINAL_LEVELS = 5  # a discrete metric with this many values is a quantity (items), not a category (a flag)
+_MAX_SHARE_EXPLAINED = 0.9  # a continuous metric this much explained by such a quantity is read as discrete
+_MIN_DRIFT_SAMPLE = 200  # values needed before judging whether a metric's level moves over time
+_DRIFT_BLOCKS = 16  # consecutive blocks whose medians are compared
+_MIN_BLOCK = 25  # values per block at least
+_MIN_DRIFT = 0.5  # a level moving less than this many spreads cannot fake or hide a group
+_MIN_LEVEL_WINDOW, _MAX_LEVEL_WINDOW = 25, 251  # running-median window (sampled values) of a moving level
+_MIN_STEADIER = 0.05  # a moving metric changes scale only if its spread gets this much steadier (sd of log MAD)
+_SIDE_WINDOW_MARGIN = 0.5  # a point sits at a step when both one-sided windows are this much tighter than the centred one
+_PHASE_SHARE = 0.8  # a cluster with this share of its members in one stretch of time, making up this share of it, is a phase
 _HASH_SEED = np.uint64(0x243F6A8885A308D3)
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
@@ -74,7 +86,7 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
         columns = _analysed_columns(matrix.values, min_count)
         if columns.size == 0:
             return []
-        space = _Space.build(matrix, columns)
+        space = _Space.build(matrix, columns, profile.rate.significance)
         model = _fit_clusters(space, profile)
         explainer = Explainer(matrix)
         return _cluster_patterns(space, model, profile, explainer) + _outlier_patterns(
@@ -154,6 +166,14 @@ def _transform(values: np.ndarray, scale: int) -> np.ndarray:
     return values
 
 
+def _transform_back(values: np.ndarray, scale: int) -> np.ndarray:
+    if scale == _LOG:
+        return np.exp(values)
+    if scale == _SQUARE_ROOT:
+        return values * values
+    return values
+
+
 def _untransform(value: float, scale: int) -> float:
     if scale == _LOG:
         return math.exp(value)
@@ -184,7 +204,12 @@ def _spread_without_mad(deviation: np.ndarray, values: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class _Space:
-    """The analysed metrics: original values, the scale each is read on, robust z."""
+    """The analysed metrics: original values, the scale each is read on, robust z.
+
+    A metric whose typical level moves over time (a deploy, a degradation) is
+    read against its time-local level (``levels``), so the halves of a shift
+    do not look like two groups and a slow host stays one group across it.
+    """
 
     matrix: MetricMatrix
     columns: np.ndarray  # indices into matrix.metric_names
@@ -192,35 +217,193 @@ class _Space:
     scales: np.ndarray  # per column: _AS_IS, _SQUARE_ROOT or _LOG
     center: np.ndarray  # per column, on its scale
     spread: np.ndarray  # per column, on its scale
-    z: np.ndarray  # n x m robust z (NaN = absent)
+    z: np.ndarray  # n x m robust z against the time-local level (NaN = absent)
     sample: np.ndarray  # rows the split search and scale estimates read (canonical order)
+    continuous: np.ndarray  # per column: may set clusters apart (discrete, low-cardinality ones may not)
+    levels: dict[int, "_Level"]  # per drifting column: its time-local level
 
     @classmethod
-    def build(cls, matrix: MetricMatrix, columns: np.ndarray) -> "_Space":
+    def build(cls, matrix: MetricMatrix, columns: np.ndarray, alpha: float) -> "_Space":
         raw = matrix.values[:, columns]
         n, m = raw.shape
         sample = _canonical_sample(raw, _SAMPLE_SIZE)
+        in_time_order = np.sort(sample)
         smallest = np.nanmin(raw, axis=0)
         scales = np.zeros(m, dtype=int)
         center, spread = np.zeros(m), np.ones(m)
+        continuous = np.zeros(m, dtype=bool)
+        levels: dict[int, _Level] = {}
         on_scale = np.empty_like(raw)
         for j in range(m):
             sampled = raw[sample, j]
             sampled = sampled[np.isfinite(sampled)]
-            scales[j] = _choose_scale(sampled, smallest[j])
-            on_scale[:, j] = _transform(raw[:, j], scales[j])
+            continuous[j] = np.unique(sampled).size > _MAX_LEVELS
+            rows = in_time_order[np.isfinite(raw[in_time_order, j])]
             if sampled.size < _MIN_SPARSE and n > sample.size:  # a sparse metric: use every value it has
-                sampled = raw[:, j][np.isfinite(raw[:, j])]
-            center[j], spread[j] = _robust_center_scale(_transform(sampled, scales[j]))
+                rows = np.flatnonzero(np.isfinite(raw[:, j]))
+            scales[j], level = _scale_and_level(raw[rows, j], rows, smallest[j], n, alpha / m, continuous[j])
+            on_scale[:, j] = _transform(raw[:, j], scales[j])
+            if level is not None:
+                levels[j] = level
+                on_scale[:, j] -= level.offset
+            center[j], spread[j] = _robust_center_scale(on_scale[rows, j])
         z = (on_scale - center) / spread
-        return cls(matrix, columns, raw, scales, center, spread, z, sample)
+        for j, level in levels.items():  # where the level itself is uncertain, so is how far a task is from it
+            z[:, j] = (on_scale[:, j] - center[j]) / np.hypot(spread[j], level.uncertainty)
+        continuous &= ~_follows_a_count(z[sample], raw[sample], continuous)
+        return cls(matrix, columns, raw, scales, center, spread, z, sample, continuous, levels)
 
     def name(self, j: int) -> str:
         return self.matrix.metric_names[self.columns[j]]
 
-    def to_original(self, j: int, z_value: float) -> float:
-        """A robust-z value of metric j back in the metric's own units."""
-        return _untransform(float(self.center[j] + z_value * self.spread[j]), int(self.scales[j]))
+    def to_original(self, j: int, z_value: float, row: int | None = None) -> float:
+        """A robust-z value of metric j back in the metric's own units (at ``row``'s time-local level if given)."""
+        if row is None or j not in self.levels:
+            return _untransform(float(self.center[j] + z_value * self.spread[j]), int(self.scales[j]))
+        level = self.levels[j]
+        scale = math.hypot(self.spread[j], level.uncertainty[row])
+        return _untransform(float(self.center[j] + z_value * scale + level.offset[row]), int(self.scales[j]))
+
+    def level_adjusted(self, j: int, rows: np.ndarray) -> np.ndarray:
+        """Metric j's present values at ``rows`` in its own units, moved to the overall level if it drifts."""
+        values = self.raw[rows, j]
+        if j in self.levels:
+            steady = _transform(values, int(self.scales[j])) - self.levels[j].offset[rows]
+            values = _transform_back(steady, int(self.scales[j]))
+        return values[np.isfinite(values)]
+
+
+def _follows_a_count(z: np.ndarray, raw: np.ndarray, continuous: np.ndarray) -> np.ndarray:
+    """Mask of continuous metrics that are nearly a function of a discrete metric with many values.
+
+    ``payload_bytes ~ 1024 x cart.items`` has one clump per item count, with
+    real valleys between them: a group it sets apart is a cart size, not a
+    population. Measured by the correlation ratio (share of variance between
+    the discrete metric's values) on sampled rows.
+    """
+    follows = np.zeros(continuous.size, dtype=bool)
+    counts = [d for d in np.flatnonzero(~continuous) if np.unique(raw[np.isfinite(raw[:, d]), d]).size >= _MIN_ORDINAL_LEVELS]
+    for j in np.flatnonzero(continuous):
+        for d in counts:
+            both = np.isfinite(z[:, j]) & np.isfinite(raw[:, d])
+            if both.sum() < 2 * _MIN_ORDINAL_LEVELS:
+                continue
+            values = np.clip(z[both, j], -_PCA_CLIP, _PCA_CLIP)
+            _, codes = np.unique(raw[both, d], return_inverse=True)
+            sizes = np.bincount(codes)
+            means = np.bincount(codes, weights=values) / sizes
+            total = float(np.sum((values - values.mean()) ** 2))
+            between = float(np.sum(sizes * (means - values.mean()) ** 2))
+            if total > 0 and between >= _MAX_SHARE_EXPLAINED * total:
+                follows[j] = True
+                break
+    return follows
+
+
+def _scale_and_level(values, rows, smallest: float, n: int, alpha: float, continuous: bool):
+    """The scale a metric is read on and its time-local level on that scale (None: it does not move).
+
+    ``values`` are the metric at ``rows``, in time order. A metric whose level
+    moves is read on the scale where its spread moves least with the level
+    (log for latencies: a 2x slowdown doubles their spread as well), not on
+    the most symmetric one (two halves of a shift look skewed).
+    """
+    scale = _choose_scale(values, smallest)
+    if not continuous:
+        return scale, None
+    level = _time_local_level(rows, _transform(values, scale), n, alpha)
+    if level is None:
+        return scale, None
+    # The level in the metric's own units, so each scale's residuals around it can be compared.
+    local = _transform_back(_center_spread(_transform(values, scale))[0] + level.offset[rows], scale)
+    allowed = [_AS_IS] + ([_SQUARE_ROOT] if smallest >= 0 else []) + ([_LOG] if smallest > 0 else [])
+    instability = {s: _spread_instability(_transform(values, s) - _transform(local, s)) for s in allowed}
+    steadiest = min(allowed, key=lambda s: (instability[s], s))
+    if instability[steadiest] >= instability[scale] - _MIN_STEADIER:
+        return scale, level
+    return steadiest, _time_local_level(rows, _transform(values, steadiest), n, alpha)
+
+
+def _blocks(values: np.ndarray) -> list[np.ndarray]:
+    """Consecutive blocks of time-ordered values, each of at least _MIN_BLOCK."""
+    return np.array_split(values, max(1, min(_DRIFT_BLOCKS, values.size // _MIN_BLOCK)))
+
+
+def _spread_instability(residuals: np.ndarray) -> float:
+    """How much the spread of time-ordered residuals (around a moving level) changes from block to block (sd of log MAD)."""
+    spreads = np.array([np.median(np.abs(block - np.median(block))) for block in _blocks(residuals)])
+    spreads = spreads[spreads > 0]
+    return float(np.std(np.log(spreads))) if spreads.size >= 2 else math.inf
+
+
+@dataclass(frozen=True)
+class _Level:
+    """A metric's time-local level, per row, on its scale."""
+
+    offset: np.ndarray  # time-local level minus overall level
+    uncertainty: np.ndarray  # how much the candidate local levels disagree (steep ramps, the edge of a step)
+
+
+def _time_local_level(rows: np.ndarray, values: np.ndarray, n: int, alpha: float) -> _Level | None:
+    """Per row, how far a metric's time-local level sits from its overall level; None if it does not move.
+
+    ``values`` are the metric (on its scale) at ``rows``, in time order. The
+    level moves when the medians of consecutive blocks differ beyond their
+    sampling error (chi-square at ``alpha``) and by at least _MIN_DRIFT
+    spreads; it is then an edge-preserving running median, interpolated to
+    every row.
+    """
+    size = values.size
+    if size < _MIN_DRIFT_SAMPLE:
+        return None
+    overall, spread = _center_spread(values)
+    if not spread > 0:
+        return None
+    blocks = _blocks(values)
+    medians = np.array([np.median(block) for block in blocks])
+    if np.max(np.abs(medians - overall)) < _MIN_DRIFT * spread:
+        return None
+    # Standard error of a block median: 1 / (2 f sqrt(size)), f the density at the overall median.
+    density = np.count_nonzero(np.abs(values - overall) < 0.5 * spread) / (size * spread)
+    if density <= 0:
+        return None
+    standard_errors = 1.0 / (2 * density * np.sqrt([block.size for block in blocks]))
+    statistic = float(np.sum(((medians - overall) / standard_errors) ** 2))
+    if chi2.sf(statistic, len(blocks) - 1) > alpha:
+        return None
+    window = min(_MAX_LEVEL_WINDOW, max(_MIN_LEVEL_WINDOW, size // _DRIFT_BLOCKS)) | 1
+    local, uncertainty = _edge_preserving_median(values, window)
+    every_row = np.arange(n)
+    return _Level(np.interp(every_row, rows, local) - overall, np.interp(every_row, rows, uncertainty))
+
+
+def _edge_preserving_median(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Running median that keeps steps sharp, and how uncertain it is at each point.
+
+    A centred window straddling a step mixes both levels and blurs the step
+    over a window's width. Where the windows just before and just after a
+    point are both clearly tighter (IQR) than the centred one, the point sits
+    at a step between two flat stretches: it takes the tighter side's median.
+    Elsewhere it takes the centred median, uncertain by half the difference
+    between the medians of the window's two halves (large on a steep ramp or
+    where it bends: there a median lags, and a task is not called far from a
+    level nobody knows).
+    Mirrored at the ends: padding with the edge value would let one task set
+    the level there.
+    """
+    centred = median_filter(values, size=window, mode="mirror")
+    spread = percentile_filter(values, 75, size=window, mode="mirror") - percentile_filter(values, 25, size=window, mode="mirror")
+    index, half = np.arange(values.size), window // 2
+    before, after = np.maximum(index - half, 0), np.minimum(index + half, values.size - 1)
+    medians = np.stack([centred, centred[before], centred[after]])
+    at_step = np.maximum(spread[before], spread[after]) < _SIDE_WINDOW_MARGIN * spread
+    tighter_side = np.where(spread[before] <= spread[after], 1, 2)
+    choice = np.where(at_step, tighter_side, 0)
+    halves = median_filter(values, size=half | 1, mode="mirror")
+    quarter = half // 2
+    disagreement = np.abs(halves[np.minimum(index + quarter, values.size - 1)] - halves[np.maximum(index - quarter, 0)])
+    uncertainty = np.where(at_step, 0.0, disagreement / 2)
+    return medians[choice, index], uncertainty
 
 
 # -------------------------------------------------------- is it two groups?
@@ -449,8 +632,23 @@ def _setting_apart(difference: np.ndarray) -> np.ndarray:
     return magnitude >= min(2.0, max(0.5 * strongest, min(1.0, strongest)))
 
 
-def _assign(z: np.ndarray, centers: np.ndarray, spreads: np.ndarray, apart: np.ndarray, main: int) -> np.ndarray:
-    """Each task's nearest cluster in O(n·m·k): Gaussian cost per shared metric, averaged.
+def _baseline_where_alike(centers: np.ndarray, spreads: np.ndarray, apart: np.ndarray, main: int):
+    """Centres and spreads for assignment: a cluster takes the baseline's on metrics that do not set it apart.
+
+    Otherwise the sampling noise of a small cluster's centre and spread on a
+    dozen unrelated metrics outweighs the one or two metrics that define it.
+    """
+    alike = ~apart & np.isfinite(centers) & np.isfinite(centers[main])
+    alike[main] = False
+    baseline_centers, baseline_spreads = np.broadcast_to(centers[main], centers.shape), np.broadcast_to(spreads[main], spreads.shape)
+    return np.where(alike, baseline_centers, centers), np.where(alike, baseline_spreads, spreads)
+
+
+def _assign(z: np.ndarray, centers: np.ndarray, spreads: np.ndarray, apart: np.ndarray, main: int, shares: np.ndarray) -> np.ndarray:
+    """Each task's most likely cluster in O(n·m·k): Gaussian cost per shared metric, averaged.
+
+    The cost includes each cluster's share (-2 log share, as in a mixture), so
+    the ordinary tail of a large population is not handed to a small cluster.
 
     Averaging over the metrics a task shares with a centre makes tasks with
     different metric sets comparable; a task sharing no metric with a centre,
@@ -472,7 +670,7 @@ def _assign(z: np.ndarray, centers: np.ndarray, spreads: np.ndarray, apart: np.n
             if apart[g, j]:
                 eligible |= present[j]
         with np.errstate(all="ignore"):
-            cost[g] = np.where(eligible & (shared > 0), total / shared, np.inf)
+            cost[g] = np.where(eligible & (shared > 0), (total - 2 * math.log(shares[g])) / shared, np.inf)
     labels = np.argmin(cost, axis=0)
     labels[~np.isfinite(cost[labels, np.arange(n)])] = -1
     return labels
@@ -485,19 +683,29 @@ def _bounded_rows(labels: np.ndarray, g: int, in_sample: np.ndarray) -> np.ndarr
 
 
 def _fit_clusters(space: _Space, profile: ThermalProfile) -> _Model:
-    """Split the sample, then assign every task; clusters below the minimum size are dissolved."""
+    """Split the sample, then assign every task; clusters below the minimum size are dissolved.
+
+    Only continuous metrics split and assign: a discrete one (a flag, a count
+    of 1..8 items) has gaps between its values that look like valleys, and a
+    group it alone sets apart is one of its values, not a population.
+    """
     rate = profile.rate
     n, m = space.z.shape
     sample = space.sample
+    single = _Model(np.zeros(n, dtype=int), np.zeros((1, m)), np.ones((1, m)), (None,), 0)
+    defining = np.flatnonzero(space.continuous)
+    if defining.size == 0:
+        return single
     min_side = max(3, math.ceil(rate.min_cluster_size * sample.size / n))
-    z_sample = space.z[sample]
+    z_sample = space.z[sample][:, defining]
     groups, evidence = _split_sample(z_sample, min_side, rate.significance, _min_separation(profile))
     if len(groups) == 1:
-        return _Model(np.zeros(n, dtype=int), np.zeros((1, m)), np.ones((1, m)), (None,), 0)
+        return single
 
     stats = [_group_center_spread(z_sample[rows], min_present=min(3, rows.size)) for rows in groups]
     centers = np.array([center for center, _ in stats])
     spreads = np.fmax(np.array([spread for _, spread in stats]), _MIN_SPREAD)
+    z_defining = space.z[:, defining]
     keep = np.arange(len(groups))
     while True:
         main = int(np.argmax([groups[g].size for g in keep]))
@@ -507,13 +715,17 @@ def _fit_clusters(space: _Space, profile: ThermalProfile) -> _Model:
                 for g in keep
             ]
         )
-        labels = _assign(space.z, centers[keep], spreads[keep], apart, main)
+        shares = np.array([groups[g].size for g in keep]) / sample.size
+        labels = _assign(z_defining, *_baseline_where_alike(centers[keep], spreads[keep], apart, main), apart, main, shares)
         sizes = np.bincount(labels[labels >= 0], minlength=keep.size)
         too_small = (sizes < rate.min_cluster_size) & (np.arange(keep.size) != main)
         if not too_small.any():
             break
         keep = keep[~too_small]
-    # Final centres and spreads from the members (the sampled ones of a large cluster).
+    # Tasks holding only discrete metrics cannot be placed by them: they belong to the baseline.
+    labels[(labels < 0) & np.isfinite(space.z).any(axis=1) & ~np.isfinite(z_defining).any(axis=1)] = main
+    sizes = np.bincount(labels[labels >= 0], minlength=keep.size)
+    # Final centres and spreads from the members (the sampled ones of a large cluster), on every metric.
     in_sample = np.zeros(n, dtype=bool)
     in_sample[sample] = True
     final = [_group_center_spread(space.z[_bounded_rows(labels, g, in_sample)]) for g in range(keep.size)]
@@ -549,9 +761,14 @@ def _cluster_patterns(space: _Space, model: _Model, profile: ThermalProfile, exp
         difference = _standardised_difference(center, spread, rest_center, rest_spread)
         apart = np.flatnonzero(_setting_apart(difference))
         apart = apart[np.argsort(-np.abs(difference[apart]), kind="stable")][:_MAX_DEFINING]
-        separation = float(np.sqrt(np.sum(difference[apart] ** 2)))
-        if apart.size == 0 or separation < min_separation:
+        # Continuous metrics must set the cluster apart; discrete ones may only add to the picture.
+        defining = apart[space.continuous[apart]]
+        separation = float(np.sqrt(np.sum(difference[defining] ** 2)))
+        if defining.size == 0 or separation < min_separation:
             continue
+        start, stop, inside = _densest_run(model.labels == g)
+        if inside >= _PHASE_SHARE * members.size and inside >= _PHASE_SHARE * (stop - start):
+            continue  # one stretch of time, not a population: a phase transition (the phase detector's)
         names = [space.name(j) for j in apart]
         statistics: dict[str, float] = {
             "size": members.size,
@@ -568,11 +785,14 @@ def _cluster_patterns(space: _Space, model: _Model, profile: ThermalProfile, exp
             )
         if space.sample.size < n:
             statistics["sample_size"] = space.sample.size
+        drifting = [name for j, name in zip(apart, names) if j in space.levels]
+        if drifting:
+            statistics["time_adjusted_metrics"] = len(drifting)
         phrases = []
         for j, name in zip(apart, names):
             value, rest_value = space.to_original(j, center[j]), space.to_original(j, rest_center[j])
             statistics[f"{name}.center"] = value
-            statistics[f"{name}.spread"] = _center_spread(space.raw[rows, j][np.isfinite(space.raw[rows, j])])[1]
+            statistics[f"{name}.spread"] = _center_spread(space.level_adjusted(j, rows))[1]
             statistics[f"{name}.rest_center"] = rest_value
             statistics[f"{name}.z_vs_rest"] = difference[j]
             phrases.append(_difference_phrase(name, value, rest_value, float(difference[j])))
@@ -588,7 +808,8 @@ def _cluster_patterns(space: _Space, model: _Model, profile: ThermalProfile, exp
             Pattern(
                 kind=PatternKind.CLUSTERING,
                 description=f"{members.size} tasks ({members.size / n:.1%}) form a separate cluster: "
-                + ", ".join(phrases[:3]),
+                + ", ".join(phrases[:3])
+                + (f" (vs. tasks of the same time; {', '.join(drifting[:2])} drift)" if drifting else ""),
                 # Separation beyond the minimum, discounted by how shallow the valley is.
                 confidence=(1 - 0.5 ** ((separation / min_separation) ** 2)) * (1 - valley),
                 metrics=tuple(names),
@@ -599,6 +820,19 @@ def _cluster_patterns(space: _Space, model: _Model, profile: ThermalProfile, exp
             )
         )
     return patterns
+
+
+def _densest_run(member: np.ndarray) -> tuple[int, int, int]:
+    """The stretch of consecutive rows where members most outnumber the others: (start, stop, members in it).
+
+    Maximum-sum segment of +1 (member) / -1 (other) in time order, vectorised
+    with a running minimum of the prefix sums.
+    """
+    totals = np.concatenate(([0], np.cumsum(np.where(member, 1, -1))))
+    gain = totals - np.minimum.accumulate(totals)
+    stop = int(np.argmax(gain))
+    start = int(np.argmin(totals[: stop + 1]))
+    return start, stop, (int(gain[stop]) + stop - start) // 2
 
 
 def _distance_to(z_rows: np.ndarray, center: np.ndarray, spread: np.ndarray) -> np.ndarray:
@@ -691,7 +925,7 @@ def _outlier_pattern(
     n = space.matrix.n_tasks
     worst = int(group[0])
     worst_z, worst_value = float(z[worst, j]), float(space.raw[worst, j])
-    typical = space.to_original(j, float(np.nan_to_num(model.centers[model.labels[worst], j])))
+    typical = space.to_original(j, float(np.nan_to_num(model.centers[model.labels[worst], j])), row=worst)
     statistics: dict[str, float] = {
         "count": group.size,
         "share": group.size / n,
