@@ -312,3 +312,113 @@ def test_fewer_tasks_than_min_tasks_find_nothing():
     assert clustering.detect(_matrix(values, ["x"]), profile) == []
     assert clustering.detect(_matrix(np.empty((20, 0)), []), profile) == []
     assert clustering.detect(_matrix(np.full((20, 2), np.nan), ["a", "b"]), profile) == []
+
+
+# ------------------------------------------------ discrete metrics, time
+def _span_like(columns, hosts=None, start=0.0):
+    """A span group's matrix: every task labelled like its span, host.name as an attribute."""
+    n = len(next(iter(columns.values())))
+    attributes = [{"host.name": h} for h in hosts] if hosts is not None else None
+    return MetricMatrix.from_columns(columns, labels=["GET /checkout"] * n, start=start, attributes=attributes)
+
+
+def _discrete_columns(kind, rng, n):
+    items = rng.integers(1, 9, n).astype(float)
+    return {
+        "items": {"cart.items": items},
+        "flag": {"is_error": (rng.random(n) < 0.03).astype(float)},
+        "status": {"http.response.status_code": rng.choice([200.0, 404.0, 500.0], n, p=[0.9, 0.07, 0.03])},
+        # Derived from a count: one tight clump of sizes per item count, real gaps between clumps.
+        "clumped": {"cart.items": items, "http.request.body.size": 1024 * items + rng.normal(0, 30, n)},
+        "scaled": {"cart.items": items, "records_in": 10 * items, "records_out": 10 * items - (rng.random(n) < 0.1)},
+    }[kind]
+
+
+@pytest.mark.parametrize("n", [1000, 4000])
+@pytest.mark.parametrize("kind", ["items", "flag", "status", "clumped", "scaled"])
+def test_discrete_metrics_alone_never_make_a_cluster(kind, n):
+    for seed in range(20):  # the gaps between values are real: a valley test alone is fooled now and then
+        rng = np.random.default_rng(seed)
+        columns = {"duration_ms": rng.lognormal(np.log(30), 0.2, n), **_discrete_columns(kind, rng, n)}
+        patterns = clustering.detect(_span_like(columns), ThermalProfile.fast_cooling())
+        assert _of_kind(patterns, PatternKind.CLUSTERING) == [], (seed, [str(p) for p in patterns])
+
+
+def test_a_flag_may_set_a_cluster_apart_together_with_a_continuous_metric():
+    rng = np.random.default_rng(13)
+    n = 3000
+    failed = rng.random(n) < 0.05
+    duration = np.where(failed, rng.lognormal(np.log(4), 0.2, n), rng.lognormal(np.log(40), 0.2, n))  # errors fail fast
+    columns = {"duration_ms": duration, "is_error": failed.astype(float), "cart.items": rng.integers(1, 9, n)}
+    [cluster] = _of_kind(clustering.detect(_span_like(columns), ThermalProfile.default()), PatternKind.CLUSTERING)
+    assert cluster.metrics[0] == "duration_ms" and "is_error" in cluster.metrics and "cart.items" not in cluster.metrics
+    assert {t.index for t in cluster.involved} <= set(np.flatnonzero(failed))
+
+
+def test_the_halves_of_a_latency_shift_are_not_clusters_nor_their_edges_outliers():
+    rng = np.random.default_rng(14)
+    n = 4000
+    duration = rng.lognormal(np.log(30), 0.1, n) * np.where(np.arange(n) >= 1700, 1.8, 1.0)
+    columns = {"duration_ms": duration, "cpu_ms": rng.normal(10, 1, n)}
+    assert clustering.detect(_span_like(columns), ThermalProfile.default()) == []
+
+
+def test_a_short_burst_in_time_is_a_phase_not_a_cluster():
+    rng = np.random.default_rng(15)
+    n = 4000
+    duration = rng.lognormal(np.log(30), 0.2, n)
+    duration[1000:1080] *= 3  # 80 consecutive slow tasks: an incident, reported by the phase detector
+    columns = {"duration_ms": duration, "cpu_ms": rng.normal(10, 1, n)}
+    assert _of_kind(clustering.detect(_span_like(columns), ThermalProfile.default()), PatternKind.CLUSTERING) == []
+
+
+def test_outliers_are_judged_against_the_level_of_their_time():
+    rng = np.random.default_rng(16)
+    n = 3000
+    i = np.arange(n)
+    level = 20 * (1 + np.clip((i - 1000) / 1000, 0, 1) * 2)  # degrades 20 -> 60 ms between tasks 1000 and 2000
+    duration = level * rng.lognormal(0, 0.05, n)
+    duration[1500] = 1.6 * level[1500]  # far above its moment's level, within the spread of the whole window
+    patterns = clustering.detect(_span_like({"duration_ms": duration}), ThermalProfile.default())
+    [outlier] = patterns  # and no other task of the ramp, nor where it starts or ends
+    assert [t.index for t in outlier.involved] == [1500]
+    assert outlier.statistics["duration_ms.typical"] == pytest.approx(level[1500], rel=0.1)
+
+
+def _cluster_and_members(scenario, profile):
+    patterns = clustering.detect(scenario.matrix, profile)
+    clusters = _of_kind(patterns, PatternKind.CLUSTERING)
+    assert len(clusters) == 1, [str(p) for p in clusters]  # the slow host once, nothing else
+    return clusters[0], patterns
+
+
+@pytest.mark.parametrize("profile", [ThermalProfile.fast_cooling(), ThermalProfile.default(), ThermalProfile.slow_cooling()])
+def test_checkout_spans_slow_host_is_one_cluster_named_by_its_host(profile):
+    scenarios = pytest.importorskip("crackle_otel.scenarios")
+    scenario = scenarios.checkout_spans()
+    cluster, patterns = _cluster_and_members(scenario, profile)
+    assert {"db.time_ms", "duration_ms"} <= set(cluster.metrics)
+    assert cluster.explanation["host.name"].startswith("shop-7 (") and "0% elsewhere" in cluster.explanation["host.name"]
+    hosts = [scenario.matrix.attributes[t.index]["host.name"] for t in cluster.involved]
+    assert hosts.count("shop-7") >= 0.9 * len(hosts)
+    assert all("cart.items" not in p.metrics and "http.request.body.size" not in p.metrics for p in patterns)
+
+
+@pytest.mark.parametrize("profile", [ThermalProfile.fast_cooling(), ThermalProfile.default(), ThermalProfile.slow_cooling()])
+def test_a_slow_host_is_one_cluster_across_a_latency_shift(profile):
+    scenarios = pytest.importorskip("crackle_otel.scenarios")
+    scenario = scenarios.slow_host_during_shift()
+    n = scenario.matrix.n_tasks
+    cluster, _ = _cluster_and_members(scenario, profile)
+    assert "db.pool.wait_ms" not in cluster.metrics  # the shift's own metric does not set it apart
+    assert "0% elsewhere" in cluster.explanation["host.name"]
+    late = sum(t.index >= n // 2 for t in cluster.involved)
+    assert 0.3 < late / len(cluster.involved) < 0.7  # before and after the shift alike
+    assert "same time" in cluster.description
+
+
+@pytest.mark.parametrize("profile", [ThermalProfile.fast_cooling(), ThermalProfile.default(), ThermalProfile.slow_cooling()])
+def test_deploy_shift_halves_are_no_clusters(profile):
+    scenarios = pytest.importorskip("crackle_otel.scenarios")
+    patterns = clustering.detect(scenarios.deploy_shift().matrix, profile)
+    assert _of_kind(patterns, PatternKind.CLUSTERING) == []

@@ -383,7 +383,8 @@ def _edge_preserving_median(values: np.ndarray, window: int) -> tuple[np.ndarray
     A centred window straddling a step mixes both levels and blurs the step
     over a window's width. Where the windows just before and just after a
     point are both clearly tighter (IQR) than the centred one, the point sits
-    at a step between two flat stretches: it takes the tighter side's median.
+    at a step between two flat stretches: it takes the median of the side
+    whose level it is nearer to.
     Elsewhere it takes the centred median, uncertain by half the difference
     between the medians of the window's two halves (large on a steep ramp or
     where it bends: there a median lags, and a task is not called far from a
@@ -397,8 +398,8 @@ def _edge_preserving_median(values: np.ndarray, window: int) -> tuple[np.ndarray
     before, after = np.maximum(index - half, 0), np.minimum(index + half, values.size - 1)
     medians = np.stack([centred, centred[before], centred[after]])
     at_step = np.maximum(spread[before], spread[after]) < _SIDE_WINDOW_MARGIN * spread
-    tighter_side = np.where(spread[before] <= spread[after], 1, 2)
-    choice = np.where(at_step, tighter_side, 0)
+    nearer_side = np.where(np.abs(values - medians[1]) <= np.abs(values - medians[2]), 1, 2)
+    choice = np.where(at_step, nearer_side, 0)
     halves = median_filter(values, size=half | 1, mode="mirror")
     quarter = half // 2
     disagreement = np.abs(halves[np.minimum(index + quarter, values.size - 1)] - halves[np.maximum(index - quarter, 0)])
