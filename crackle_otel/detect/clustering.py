@@ -241,7 +241,7 @@ class _Space:
             rows = in_time_order[np.isfinite(raw[in_time_order, j])]
             if sampled.size < _MIN_SPARSE and n > sample.size:  # a sparse metric: use every value it has
                 rows = np.flatnonzero(np.isfinite(raw[:, j]))
-            scales[j], level = _scale_and_level(raw[rows, j], rows, smallest[j], n, alpha / m, continuous[j])
+            scales[j], level = _scale_and_level(raw[:, j], rows, smallest[j], alpha / m, continuous[j])
             on_scale[:, j] = _transform(raw[:, j], scales[j])
             if level is not None:
                 levels[j] = level
@@ -300,18 +300,20 @@ def _follows_a_count(z: np.ndarray, raw: np.ndarray, continuous: np.ndarray) -> 
     return follows
 
 
-def _scale_and_level(values, rows, smallest: float, n: int, alpha: float, continuous: bool):
+def _scale_and_level(column: np.ndarray, rows: np.ndarray, smallest: float, alpha: float, continuous: bool):
     """The scale a metric is read on and its time-local level on that scale (None: it does not move).
 
-    ``values`` are the metric at ``rows``, in time order. A metric whose level
-    moves is read on the scale where its spread moves least with the level
-    (log for latencies: a 2x slowdown doubles their spread as well), not on
-    the most symmetric one (two halves of a shift look skewed).
+    ``column`` is the metric for every task, ``rows`` the (sampled) tasks
+    holding it, in time order. A metric whose level moves is read on the
+    scale where its spread moves least with the level (log for latencies: a
+    2x slowdown doubles their spread as well), not on the most symmetric one
+    (two halves of a shift look skewed).
     """
+    values = column[rows]
     scale = _choose_scale(values, smallest)
     if not continuous:
         return scale, None
-    level = _time_local_level(rows, _transform(values, scale), n, alpha)
+    level = _time_local_level(rows, _transform(column, scale), alpha)
     if level is None:
         return scale, None
     # The level in the metric's own units, so each scale's residuals around it can be compared.
@@ -321,7 +323,7 @@ def _scale_and_level(values, rows, smallest: float, n: int, alpha: float, contin
     steadiest = min(allowed, key=lambda s: (instability[s], s))
     if instability[steadiest] >= instability[scale] - _MIN_STEADIER:
         return scale, level
-    return steadiest, _time_local_level(rows, _transform(values, steadiest), n, alpha)
+    return steadiest, _time_local_level(rows, _transform(column, steadiest), alpha)
 
 
 def _blocks(values: np.ndarray) -> list[np.ndarray]:
@@ -344,15 +346,16 @@ class _Level:
     uncertainty: np.ndarray  # how much the candidate local levels disagree (steep ramps, the edge of a step)
 
 
-def _time_local_level(rows: np.ndarray, values: np.ndarray, n: int, alpha: float) -> _Level | None:
-    """Per row, how far a metric's time-local level sits from its overall level; None if it does not move.
+def _time_local_level(rows: np.ndarray, column: np.ndarray, alpha: float) -> _Level | None:
+    """Per task, how far a metric's time-local level sits from its overall level; None if it does not move.
 
-    ``values`` are the metric (on its scale) at ``rows``, in time order. The
-    level moves when the medians of consecutive blocks differ beyond their
-    sampling error (chi-square at ``alpha``) and by at least _MIN_DRIFT
-    spreads; it is then an edge-preserving running median, interpolated to
-    every row.
+    ``column`` is the metric (on its scale) for every task; ``rows`` the
+    (sampled) tasks it is estimated from, in time order. The level moves when
+    the medians of consecutive blocks differ beyond their sampling error
+    (chi-square at ``alpha``) and by at least _MIN_DRIFT spreads; it is then
+    an edge-preserving running median (see _edge_preserving_median).
     """
+    values = column[rows]
     size = values.size
     if size < _MIN_DRIFT_SAMPLE:
         return None
@@ -372,39 +375,41 @@ def _time_local_level(rows: np.ndarray, values: np.ndarray, n: int, alpha: float
     if chi2.sf(statistic, len(blocks) - 1) > alpha:
         return None
     window = min(_MAX_LEVEL_WINDOW, max(_MIN_LEVEL_WINDOW, size // _DRIFT_BLOCKS)) | 1
-    local, uncertainty = _edge_preserving_median(values, window)
-    every_row = np.arange(n)
-    return _Level(np.interp(every_row, rows, local) - overall, np.interp(every_row, rows, uncertainty))
+    local, uncertainty = _edge_preserving_median(values, window, rows, column)
+    return _Level(local - overall, uncertainty)
 
 
-def _edge_preserving_median(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Running median that keeps steps sharp, and how uncertain it is at each point.
+def _edge_preserving_median(values: np.ndarray, window: int, rows: np.ndarray, column: np.ndarray):
+    """Running median of time-ordered ``values`` (at ``rows``) that keeps steps sharp, for every task of ``column``.
 
-    A centred window straddling a step mixes both levels and blurs the step
-    over a window's width. Where the windows just before and just after a
-    point are both clearly tighter (IQR) than the centred one, the point sits
-    at a step between two flat stretches: it takes the median of the side
-    whose level it is nearer to.
+    Returns (level, uncertainty) per task. A centred window straddling a step
+    mixes both levels and blurs the step over a window's width. Where the
+    windows just before and just after a task are both clearly tighter (IQR)
+    than the centred one, the task sits at a step between two flat stretches:
+    it takes the median of the side whose level its own value is nearer to.
     Elsewhere it takes the centred median, uncertain by half the difference
     between the medians of the window's two halves (large on a steep ramp or
     where it bends: there a median lags, and a task is not called far from a
-    level nobody knows).
-    Mirrored at the ends: padding with the edge value would let one task set
-    the level there.
+    level nobody knows). Windows are mirrored at the ends: padding with the
+    edge value would let one task set the level there. Tasks between sampled
+    rows are interpolated, except for that choice of side, made on their own value.
     """
     centred = median_filter(values, size=window, mode="mirror")
     spread = percentile_filter(values, 75, size=window, mode="mirror") - percentile_filter(values, 25, size=window, mode="mirror")
     index, half = np.arange(values.size), window // 2
     before, after = np.maximum(index - half, 0), np.minimum(index + half, values.size - 1)
-    medians = np.stack([centred, centred[before], centred[after]])
     at_step = np.maximum(spread[before], spread[after]) < _SIDE_WINDOW_MARGIN * spread
-    nearer_side = np.where(np.abs(values - medians[1]) <= np.abs(values - medians[2]), 1, 2)
-    choice = np.where(at_step, nearer_side, 0)
     halves = median_filter(values, size=half | 1, mode="mirror")
     quarter = half // 2
     disagreement = np.abs(halves[np.minimum(index + quarter, values.size - 1)] - halves[np.maximum(index - quarter, 0)])
-    uncertainty = np.where(at_step, 0.0, disagreement / 2)
-    return medians[choice, index], uncertainty
+
+    every_task = np.arange(column.size)
+    centred, earlier, later = (np.interp(every_task, rows, m) for m in (centred, centred[before], centred[after]))
+    at_step = np.interp(every_task, rows, at_step.astype(float)) > 0.5
+    nearer = np.where(np.abs(column - earlier) <= np.abs(column - later), earlier, later)  # (NaN: no value, any side)
+    level = np.where(at_step, nearer, centred)
+    uncertainty = np.where(at_step, 0.0, np.interp(every_task, rows, disagreement / 2))
+    return level, uncertainty
 
 
 # -------------------------------------------------------- is it two groups?
