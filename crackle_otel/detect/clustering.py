@@ -6,25 +6,36 @@ input order, cost O(n²) and ignored tasks whose metric names differed. Here:
 1. Each metric is read on the scale where it is most symmetric (as is, square
    root or log: latencies are often log-normal) and put in robust z (median /
    1.4826 MAD), so units and long tails do not dominate. IDs and counters are
-   left out.
-2. A sample of at most ``_SAMPLE_SIZE`` tasks, chosen and ordered by a hash of
+   left out. A metric whose level moves over time (a deploy, a degradation)
+   is read against its time-local level, on the scale where its spread moves
+   least with that level: the halves of a shift are a phase transition (the
+   phase detector's), not two clusters, and a slow host stays one cluster
+   across the shift.
+2. Discrete metrics (few distinct values: flags, status codes, item counts,
+   and continuous metrics that are nearly a function of a count) have gaps
+   between their values that look like valleys; they never set a cluster
+   apart on their own, only add to a cluster continuous metrics set apart.
+3. A sample of at most ``_SAMPLE_SIZE`` tasks, chosen and ordered by a hash of
    each task's values (the same tasks whatever the input order), is split
-   top-down. A group is split in two only when its values along some direction
-   (one metric, or a principal axis) have two peaks with a real valley between
-   them and the two sides sit apart relative to their spreads. Noise, skewed
-   and flat distributions have no valley (a unimodal density is at least as
-   high between two points as at the lower of them), so they stay one group.
-3. Every task is assigned to its nearest centre in O(n·k), comparing only the
-   metrics it shares with the centre (cost averaged per shared metric). A task
-   is only put in a minority cluster if it has a metric that sets that cluster
-   apart; a task sharing nothing with a centre is never assigned to it.
-4. Every cluster but the largest (the baseline population) is a CLUSTERING
+   top-down on the continuous metrics. A group is split in two only when its
+   values along some direction (one metric, or a principal axis) have two
+   peaks with a real valley between them and the two sides sit apart
+   relative to their spreads. Noise, skewed and flat distributions have no
+   valley (a unimodal density is at least as high between two points as at
+   the lower of them), so they stay one group.
+4. Every task is assigned to its most likely cluster in O(n·k) (Gaussian cost
+   averaged over the metrics it shares with the centre, plus each cluster's
+   share). A task is only put in a minority cluster if it has a metric that
+   sets that cluster apart; a task sharing nothing with a centre is never
+   assigned to it.
+5. Every cluster but the largest (the baseline population) is a CLUSTERING
    pattern: size, centre, spread, the metrics that set it apart, and the label
-   and attribute values over-represented in it.
-5. Tasks whose robust z against their own cluster passes the profile's outlier
-   score on some metric (raised Bonferroni-style for the number of metrics the
-   task has, so noise stays quiet) are OUTLIER patterns, one per metric and
-   direction, worst first.
+   and attribute values over-represented in it (host.name=...). A "cluster"
+   whose members are one stretch of time is a phase, and is not reported.
+6. Tasks whose robust z against their own cluster (and their moment's level)
+   passes the profile's outlier score on some metric (raised Bonferroni-style
+   for the number of metrics the task has, so noise stays quiet) are OUTLIER
+   patterns, one per metric and direction, worst first.
 """
 
 from __future__ import annotations
@@ -384,15 +395,15 @@ def _edge_preserving_median(values: np.ndarray, window: int, rows: np.ndarray, c
 
     Returns (level, uncertainty) per task. A centred window straddling a step
     mixes both levels and blurs the step over a window's width. Where the
-    windows just before and just after a task are both clearly tighter (IQR)
-    than the centred one, the task sits at a step between two flat stretches:
-    it takes the median of the side whose level its own value is nearer to.
-    Elsewhere it takes the centred median, uncertain by half the difference
-    between the medians of the window's two halves (large on a steep ramp or
-    where it bends: there a median lags, and a task is not called far from a
-    level nobody knows). Windows are mirrored at the ends: padding with the
-    edge value would let one task set the level there. Tasks between sampled
-    rows are interpolated, except for that choice of side, made on their own value.
+    windows just before and just after a point are both clearly tighter (IQR)
+    than the centred one, the point sits at a step between two flat
+    stretches: the step is placed where the levels on either side fit that
+    stretch best (least absolute deviations), and each task takes the level
+    of its side. Elsewhere a task takes the centred median, uncertain by half
+    the difference between the medians of the window's two halves (large on
+    a steep ramp or where it bends: there a median lags, and a task is not
+    called far from a level nobody knows). Windows are mirrored at the ends:
+    padding with the edge value would let one task set the level there.
     """
     centred = median_filter(values, size=window, mode="mirror")
     spread = percentile_filter(values, 75, size=window, mode="mirror") - percentile_filter(values, 25, size=window, mode="mirror")
@@ -404,11 +415,20 @@ def _edge_preserving_median(values: np.ndarray, window: int, rows: np.ndarray, c
     disagreement = np.abs(halves[np.minimum(index + quarter, values.size - 1)] - halves[np.maximum(index - quarter, 0)])
 
     every_task = np.arange(column.size)
-    centred, earlier, later = (np.interp(every_task, rows, m) for m in (centred, centred[before], centred[after]))
-    at_step = np.interp(every_task, rows, at_step.astype(float)) > 0.5
-    nearer = np.where(np.abs(column - earlier) <= np.abs(column - later), earlier, later)  # (NaN: no value, any side)
-    level = np.where(at_step, nearer, centred)
-    uncertainty = np.where(at_step, 0.0, np.interp(every_task, rows, disagreement / 2))
+    level = np.interp(every_task, rows, centred)
+    uncertainty = np.interp(every_task, rows, disagreement / 2)
+    edges = np.diff(np.r_[0, at_step.astype(np.int8), 0])
+    for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):  # one stretch per step
+        earlier, later = centred[before[start]], centred[after[stop - 1]]
+        stretch = values[start:stop]
+        misfit_before = np.r_[0.0, np.cumsum(np.abs(stretch - earlier))]
+        misfit_after = np.r_[0.0, np.cumsum(np.abs(stretch - later))]
+        cut = start + int(np.argmin(misfit_before + (misfit_after[-1] - misfit_after)))
+        first, last = rows[start], rows[stop - 1]
+        boundary = rows[cut] if cut < stop else last + 1
+        tasks = slice(first, last + 1)
+        level[tasks] = np.where(every_task[tasks] < boundary, earlier, later)
+        uncertainty[tasks] = 0.0
     return level, uncertainty
 
 
