@@ -413,3 +413,80 @@ def slow_host_during_shift(seed: int = 0, n: int = 3000, slow_host: str = "shop-
 SCENARIOS["checkout_spans"] = checkout_spans
 SCENARIOS["deploy_shift"] = deploy_shift
 SCENARIOS["slow_host_during_shift"] = slow_host_during_shift
+
+
+# ---------------------------------------------------------------- hard suite
+# Effects near the default thresholds, missing values and small samples: recall below 1
+# here is expected and honest. Tests hold the standard suite to every finding; the
+# quality benchmark reports both.
+
+def subtle_shift(seed: int = 0, n: int = 600, at: int = 300) -> Scenario:
+    """A d = 1.0 latency shift in heavy-tailed noise, beside 10 noise metrics."""
+    rng = np.random.default_rng(seed)
+    latency = rng.lognormal(np.log(50), 0.3, n)
+    latency[at:] *= 1.35  # ~ one spread on the log scale
+    columns = {"latency_ms": latency, **{f"noise_{k}": rng.normal(0, 1, n) for k in range(10)}}
+    return Scenario(
+        name="subtle_shift",
+        description=f"latency_ms x1.35 (about one spread) at task {at} of {n}, lognormal noise",
+        matrix=_matrix(columns),
+        expected=(expect(PatternKind.PHASE_TRANSITION, "latency_ms"),),
+        forbidden=tuple(expect(PatternKind.PHASE_TRANSITION, f"noise_{k}") for k in range(10)),
+        acceptable=(_only({"latency_ms"}, PatternKind.OUTLIER, PatternKind.CLUSTERING),),
+    )
+
+
+def sparse_flow(seed: int = 0, n: int = 1500, missing: float = 0.3) -> Scenario:
+    """The records law and its violation when 30% of tasks don't report the flow metrics at all."""
+    rng = np.random.default_rng(seed)
+    records_in = np.round(rng.normal(1000, 30, n))
+    errors = rng.poisson(3, n).astype(float)
+    lost = np.zeros(n)
+    lost[1100:] = np.round(np.linspace(5, 200, n - 1100))
+    records_out = records_in - errors - lost
+    absent = rng.random(n) < missing
+    for column in (records_in, errors, records_out):
+        column[absent] = np.nan
+    latency = rng.lognormal(np.log(30), 0.2, n)
+    latency[rng.random(n) < missing] = np.nan
+    flow = {"records_in", "records_out", "errors"}
+    return Scenario(
+        name="sparse_flow",
+        description=f"records_in - records_out - errors = 0 until task 1100; {missing:.0%} of tasks lack the flow metrics",
+        matrix=_matrix({"records_in": records_in, "records_out": records_out, "errors": errors, "latency_ms": latency}),
+        expected=(expect(PatternKind.CONSERVATION, *flow), expect(PatternKind.CONSERVATION_VIOLATION, *flow)),
+        acceptable=(_only(flow, PatternKind.PHASE_TRANSITION, PatternKind.CORRELATION, PatternKind.OUTLIER),),
+    )
+
+
+def small_event_stream(seed: int = 0) -> Scenario:
+    """The review's event stream cut to every 8th event: 125 tasks, the same three phases."""
+    full = event_stream(seed)
+    keep = np.arange(0, full.matrix.n_tasks, 8)
+    m = full.matrix
+    matrix = MetricMatrix(values=m.values[keep], metric_names=m.metric_names, labels=tuple(m.labels[i] for i in keep),
+                          timestamps=m.timestamps[keep], identities=tuple(m.identities[i] for i in keep))
+    return Scenario(name="small_event_stream", description="the review's event stream with 125 tasks",
+                    matrix=matrix, expected=full.expected, forbidden=full.forbidden, acceptable=full.acceptable)
+
+
+def weak_correlation(seed: int = 0, n: int = 400) -> Scenario:
+    """r ~ 0.45 between two of 20 metrics: real, but below the default |r| threshold of 0.5."""
+    rng = np.random.default_rng(seed)
+    queue = rng.normal(0, 1, n)
+    columns = {"queue_depth": queue, "wait_ms": 0.5 * queue + rng.normal(0, 1, n),
+               **{f"noise_{k}": rng.normal(0, 1, n) for k in range(18)}}
+    return Scenario(
+        name="weak_correlation",
+        description="wait_ms = 0.5 queue_depth + noise (r ~ 0.45), n=400, 18 noise metrics",
+        matrix=_matrix(columns),
+        expected=(expect(PatternKind.CORRELATION, "queue_depth", "wait_ms"),),
+    )
+
+
+HARD_SCENARIOS: dict[str, Callable[..., Scenario]] = {
+    "subtle_shift": subtle_shift,
+    "sparse_flow": sparse_flow,
+    "small_event_stream": small_event_stream,
+    "weak_correlation": weak_correlation,
+}
