@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Hashable, Iterable, Mapping
+from operator import itemgetter
+from typing import Any, Callable, Hashable, Iterable, Mapping
 
 import numpy as np
 
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 _INITIAL_COLUMNS = 16
 _MAX_WARNED_NAMES = 256  # bounded memory for "already warned about this metric"
+_PLAIN_NUMBER_TYPES = frozenset({float, int, bool})
+_MAX_ROW_LAYOUTS = 256  # bounded memory for "where do these metric names go in a row"
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,24 @@ class KilnStats:
     detector_errors: int  # detectors that raised during a cool (their patterns missing, others kept)
     metrics: int  # distinct metric names held
     cools: int
+
+
+@dataclass(frozen=True)
+class _RowLayout:
+    """Where the values of one sequence of metric names go in a row of one matrix.
+
+    The whole row is written with one ``struct`` call into ``buffer`` (the matrix's
+    bytes) rather than a NaN fill and a fancy-indexed numpy assignment (~0.5 us less).
+    When the names are the row's first columns, in order (the usual case: they made
+    the columns), the values are followed by ``tail`` (NaNs); otherwise ``gather``
+    turns (*values, nan) into the row in column order.
+    """
+
+    buffer: memoryview
+    row_bytes: int
+    pack: Callable[..., None]
+    tail: tuple[float, ...]
+    gather: Callable[[tuple], tuple] | None
 
 
 class Kiln:
@@ -85,6 +107,7 @@ class Kiln:
         # (task, output, metadata) for tasks fired here; None for recorded data.
         self._extras: list[tuple[Any, Any, Mapping[str, Any]] | None] = [None] * self.capacity
         self._columns: dict[str, int] = {}
+        self._layouts: dict[tuple[str, ...], _RowLayout] = {}  # they point into this matrix
         self._total = 0  # rows ever written; next slot = _total % capacity
         self._dropped = 0
         self._rejected_values = 0
@@ -108,6 +131,7 @@ class Kiln:
             grown = np.full((self.capacity, width), np.nan)
             grown[:, : self._values.shape[1]] = self._values
             self._values = grown
+            self._layouts = {}  # they point into the old matrix
         self._columns[name] = column
         return column
 
@@ -128,9 +152,6 @@ class Kiln:
         """Store one row. Caller holds the lock; values are already finite floats."""
         if self._sealed:
             raise KilnCooledError("the kiln was cooled; call reset() before firing into it again")
-        slot = self._total % self.capacity
-        if self._total >= self.capacity:
-            self._dropped += 1
         columns: list[int] = []
         values: list[float] = []
         lookup = self._columns.get
@@ -144,9 +165,78 @@ class Kiln:
                     continue
             columns.append(column)
             values.append(value)
+        slot = self._total % self.capacity
         row = self._values[slot]  # after _column_for, which may have grown the matrix
         row.fill(np.nan)
         row[columns] = values
+        self._finish_row(slot, label, timestamp, identity, extra, attributes)
+
+    def _write_numbers(
+        self,
+        label: str,
+        metrics: dict[str, float | int | bool],
+        timestamp: float,
+        identity: Hashable | None,
+        attributes: Mapping[str, str] | None,
+    ) -> bool:
+        """``_write`` for finite plain numbers, through a cached row layout. Caller holds the lock.
+
+        False (nothing stored) when a name gets no column: ``_write`` then stores the rest and counts it.
+        """
+        if self._sealed:
+            raise KilnCooledError("the kiln was cooled; call reset() before firing into it again")
+        names = tuple(metrics)
+        layout = self._layouts.get(names)
+        if layout is None:
+            layout = self._layout_for(names)
+            if layout is None:
+                return False
+        slot = self._total % self.capacity
+        if layout.gather is None:
+            layout.pack(layout.buffer, slot * layout.row_bytes, *metrics.values(), *layout.tail)
+        else:
+            layout.pack(layout.buffer, slot * layout.row_bytes, *layout.gather((*metrics.values(), math.nan)))
+        self._finish_row(slot, label, timestamp, identity, None, attributes)
+        return True
+
+    def _layout_for(self, names: tuple[str, ...]) -> _RowLayout | None:
+        columns = []
+        for name in names:
+            column = self._column_for(name)  # may grow the matrix (and drop the layouts)
+            if column is None:
+                return None
+            columns.append(column)
+        width = self._values.shape[1]
+        gather: Callable[[tuple], tuple] | None = None
+        tail = (math.nan,) * (width - len(names))
+        if columns != list(range(len(columns))):
+            position_of = {column: position for position, column in enumerate(columns)}
+            missing = len(names)  # the position of the NaN after the values
+            positions = [position_of.get(column, missing) for column in range(width)]
+            tail = ()
+            if width == 1:
+                gather = lambda padded, position=positions[0]: (padded[position],)  # noqa: E731
+            else:
+                gather = itemgetter(*positions)
+        if len(self._layouts) >= _MAX_ROW_LAYOUTS:
+            self._layouts.clear()
+        layout = self._layouts[names] = _RowLayout(
+            memoryview(self._values).cast("B"), width * 8, struct.Struct(f"{width}d").pack_into, tail, gather
+        )
+        return layout
+
+    def _finish_row(
+        self,
+        slot: int,
+        label: str,
+        timestamp: float,
+        identity: Hashable | None,
+        extra: tuple[Any, Any, Mapping[str, Any]] | None,
+        attributes: Mapping[str, str] | None,
+    ) -> None:
+        """Everything of a row but its values; the ring buffer's accounting."""
+        if self._total >= self.capacity:
+            self._dropped += 1
         self._timestamps[slot] = timestamp
         self._cooled_at[slot] = np.nan
         self._labels[slot] = label
@@ -194,6 +284,19 @@ class Kiln:
         descriptive strings (host, route ...) that patterns use to explain why
         tasks stand apart; they are not analysed as metrics. Thread-safe.
         """
+        if type(metrics) is dict and metrics and _PLAIN_NUMBER_TYPES.issuperset(map(type, metrics.values())):
+            # The common case (spans): plain numbers. fsum raises on an int beyond float range and on
+            # inf - inf, and its result is finite only when every value is, so one C call checks them all.
+            try:
+                total = math.fsum(metrics.values())
+            except (OverflowError, ValueError):
+                total = math.nan
+            if total - total == 0.0:
+                with self._lock:
+                    if self._write_numbers(str(label), metrics, time.time() if timestamp is None else float(timestamp),
+                                           identity, attributes):
+                        return True
+            # Else some value (or name) is bad: the general path below finds, skips and counts it.
         clean: list[tuple[str, float]] = []
         rejected: list[tuple[str, str]] = []
         for name, raw in _metric_items(metrics):

@@ -1,8 +1,9 @@
 """OTLP requests -> tasks in a Furnace: what `serve` and `analyze` both do with what they receive.
 
-Spans go through the one extraction (``from_proto_span``) the span processor
-uses, so a span analysed in-process and the same span received over OTLP give
-the same task in the same group. Spans of crackle's own scope (pattern spans
+Spans go through the one extraction (``extract``, via ``from_proto_span`` for
+protobuf and ``view_of_json_span`` for OTLP/JSON read by ``analyze``) the span
+processor uses, so a span analysed in-process and the same span received over
+OTLP give the same task in the same group. Spans of crackle's own scope (pattern spans
 of some upstream crackle) are never analysed. Metric collections become one
 task each in the group ``<service.name> | otel.metrics``.
 
@@ -19,9 +20,10 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ..otel.emit import INSTRUMENTATION_SCOPE
-from ..otel.extract import GROUP_SEPARATOR, ExtractionRules, attributes_of, from_proto_span
+from ..otel.extract import GROUP_SEPARATOR, ExtractedSpan, ExtractionRules, attributes_of, extract, from_proto_span
 from ..otel.furnace import Furnace
 from .metric_points import METRICS_GROUP_SUFFIX, MetricCollections
+from .otlp_json import JSONTraces
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +44,18 @@ class RequestFeeder:
         self.spans_undecodable = 0
         self.metric_collections = 0
 
+    def feed(self, record: trace_service_pb2.ExportTraceServiceRequest | JSONTraces
+             | metrics_service_pb2.ExportMetricsServiceRequest) -> int:
+        """Record whatever was read (``OTLPFile.records()``); returns how many spans or collections."""
+        if isinstance(record, JSONTraces):
+            return self.feed_json_traces(record)
+        if isinstance(record, trace_service_pb2.ExportTraceServiceRequest):
+            return self.feed_traces(record)
+        return self.feed_metrics(record)
+
     def feed_traces(self, request: trace_service_pb2.ExportTraceServiceRequest) -> int:
         """Record every span of the request; returns how many spans were seen."""
         seen = 0
-        record = self.furnace.record
         rules = self.rules
         for resource_spans in request.resource_spans:
             resource = attributes_of(resource_spans.resource.attributes)  # once per resource, not per span
@@ -63,16 +73,39 @@ class RequestFeeder:
                         self.spans_undecodable += 1
                         logger.debug("crackle gateway: could not extract a span", exc_info=True)
                         continue
-                    record(
-                        extracted.group,
-                        extracted.label,
-                        extracted.metrics,
-                        timestamp=extracted.timestamp_s,
-                        identity=extracted.identity,
-                        attributes=getattr(extracted, "attributes", None),
-                    )
+                    self._record(extracted)
         self.spans_seen += seen
         return seen
+
+    def feed_json_traces(self, traces: JSONTraces) -> int:
+        """``feed_traces`` for OTLP/JSON traces decoded straight into span views."""
+        seen = 0
+        rules = self.rules
+        for scope, views in traces.scopes:
+            seen += len(views)
+            if scope == INSTRUMENTATION_SCOPE:
+                self.spans_skipped_own += len(views)
+                continue
+            for view in views:
+                try:
+                    extracted = extract(view, rules)
+                except Exception:  # e.g. a group_by callable that fails on this span
+                    self.spans_undecodable += 1
+                    logger.debug("crackle gateway: could not extract a span", exc_info=True)
+                    continue
+                self._record(extracted)
+        self.spans_seen += seen
+        return seen
+
+    def _record(self, extracted: ExtractedSpan) -> None:
+        self.furnace.record(
+            extracted.group,
+            extracted.label,
+            extracted.metrics,
+            timestamp=extracted.timestamp_s,
+            identity=extracted.identity,
+            attributes=extracted.attributes,
+        )
 
     def feed_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> int:
         """Record each (resource, collection time) as one task; returns how many collections."""

@@ -5,6 +5,9 @@ Formats, told apart by their first bytes (after an optional gzip layer):
 - OTLP JSON lines (``{...}``): one ExportTraceServiceRequest (= TracesData) per
   line, as the collector's file exporter writes with ``format: json``. Lines
   holding metrics (``resourceMetrics``) are read as metrics; logs are skipped.
+  ``records()`` gives trace lines as ``JSONTraces`` (span views decoded
+  straight from the JSON, several times faster than through protobuf);
+  ``requests()`` as ExportTraceServiceRequests.
 - Length-prefixed protobuf (first byte ``0x00``..): each message preceded by its
   size as a 4-byte big-endian integer, as the file exporter writes with
   ``format: proto``. A frame holding JSON is read as JSON.
@@ -31,11 +34,12 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from .otlp_json import OTLPJSONError, parse_otlp_json
+from .otlp_json import JSONTraces, OTLPJSONError, decode_json_traces, parse_otlp_json
 
 TraceRequest = trace_service_pb2.ExportTraceServiceRequest
 MetricsRequest = metrics_service_pb2.ExportMetricsServiceRequest
 Request = Union[TraceRequest, MetricsRequest]
+Record = Union[TraceRequest, MetricsRequest, JSONTraces]
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -102,11 +106,21 @@ class OTLPFile:
         self.max_record_bytes = max_record_bytes
         self.size = os.path.getsize(path)
         self._counting: _CountingReader | None = None
+        self._json_views = False
 
     def progress(self) -> tuple[int, int]:
         return (self._counting.bytes_read if self._counting else 0), self.size
 
     def requests(self) -> Iterator[Request]:
+        """Every record as a protobuf request (JSON through ``json_format``)."""
+        return self._read(json_views=False)
+
+    def records(self) -> Iterator[Record]:
+        """Every record; JSON traces as ``JSONTraces`` (no protobuf on the way), the rest as requests."""
+        return self._read(json_views=True)
+
+    def _read(self, *, json_views: bool) -> Iterator[Record]:
+        self._json_views = json_views
         with open(self.path, "rb", buffering=0) as raw_file:
             self._counting = _CountingReader(raw_file)
             raw = io.BufferedReader(self._counting, buffer_size=1 << 16)
@@ -126,7 +140,7 @@ class OTLPFile:
                 yield from self._length_prefixed(stream)
 
     # ------------------------------------------------------------ JSON lines
-    def _json_lines(self, stream: BinaryIO, first_line: int) -> Iterator[Request]:
+    def _json_lines(self, stream: BinaryIO, first_line: int) -> Iterator[Record]:
         for number, line in enumerate(stream, first_line):
             if not line.strip():
                 continue
@@ -134,14 +148,17 @@ class OTLPFile:
             if request is not None:
                 yield request
 
-    def _decode_json(self, document: bytes, where: str) -> Request | None:
+    def _decode_json(self, document: bytes, where: str) -> Record | None:
         head = document.lstrip()[:_HEAD_BYTES]
         if b"resourceLogs" in head or b"resource_logs" in head:
             self.counters.skipped_records += 1
             return None
-        message_type = MetricsRequest if (b"resourceMetrics" in head or b"resource_metrics" in head) else TraceRequest
+        metrics = b"resourceMetrics" in head or b"resource_metrics" in head
         try:
-            request = parse_otlp_json(document, message_type)
+            if metrics or not self._json_views:
+                request: Record = parse_otlp_json(document, MetricsRequest if metrics else TraceRequest)
+            else:
+                request = decode_json_traces(document)
         except OTLPJSONError as error:
             self.problems.add(where, _short(str(error)))
             return None
@@ -149,7 +166,7 @@ class OTLPFile:
         return request
 
     # ------------------------------------------------------ length-prefixed
-    def _length_prefixed(self, stream: BinaryIO) -> Iterator[Request]:
+    def _length_prefixed(self, stream: BinaryIO) -> Iterator[Record]:
         number = 0
         offset = 0
         while True:
