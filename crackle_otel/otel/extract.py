@@ -198,7 +198,7 @@ class ExtractionRules:
                 described.append((name, value[:MAX_DESCRIPTIVE_LENGTH]))
         if len(self._resources) >= _MAX_CACHED_RESOURCES:
             self._resources.clear()  # e.g. the gateway decodes a new mapping per request: keep the recent ones
-        # The entry holds the mapping itself, so its id cannot be reused while the entry exists.
+        # The entry holds the mapping itself, so no other mapping can get its id while the entry exists.
         facts = self._resources[id(resource)] = _ResourceFacts(resource, tuple(described), {})
         return facts
 
@@ -210,13 +210,13 @@ class ExtractionRules:
 
 
 _UNUSED, _METRIC_ONLY, _METRIC_OR_DESCRIPTIVE = 0, 1, 2
-_MAX_CACHED_RESOURCES = 256
-_MAX_CACHED_GROUPS_PER_RESOURCE = 4096
+_MAX_CACHED_RESOURCES = 64
+_MAX_CACHED_GROUPS_PER_RESOURCE = 1024
 
 
 @dataclass(slots=True)
 class _ResourceFacts:
-    resource: Mapping[str, Any]
+    resource: Mapping[str, Any]  # held, so that no other mapping gets its id (the cache key)
     described: tuple[tuple[str, str], ...]  # instance-identifying attributes, as descriptive attributes
     groups: dict[str, str]  # span name -> group, for spans whose attributes hold no group_by name
 
@@ -258,8 +258,8 @@ def extract(view: SpanView, rules: ExtractionRules) -> ExtractedSpan:
         elif isinstance(value, (int, float)):
             metrics[name] = value
     resource = view.resource_attributes
-    facts = rules._resources.get(id(resource))
-    if facts is None or facts.resource is not resource:
+    facts = rules._resources.get(id(resource))  # the entry keeps the mapping alive: its id is not reused
+    if facts is None:
         facts = rules._facts_of(resource)
     for name, value in facts.described:
         if len(descriptive) < MAX_DESCRIPTIVE_ATTRIBUTES and name not in descriptive:
