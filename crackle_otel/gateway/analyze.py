@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Sequence
 
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ..otel.config import CrackleConfig, CrackleConfigError
 from ..otel.emit import ConsoleEmitter, span_context_of
@@ -178,11 +177,8 @@ def analyze_files(
         summary.files += 1
         name = os.path.basename(path)
         try:
-            for request in source.requests():
-                if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
-                    feeder.feed_traces(request)
-                else:
-                    feeder.feed_metrics(request)
+            for record in source.records():  # JSON trace lines come as span views: no protobuf on the way
+                feeder.feed(record)
                 # Cool a group once half its kiln is new, before the ring buffer overwrites it.
                 if furnace.has_filled_groups:
                     furnace.cool(only_filled=True)
