@@ -148,8 +148,8 @@ class Kiln:
         identity: Hashable | None,
         extra: tuple[Any, Any, Mapping[str, Any]] | None,
         attributes: Mapping[str, str] | None = None,
-    ) -> None:
-        """Store one row. Caller holds the lock; values are already finite floats."""
+    ) -> bool:
+        """Store one row; False (nothing stored) when no metric got a column. Caller holds the lock."""
         if self._sealed:
             raise KilnCooledError("the kiln was cooled; call reset() before firing into it again")
         columns: list[int] = []
@@ -165,11 +165,14 @@ class Kiln:
                     continue
             columns.append(column)
             values.append(value)
+        if not columns and extra is None:  # a recorded task with no metric left is no task
+            return False
         slot = self._total % self.capacity
         row = self._values[slot]  # after _column_for, which may have grown the matrix
         row.fill(np.nan)
         row[columns] = values
         self._finish_row(slot, label, timestamp, identity, extra, attributes)
+        return True
 
     def _write_numbers(
         self,
@@ -320,9 +323,8 @@ class Kiln:
                 self._warn_once(name, message)
             if not clean:
                 return False
-            self._write(str(label), clean, time.time() if timestamp is None else float(timestamp), identity, None,
-                        attributes)
-        return True
+            return self._write(str(label), clean, time.time() if timestamp is None else float(timestamp), identity,
+                               None, attributes)
 
     # ----------------------------------------------------------------- reading
     def _ordered_slots(self) -> np.ndarray:

@@ -107,6 +107,9 @@ def test_record_caps_metric_names_and_counts_the_rest():
     kiln.record("t", {f"m{i}": float(i) for i in range(5)})
     assert kiln.metric_names == ("m0", "m1", "m2")
     assert kiln.stats().rejected_metric_names == 2
+    # A task left with no metric at all is not stored.
+    assert not kiln.record("t", {"m7": 1.0, "m8": 2.0})
+    assert len(kiln) == 1 and kiln.stats().rejected_metric_names == 4
 
 
 def test_columns_grow_beyond_initial_width_without_losing_values():
