@@ -313,8 +313,13 @@ def test_what_counts_as_a_material_change():
     assert not changed_materially(base, _pattern(0.85, r=0.65, p_value=1e-9, n=500))
     assert changed_materially(base, _pattern(0.65, r=0.6, p_value=1e-6, n=400))  # confidence -0.15
     assert changed_materially(base, _pattern(0.8, r=-0.6, p_value=1e-6, n=400))  # sign flipped
-    assert changed_materially(base, _pattern(0.8, r=0.6, p_value=1e-6, n=900))  # twice the tasks
+    assert not changed_materially(base, _pattern(0.8, r=0.6, p_value=1e-6, n=900))  # a fuller window is no news
     assert not changed_materially(base, _pattern(0.8, r=0.6, p_value=1e-12, n=400))  # p-values left to confidence
+    # Positions move as the window slides; the change itself is the same.
+    shift = _pattern(0.8, mean_difference_d=2.0, change_index=900, change_timestamp=1e9, change_2_index=1200)
+    slid = _pattern(0.8, mean_difference_d=2.1, change_index=300, change_timestamp=1e9, change_2_index=500)
+    assert not changed_materially(shift, slid)
+    assert changed_materially(shift, _pattern(0.8, mean_difference_d=4.5, change_index=300))  # twice the effect
 
 
 # ------------------------------------------------------------------- fork

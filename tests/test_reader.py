@@ -195,7 +195,8 @@ def scripted_detector(monkeypatch):
         latest = matrix.column("level")[-1]
         if latest < 0:
             return []  # the pattern goes away
-        return [Pattern(PatternKind.PHASE_TRANSITION, f"level is now {latest:g}", 0.9, ("level",), key="level")]
+        return [Pattern(PatternKind.PHASE_TRANSITION, f"level is now {latest:g}", 0.9, ("level",),
+                        statistics={"level": latest}, key="level")]
 
     monkeypatch.setattr(detect, "DETECTORS", {"scripted": ("phase_transitions", detect_level)})
 

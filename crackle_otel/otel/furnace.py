@@ -26,14 +26,10 @@ from ..kiln import Kiln
 from ..matrix import MetricMatrix
 from ..patterns import Pattern
 from .config import CrackleConfig
+from .reporting import ReportedPatterns, changed_materially  # noqa: F401 (changed_materially: public here too)
 
 logger = logging.getLogger(__name__)
 
-# "Materially changed" (a pattern already reported is reported again only then):
-CONFIDENCE_TOLERANCE = 0.1  # confidence moved by at least this much, or
-STATISTIC_FACTOR = 2.0  # a statistic (p-values aside: confidence covers them) grew/shrank 2x or flipped sign
-_NEGLIGIBLE = 1e-12
-_MAX_REMEMBERED_PER_GROUP = 1024
 _MAX_REPORTED_KEPT = 256  # recent reported patterns kept for reported_patterns()
 
 
@@ -47,72 +43,10 @@ class Emitter(Protocol):
     def stats(self) -> dict[str, int]: ...
 
 
-def _is_p_value(name: str) -> bool:
-    lowered = name.lower()
-    return "p_value" in lowered or "pvalue" in lowered or "q_value" in lowered
-
-
-def changed_materially(before: Pattern, after: Pattern) -> bool:
-    """Whether ``after`` (same key) says something the report of ``before`` did not.
-
-    Descriptions are not compared: they embed figures that wobble every cool.
-    """
-    if abs(after.confidence - before.confidence) >= CONFIDENCE_TOLERANCE:
-        return True
-    for name, old in before.statistics.items():
-        new = after.statistics.get(name)
-        if new is None or _is_p_value(name) or not (math.isfinite(old) and math.isfinite(new)):
-            continue
-        if old * new < 0:
-            return True
-        small, large = sorted((abs(old), abs(new)))
-        if small > _NEGLIGIBLE and large / small >= STATISTIC_FACTOR:
-            return True
-    return False
-
-
-class _ReportedPatterns:
-    """What one group already reported: pattern key -> (pattern as reported, last cool it was seen)."""
-
-    def __init__(self, forget_after_cools: int) -> None:
-        self.forget_after_cools = forget_after_cools
-        self._entries: dict[str, tuple[Pattern, int]] = {}
-
-    def select(self, patterns: Iterable[Pattern], cool_number: int) -> tuple[list[Pattern], int]:
-        """(patterns new or materially changed, how many were repeats)."""
-        fresh: list[Pattern] = []
-        repeats = 0
-        for pattern in patterns:
-            entry = self._entries.get(pattern.key)
-            if entry is None or changed_materially(entry[0], pattern):
-                fresh.append(pattern)
-                # Only confidence and statistics are compared later: the involved tasks (up to
-                # max_involved each) need not be remembered.
-                self._entries[pattern.key] = (dataclasses.replace(pattern, involved=()), cool_number)
-            else:
-                repeats += 1
-                # Keep comparing with what was reported, so slow drift adds up to a change.
-                self._entries[pattern.key] = (entry[0], cool_number)
-        self._forget(cool_number)
-        return fresh, repeats
-
-    def _forget(self, cool_number: int) -> None:
-        stale = [k for k, (_, seen) in self._entries.items() if cool_number - seen >= self.forget_after_cools]
-        for key in stale:
-            del self._entries[key]
-        if len(self._entries) > _MAX_REMEMBERED_PER_GROUP:
-            by_age = sorted(self._entries, key=lambda k: self._entries[k][1])
-            for key in by_age[: len(self._entries) - _MAX_REMEMBERED_PER_GROUP]:
-                del self._entries[key]
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 @dataclasses.dataclass
 class _Group:
     kiln: Kiln
-    reported: _ReportedPatterns
+    reported: ReportedPatterns
     new_tasks: int = 0
     cools: int = 0
 
@@ -177,7 +111,7 @@ class Furnace:
                         max_metrics=self.config.max_metrics_per_group,
                         seal_on_cool=False,
                     ),
-                    reported=_ReportedPatterns(self.config.pattern_memory_cools),
+                    reported=ReportedPatterns(self.config.pattern_memory_cools),
                 )
             if not entry.kiln.record(label, metrics, timestamp=timestamp, identity=identity, attributes=attributes):
                 self._rejected += 1

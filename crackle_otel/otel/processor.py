@@ -53,7 +53,8 @@ from ..patterns import Pattern
 from .config import CrackleConfig, CrackleConfigError
 from .forking import reinit_after_fork
 from .extract import ExtractionRules, from_readable_span
-from .furnace import Emitter, Furnace, changed_materially  # noqa: F401 (changed_materially: public here too)
+from .furnace import Emitter, Furnace
+from .reporting import changed_materially  # noqa: F401 (public here too)
 
 logger = logging.getLogger(__name__)
 

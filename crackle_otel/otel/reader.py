@@ -49,6 +49,7 @@ from ..profile import ThermalProfile
 from .datapoints import CumulativeReadings, PointKind, add_point
 from .emit import INSTRUMENTATION_SCOPE
 from .forking import reinit_after_fork
+from .reporting import ReportedPatterns
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class CrackleMetricReader(MetricReader):
         # stream name -> (start_time_unix_nano, cumulative value or (count, sum)) at the previous collection
         self._previous = CumulativeReadings()
         self._streams: set[str] = set()  # admitted streams (at most max_streams)
-        self._reported: dict[str, str] = {}  # key -> description of the patterns standing at the last cool
+        self._reported = ReportedPatterns(forget_after_cools=1)
         self._standing: tuple[Pattern, ...] = ()
         self._collections = 0
         self._since_cool = 0
@@ -258,9 +259,9 @@ class CrackleMetricReader(MetricReader):
                     self._errors += 1
                 logger.exception("crackle metric reader: cool failed")
                 return []
-            fresh = [p for p in found if self._reported.get(p.key) != p.description]
-            # Only what stands now is remembered: a pattern that goes away and comes back is news.
-            self._reported = {p.key: p.description for p in found}
+            # Only what stands now is remembered (forget after 1 cool): a pattern that goes away and
+            # comes back is news; one that stands is news again only when it changes materially.
+            fresh, _ = self._reported.select(found, self._cools + 1)
             self._standing = tuple(found)
             with self._lock:
                 self._cools += 1
