@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ..otel.emit import INSTRUMENTATION_SCOPE
-from ..otel.extract import GROUP_SEPARATOR, ExtractedSpan, ExtractionRules, attributes_of, extract, from_proto_span
+from ..otel.extract import GROUP_SEPARATOR, ExtractionRules, attributes_of, extract, from_proto_span
 from ..otel.furnace import Furnace
 from .metric_points import METRICS_GROUP_SUFFIX, MetricCollections
 from .otlp_json import JSONTraces
@@ -73,7 +73,7 @@ class RequestFeeder:
                         self.spans_undecodable += 1
                         logger.debug("crackle gateway: could not extract a span", exc_info=True)
                         continue
-                    self._record(extracted)
+                    self.furnace.record_span(extracted)
         self.spans_seen += seen
         return seen
 
@@ -93,19 +93,9 @@ class RequestFeeder:
                     self.spans_undecodable += 1
                     logger.debug("crackle gateway: could not extract a span", exc_info=True)
                     continue
-                self._record(extracted)
+                self.furnace.record_span(extracted)
         self.spans_seen += seen
         return seen
-
-    def _record(self, extracted: ExtractedSpan) -> None:
-        self.furnace.record(
-            extracted.group,
-            extracted.label,
-            extracted.metrics,
-            timestamp=extracted.timestamp_s,
-            identity=extracted.identity,
-            attributes=extracted.attributes,
-        )
 
     def feed_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> int:
         """Record each (resource, collection time) as one task; returns how many collections."""

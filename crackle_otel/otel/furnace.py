@@ -26,6 +26,7 @@ from ..kiln import Kiln
 from ..matrix import MetricMatrix
 from ..patterns import Pattern
 from .config import CrackleConfig
+from .extract import ExtractedSpan
 from .reporting import ReportedPatterns, changed_materially  # noqa: F401 (changed_materially: public here too)
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,11 @@ class Furnace:
         self._reported_recent: deque[Pattern] = deque(maxlen=keep_reported)
 
     # -------------------------------------------------------------- recording
+    def record_span(self, span: ExtractedSpan) -> bool:
+        """Record an extracted span into its group's kiln (see ``record``)."""
+        return self.record(span.group, span.label, span.metrics, timestamp=span.timestamp_s,
+                           identity=span.identity, attributes=span.attributes)
+
     def record(
         self,
         group: str,

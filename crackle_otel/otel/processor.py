@@ -198,14 +198,7 @@ class CrackleSpanProcessor(SpanProcessor):
             self._rejected += 1
             logger.debug("crackle: could not extract a span", exc_info=True)
             return
-        self._furnace.record(
-            extracted.group,
-            extracted.label,
-            extracted.metrics,
-            timestamp=extracted.timestamp_s,
-            identity=extracted.identity,
-            attributes=getattr(extracted, "attributes", None),
-        )
+        self._furnace.record_span(extracted)
 
     def _cool_locked(self, *, only_filled: bool, deadline: float) -> None:
         """Cool the groups with new tasks (only the filled ones if ``only_filled``)."""
