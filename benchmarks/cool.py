@@ -62,6 +62,35 @@ def time_cool(matrix: MetricMatrix, profile: ThermalProfile, repeat: int) -> tup
     return best, len(patterns), per_detector
 
 
+def crate_cool(matrix: MetricMatrix) -> int:
+    """The seed crate's four detectors (seeds/002), ported to numpy: the baseline of this benchmark.
+
+    Greedy clustering (each unvisited task takes every later one within a
+    distance threshold: O(n^2)), first-half vs second-half mean shift,
+    coefficient-of-variation "conservation", Pearson on every pair. Same data,
+    same run, so the ratio says what the better detectors cost.
+    """
+    values = np.nan_to_num(matrix.values)
+    n = values.shape[0]
+    found = 0
+    visited = np.zeros(n, dtype=bool)
+    for i in range(n):  # greedy clustering, threshold 1.5 (CoolingRate::Fast in the crate)
+        if visited[i]:
+            continue
+        visited[i] = True
+        close = ~visited[i + 1 :] & (np.sqrt(((values[i + 1 :] - values[i]) ** 2).sum(axis=1)) < 1.5)
+        visited[i + 1 :] |= close
+        found += bool(close.any())
+    half = n // 2
+    mean = values.mean(axis=0)
+    with np.errstate(all="ignore"):
+        shift = np.abs(values[half:].mean(axis=0) - values[:half].mean(axis=0)) / np.abs(mean)
+        cv = values.std(axis=0) / np.abs(mean)
+        r = np.corrcoef(values, rowvar=False)
+    found += int((shift > 0.3).sum() + (cv < 0.1).sum() + (np.abs(np.triu(r, 1)) >= 0.7).sum())
+    return found
+
+
 def time_record(matrix: MetricMatrix) -> float:
     """Seconds to record every row through Kiln.record (the path spans take)."""
     kiln = Kiln(capacity=matrix.n_tasks, seal_on_cool=False)
@@ -78,18 +107,29 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--metrics", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline-max", type=int, default=30_000, help="largest n for the O(n^2) crate baseline")
     args = parser.parse_args()
     profile = ThermalProfile.default()
-    print(f"cool: all detectors, {args.metrics} metrics, best of {args.repeat}")
-    print(f"{'tasks':>8}{'cool s':>9}{'tasks/s':>11}{'patterns':>9}  per detector (s)              record us/task")
+    parser_baseline_max = args.baseline_max
+    print(f"cool: all detectors, {args.metrics} metrics, best of {args.repeat}; "
+          f"baseline: the seed crate's detectors ported to numpy (up to {parser_baseline_max} tasks: O(n^2))")
+    print(f"{'tasks':>8}{'cool s':>9}{'tasks/s':>11}{'patterns':>9}{'crate s':>9}{'ratio':>7}"
+          "  per detector (s)                          record us/task")
     results = []
     for n in args.sizes:
         matrix = workload(n, args.metrics)
         seconds, count, per = time_cool(matrix, profile, args.repeat)
+        if n <= parser_baseline_max:
+            start = time.perf_counter()
+            crate_cool(matrix)
+            crate_seconds = time.perf_counter() - start
+            baseline = f"{crate_seconds:>9.3f}{seconds / crate_seconds:>7.2f}"
+        else:
+            baseline = f"{'-':>9}{'-':>7}"
         record_us = time_record(matrix) / n * 1e6
         results.append((n, seconds))
         breakdown = " ".join(f"{k[:5]}={v:.3f}" for k, v in per.items())
-        print(f"{n:>8}{seconds:>9.3f}{n / seconds:>11,.0f}{count:>9}  {breakdown}  {record_us:6.2f}")
+        print(f"{n:>8}{seconds:>9.3f}{n / seconds:>11,.0f}{count:>9}{baseline}  {breakdown}  {record_us:6.2f}")
     if len(results) >= 2:
         (n0, t0), (n1, t1) = results[0], results[-1]
         exponent = np.log(t1 / t0) / np.log(n1 / n0)
