@@ -59,16 +59,9 @@ class Scenario:
 
 
 def _matrix(columns: dict[str, np.ndarray], labels=None, interval_s: float = 0.1) -> MetricMatrix:
-    names = tuple(columns)
-    values = np.column_stack([np.asarray(columns[name], dtype=float) for name in names])
-    n = values.shape[0]
-    return MetricMatrix(
-        values=values,
-        metric_names=names,
-        labels=tuple(labels) if labels is not None else tuple(f"task-{i}" for i in range(n)),
-        timestamps=START_TIME + interval_s * np.arange(n),
-        identities=tuple((0x5EED0000 + i, 0xC0FFEE00 + i) for i in range(n)),
-    )
+    n = len(next(iter(columns.values())))
+    return MetricMatrix.from_columns(columns, labels=labels, start=START_TIME, interval_s=interval_s,
+                                     identities=[(0x5EED0000 + i, 0xC0FFEE00 + i) for i in range(n)])
 
 
 def _only(metrics: set[str], *kinds: PatternKind) -> Callable[[Pattern], bool]:

@@ -61,41 +61,33 @@ class RequestFeeder:
             resource = attributes_of(resource_spans.resource.attributes)  # once per resource, not per span
             for scope_spans in resource_spans.scope_spans:
                 scope = scope_spans.scope.name
-                spans = scope_spans.spans
-                seen += len(spans)
-                if scope == INSTRUMENTATION_SCOPE:
-                    self.spans_skipped_own += len(spans)
-                    continue
-                for span in spans:
-                    try:
-                        extracted = from_proto_span(span, resource, scope, rules)
-                    except Exception:  # e.g. a group_by callable that fails on this span
-                        self.spans_undecodable += 1
-                        logger.debug("crackle gateway: could not extract a span", exc_info=True)
-                        continue
-                    self.furnace.record_span(extracted)
+                seen += self._record_scope(
+                    scope, scope_spans.spans, lambda span: from_proto_span(span, resource, scope, rules)
+                )
         self.spans_seen += seen
         return seen
 
     def feed_json_traces(self, traces: JSONTraces) -> int:
         """``feed_traces`` for OTLP/JSON traces decoded straight into span views."""
-        seen = 0
         rules = self.rules
-        for scope, views in traces.scopes:
-            seen += len(views)
-            if scope == INSTRUMENTATION_SCOPE:
-                self.spans_skipped_own += len(views)
-                continue
-            for view in views:
-                try:
-                    extracted = extract(view, rules)
-                except Exception:  # e.g. a group_by callable that fails on this span
-                    self.spans_undecodable += 1
-                    logger.debug("crackle gateway: could not extract a span", exc_info=True)
-                    continue
-                self.furnace.record_span(extracted)
+        seen = sum(self._record_scope(scope, views, lambda view: extract(view, rules)) for scope, views in traces.scopes)
         self.spans_seen += seen
         return seen
+
+    def _record_scope(self, scope: str, spans, extract_one) -> int:
+        """Extract and record the spans of one instrumentation scope (never crackle's own)."""
+        if scope == INSTRUMENTATION_SCOPE:
+            self.spans_skipped_own += len(spans)
+            return len(spans)
+        for span in spans:
+            try:
+                extracted = extract_one(span)
+            except Exception:  # e.g. a group_by callable that fails on this span
+                self.spans_undecodable += 1
+                logger.debug("crackle gateway: could not extract a span", exc_info=True)
+                continue
+            self.furnace.record_span(extracted)
+        return len(spans)
 
     def feed_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> int:
         """Record each (resource, collection time) as one task; returns how many collections."""
