@@ -36,6 +36,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
+from hot_path import request_attributes  # benchmarks/ is on sys.path when run as a script
+
 from crackle_otel.gateway.analyze import analyze_files
 from crackle_otel.gateway.feed import RequestFeeder
 from crackle_otel.gateway.otlp_files import write_length_prefixed
@@ -46,22 +48,12 @@ from crackle_otel.otel.extract import ExtractionRules
 from crackle_otel.otel.furnace import Furnace
 from crackle_otel.otel.processor import CrackleSpanProcessor
 
-HOSTS = tuple(f"host-{i}" for i in range(8))
 SERVICES = ("cart", "checkout", "search", "payments")
 OPERATIONS = ("GET /checkout", "POST /order")
 SPANS_PER_REQUEST = 200
 
 
-def span_attributes(i: int) -> dict:
-    """6 attributes, as benchmarks/hot_path.py: 4 numbers (ints and a float), 2 strings."""
-    return {
-        "http.route": "/checkout",
-        "host.name": HOSTS[i % 8],
-        "records_in": 1000 + i % 17,
-        "records_out": 990 + i % 13,
-        "db.time_ms": 12.5 + (i % 29) * 0.1,
-        "cart.items": i % 9,
-    }
+span_attributes = request_attributes  # the same 6 attributes as the hot-path benchmark
 
 
 def timed(function) -> float:

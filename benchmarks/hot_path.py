@@ -115,21 +115,22 @@ class RunResult:
         return self.end + self.flush
 
 
+def request_attributes(i: int) -> dict:
+    """6 attributes of request ``i``: 4 numbers (ints and a float), 2 strings."""
+    return {
+        "http.route": "/checkout",
+        "host.name": HOSTS[i % 8],
+        "records_in": 1000 + i % 17,
+        "records_out": 990 + i % 13,
+        "db.time_ms": 12.5 + (i % 29) * 0.1,
+        "cart.items": i % 9,
+    }
+
+
 def end_spans(tracer, count: int, offset: int) -> None:
     """The workload: ``count`` request-like spans, each created with 6 attributes and ended."""
     for i in range(offset, offset + count):
-        span = tracer.start_span(
-            "GET /checkout",
-            attributes={
-                "http.route": "/checkout",
-                "host.name": HOSTS[i % 8],
-                "records_in": 1000 + i % 17,
-                "records_out": 990 + i % 13,
-                "db.time_ms": 12.5 + (i % 29) * 0.1,
-                "cart.items": i % 9,
-            },
-        )
-        span.end()
+        tracer.start_span("GET /checkout", attributes=request_attributes(i)).end()
 
 
 def run_once(setup: str, threads: int, spans_per_thread: int, devnull) -> RunResult:
