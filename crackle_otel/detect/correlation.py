@@ -358,10 +358,8 @@ def _monotone_pattern(
         metrics=(a, b),
         statistics=statistics,
         involved=_carriers(evidence.matrix, view.rows, contribution, "carrier", profile.max_involved),
-        explanation={
-            "method": "spearman" if by_rank else "pearson",
-            "involved": "tasks where both metrics sit far from their centres in the direction of the correlation",
-        },
+        # Carriers: tasks where both metrics sit far from their centres in the direction of r.
+        explanation={"method": "spearman" if by_rank else "pearson"},
         key=f"correlation:{a}|{b}",
     )
 
@@ -402,10 +400,8 @@ def _mutual_information_pattern(evidence: _Evidence, pair: _Pair, profile: Therm
             "carrier",
             profile.max_involved,
         ),
-        explanation={
-            "method": "mutual information",
-            "involved": "tasks in the value combinations that occur far more often than independence predicts",
-        },
+        # Carriers: tasks in the value combinations far more frequent than independence predicts.
+        explanation={"method": "mutual information"},
         key=f"correlation:{a}|{b}",
     )
 
@@ -466,10 +462,8 @@ def _lead_lag_pattern(evidence: _Evidence, pair: _Pair, profile: ThermalProfile)
         metrics=(leader, follower),
         statistics=statistics,
         involved=involved[: profile.max_involved],
-        explanation={
-            "method": "lagged rank correlation, transfer entropy",
-            "involved": f"leader tasks and the tasks {k} later, where the two metrics move together the most",
-        },
+        # Leaders and the tasks k later (followers) where the two metrics move together the most.
+        explanation={"method": "lagged rank correlation, transfer entropy"},
         key=f"lead_lag:{leader}>{follower}",
     )
 
