@@ -232,17 +232,21 @@ def nonlinear_dependency(seed: int = 0, n: int = 3000) -> Scenario:
     )
 
 
-def pure_noise(seed: int = 0, n: int = 5000, n_metrics: int = 50) -> Scenario:
-    rng = np.random.default_rng(seed)
+def noise_columns(rng: np.random.Generator, n: int, n_metrics: int, count_mean: float = 20) -> dict[str, np.ndarray]:
+    """Independent stationary metrics of mixed shapes: Gaussian, heavy-tailed latency-like, counts."""
     columns = {}
     for k in range(n_metrics):
-        # Mix shapes: Gaussian, heavy-tailed latency-like, counts.
         if k % 3 == 0:
             columns[f"metric_{k:02d}"] = rng.normal(100, 15, n)
         elif k % 3 == 1:
             columns[f"metric_{k:02d}"] = rng.lognormal(3, 0.5, n)
         else:
-            columns[f"metric_{k:02d}"] = rng.poisson(20, n).astype(float)
+            columns[f"metric_{k:02d}"] = rng.poisson(count_mean, n).astype(float)
+    return columns
+
+
+def pure_noise(seed: int = 0, n: int = 5000, n_metrics: int = 50) -> Scenario:
+    columns = noise_columns(np.random.default_rng(seed), n, n_metrics)
     return Scenario(
         name="pure_noise",
         description=f"{n_metrics} independent stationary metrics: every pattern is spurious",

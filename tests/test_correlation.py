@@ -10,6 +10,7 @@ from crackle_otel import scenarios
 from crackle_otel.detect import correlation
 from crackle_otel.kiln import Kiln
 from crackle_otel.matrix import MetricMatrix
+from crackle_otel.scenarios import noise_columns
 from crackle_otel.patterns import PatternKind
 from crackle_otel.profile import ThermalProfile
 
@@ -21,16 +22,7 @@ def make_matrix(columns: dict[str, np.ndarray], interval_s: float = 0.1) -> Metr
 
 
 def noise_matrix(seed: int, n: int = 500, n_metrics: int = 50) -> MetricMatrix:
-    rng = np.random.default_rng(seed)
-    columns = {}
-    for k in range(n_metrics):
-        if k % 3 == 0:
-            columns[f"metric_{k:02d}"] = rng.normal(100, 15, n)
-        elif k % 3 == 1:
-            columns[f"metric_{k:02d}"] = rng.lognormal(3, 0.5, n)
-        else:
-            columns[f"metric_{k:02d}"] = rng.poisson(4, n).astype(float)
-    return make_matrix(columns)
+    return make_matrix(noise_columns(np.random.default_rng(seed), n, n_metrics, count_mean=4))
 
 
 def by_key(patterns, key):
