@@ -50,7 +50,10 @@ def test_patterns_reach_an_otlp_backend_linked_to_real_spans(sink, protocol):
         resource=provider.resource,  # patterns show up under the service they are about
         export_timeout_millis=5_000,
     )
-    processor = CrackleSpanProcessor(emitter, profile="fast", cool_interval_millis=3_600_000, exporter="otlp")
+    # A queue that holds the whole workload: this test is about the path, not about overload (a busy
+    # machine slows the budgeted cooler, and the default 2048-span queue would drop the oldest spans).
+    processor = CrackleSpanProcessor(emitter, profile="fast", cool_interval_millis=3_600_000, exporter="otlp",
+                                     max_queue_size=4096)
     provider.add_span_processor(processor)
 
     identities = run_workload(provider.get_tracer("shop.app"))
@@ -108,6 +111,7 @@ def test_configure_sends_patterns_where_the_standard_otel_variables_say(sink, mo
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     monkeypatch.setenv("CRACKLE_PROFILE", "fast")
     monkeypatch.setenv("CRACKLE_COOL_INTERVAL_MILLIS", "3600000")
+    monkeypatch.setenv("CRACKLE_MAX_QUEUE_SIZE", "4096")  # the whole workload: see the test above
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
     processor = configure(provider)
     assert isinstance(processor.emitter, PatternEmitter)
