@@ -9,27 +9,6 @@ from scipy.stats import false_discovery_control
 MAD_TO_SIGMA = 1.4826
 
 
-def robust_center_scale(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Median and MAD-based sigma along ``axis``, ignoring NaN.
-
-    A zero MAD (more than half the values equal) falls back to the standard
-    deviation, and a zero spread to 1, so dividing by the scale is always safe.
-    """
-    with np.errstate(all="ignore"):
-        center = np.nanmedian(values, axis=axis)
-        mad = np.nanmedian(np.abs(values - np.expand_dims(center, axis)), axis=axis) * MAD_TO_SIGMA
-        std = np.nanstd(values, axis=axis)
-    scale = np.where(mad > 0, mad, std)
-    scale = np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
-    return center, scale
-
-
-def robust_standardize(values: np.ndarray) -> np.ndarray:
-    """Columns rescaled to robust z-scores: (x - median) / (1.4826 MAD)."""
-    center, scale = robust_center_scale(values, axis=0)
-    return (values - center) / scale
-
-
 def benjamini_hochberg(p_values: np.ndarray, q: float) -> np.ndarray:
     """Boolean mask of the p-values that survive BH false-discovery control at level q."""
     p = np.asarray(p_values, dtype=float)
