@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from crate_port import crate_detect  # benchmarks/ is on sys.path when run as a script
+
 from crackle_otel import Kiln, ThermalProfile
 from crackle_otel.detect import run_detectors
 from crackle_otel.matrix import MetricMatrix
@@ -62,35 +64,6 @@ def time_cool(matrix: MetricMatrix, profile: ThermalProfile, repeat: int) -> tup
     return best, len(patterns), per_detector
 
 
-def crate_cool(matrix: MetricMatrix) -> int:
-    """The seed crate's four detectors (seeds/002), ported to numpy: the baseline of this benchmark.
-
-    Greedy clustering (each unvisited task takes every later one within a
-    distance threshold: O(n^2)), first-half vs second-half mean shift,
-    coefficient-of-variation "conservation", Pearson on every pair. Same data,
-    same run, so the ratio says what the better detectors cost.
-    """
-    values = np.nan_to_num(matrix.values)
-    n = values.shape[0]
-    found = 0
-    visited = np.zeros(n, dtype=bool)
-    for i in range(n):  # greedy clustering, threshold 1.5 (CoolingRate::Fast in the crate)
-        if visited[i]:
-            continue
-        visited[i] = True
-        close = ~visited[i + 1 :] & (np.sqrt(((values[i + 1 :] - values[i]) ** 2).sum(axis=1)) < 1.5)
-        visited[i + 1 :] |= close
-        found += bool(close.any())
-    half = n // 2
-    mean = values.mean(axis=0)
-    with np.errstate(all="ignore"):
-        shift = np.abs(values[half:].mean(axis=0) - values[:half].mean(axis=0)) / np.abs(mean)
-        cv = values.std(axis=0) / np.abs(mean)
-        r = np.corrcoef(values, rowvar=False)
-    found += int((shift > 0.3).sum() + (cv < 0.1).sum() + (np.abs(np.triu(r, 1)) >= 0.7).sum())
-    return found
-
-
 def time_record(matrix: MetricMatrix) -> float:
     """Seconds to record every row through Kiln.record (the path spans take)."""
     kiln = Kiln(capacity=matrix.n_tasks, seal_on_cool=False)
@@ -121,7 +94,7 @@ def main() -> None:
         seconds, count, per = time_cool(matrix, profile, args.repeat)
         if n <= parser_baseline_max:
             start = time.perf_counter()
-            crate_cool(matrix)
+            crate_detect(matrix, cluster_threshold=1.5)  # CoolingRate::Fast, as the crate's README uses
             crate_seconds = time.perf_counter() - start
             baseline = f"{crate_seconds:>9.3f}{seconds / crate_seconds:>7.2f}"
         else:

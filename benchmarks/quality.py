@@ -30,7 +30,8 @@ DETECTOR_OF_KIND = {
 PROFILES = {"fast": ThermalProfile.fast_cooling, "default": ThermalProfile.default, "slow": ThermalProfile.slow_cooling}
 
 
-def evaluate(profile: ThermalProfile, seeds: int, scenarios: dict, verbose: bool = False) -> dict:
+def evaluate(profile: ThermalProfile, seeds: int, scenarios: dict, verbose: bool = False, detect=None) -> dict:
+    """Score ``detect(matrix)`` (default: crackle's detectors at ``profile``) on every scenario and seed."""
     tp = defaultdict(int)
     fp = defaultdict(int)
     found = defaultdict(int)
@@ -40,7 +41,10 @@ def evaluate(profile: ThermalProfile, seeds: int, scenarios: dict, verbose: bool
     for name, make in scenarios.items():
         for seed in range(seeds):
             scenario = make(seed=seed)
-            patterns, errors = run_detectors(scenario.matrix, profile)
+            if detect is None:
+                patterns, errors = run_detectors(scenario.matrix, profile)
+            else:
+                patterns, errors = detect(scenario.matrix), {}
             if errors:
                 problems.append(f"{name}/{seed}: detector errors {errors}")
             if name == "pure_noise":
@@ -68,6 +72,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--profile", choices=PROFILES, default="default")
     parser.add_argument("--verbose", action="store_true", help="list every false positive")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also score the seed crate's detectors (benchmarks/crate_port.py) on the standard suite")
     parser.add_argument("--suite", choices=["standard", "hard", "all"], default="all",
                         help="standard: clear effects (tests hold every finding); hard: near-threshold, sparse, small")
     args = parser.parse_args()
@@ -75,11 +81,15 @@ def main() -> None:
     for suite, scenarios in suites.items():
         if args.suite in (suite, "all"):
             report(suite, scenarios, args)
+    if args.baseline:
+        from crate_port import crate_detect  # benchmarks/ is on sys.path when run as a script
+
+        report("standard", SCENARIOS, args, detect=crate_detect, who="seed crate's detectors (baseline)")
 
 
-def report(suite: str, scenarios: dict, args: argparse.Namespace) -> None:
-    result = evaluate(PROFILES[args.profile](), args.seeds, scenarios, args.verbose)
-    print(f"\n[{suite} suite] profile={args.profile} seeds={args.seeds} scenarios={', '.join(scenarios)}")
+def report(suite: str, scenarios: dict, args: argparse.Namespace, detect=None, who: str = "crackle") -> None:
+    result = evaluate(PROFILES[args.profile](), args.seeds, scenarios, args.verbose, detect)
+    print(f"\n[{suite} suite, {who}] profile={args.profile} seeds={args.seeds} scenarios={', '.join(scenarios)}")
     print(f"{'detector':<18}{'precision':>10}{'recall':>8}{'F1':>7}{'TP':>6}{'FP':>6}{'found/expected':>16}")
     for detector in ("clustering", "phase_transition", "conservation", "correlation"):
         tp, fp = result["tp"][detector], result["fp"][detector]
