@@ -187,7 +187,7 @@ def test_truncated_and_corrupt_proto_files_are_reported_not_crashed_on(tmp_path,
     code = main(["analyze", str(tmp_path / "cut.binpb"), str(tmp_path / "noise.bin"), str(tmp_path / "cut.gz"),
                  str(tmp_path / "missing.jsonl")])
     out, err = capsys.readouterr()
-    assert code == 1  # a file could not be opened at all
+    assert code == 1  # a file could not be opened at all, another not read to its end
     assert "cut.binpb: record 5" in err and "truncated record" in err
     assert "noise.bin: record 1" in err and "noise.bin: record 2" in err
     assert "cut.gz" in err and "stopped reading this file" in err
@@ -233,3 +233,12 @@ def test_memory_does_not_grow_with_the_file(tmp_path):
     large_peak, large_spans = _peak_bytes(large_path)
     assert (small_spans, large_spans) == (600, 6000)
     assert large_peak < 1.5 * small_peak, (small_peak, large_peak)
+
+
+def test_a_file_that_cannot_be_read_to_its_end_fails_the_run(tmp_path, capsys):
+    requests, _ = workload()
+    framed = write_framed(tmp_path / "whole.binpb", requests).read_bytes()
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(framed)[:-40])
+    assert main(["analyze", str(tmp_path / "whole.binpb")]) == 0
+    assert main(["analyze", str(tmp_path / "cut.gz")]) == 1
+    assert "stopped reading this file" in capsys.readouterr().err

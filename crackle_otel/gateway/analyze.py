@@ -145,6 +145,7 @@ class ProgressLine:
 class AnalysisSummary:
     files: int = 0
     unreadable: list[str] = field(default_factory=list)
+    incomplete: int = 0  # files not read to their end (truncated stream, missing decompressor)
     requests: int = 0
     spans: int = 0
     skipped_records: int = 0
@@ -186,6 +187,7 @@ def analyze_files(
                     progress.update(name, *source.progress(), feeder.spans_seen)
         except (FileFormatError, OSError, EOFError) as error:  # e.g. a truncated gzip stream
             summary.problems.add(path, f"{error}; stopped reading this file")
+            summary.incomplete += 1
         if progress is not None:
             progress.update(name, *source.progress(), feeder.spans_seen, force=True)
             progress.finish()
@@ -255,4 +257,5 @@ def run_analyze(args: argparse.Namespace) -> int:
             print(f"crackle-otel analyze: exporting to {args.export_endpoint} failed for some patterns "
                   f"({exported})", file=sys.stderr)
             return 1
-    return 1 if summary.unreadable else 0
+    # Exit 1 when some input was not analysed: a file that could not be opened or read to its end.
+    return 1 if summary.unreadable or summary.incomplete else 0
