@@ -85,14 +85,17 @@ def run_demo(args: argparse.Namespace) -> int:
     processor = configure(provider, emitter=emitter, profile=args.profile, cool_interval_millis=3_600_000,
                           kiln_capacity=4096, max_queue_size=8192)
     print(f"firing a simulated shop service: {CHECKOUTS} checkouts, {BATCHES} batches "
-          "(checkout slows 2x halfway; host shop-7 is 3x slower; batches lose records after 70%)\n")
+          "(checkout slows 2x halfway; host shop-7 is 3x slower; batches lose records after 70%)",
+          end="\n" if args.otlp_endpoint else "\n\n")  # console patterns get a blank line either side
     started = time.perf_counter()
     spans = run_workload(provider.get_tracer("crackle-demo"), seed=args.seed)
     processor.force_flush(timeout_millis=60_000)
     elapsed = time.perf_counter() - started
     stats = processor.stats()
     provider.shutdown()
-    print(f"\n{spans} spans ended, {stats['spans_recorded']} recorded, {stats['spans_dropped']} dropped, "
+    if not args.otlp_endpoint:
+        print()
+    print(f"{spans} spans ended, {stats['spans_recorded']} recorded, {stats['spans_dropped']} dropped, "
           f"{stats['groups']} groups, {stats['patterns_detected']} patterns detected, "
           f"{stats['patterns_emitted']} emitted in {elapsed:.2f} s")
     if args.otlp_endpoint:
