@@ -246,7 +246,14 @@ def test_pass_through_without_a_downstream_or_to_itself_is_refused():
     settings = GatewaySettings(grpc_endpoint=f"127.0.0.1:{port}", http_endpoint=None,
                                export_endpoint=f"http://localhost:{port}", pass_through=True, self_metrics_interval_s=0)
     gateway = GatewayService(settings, quiet_config(exporter="none"))
-    with pytest.raises(CrackleConfigError, match="back to this gateway"):
+    with pytest.raises(CrackleConfigError, match="every span back to itself"):
+        gateway.start()
+    assert not gateway.receiver.serving
+    # Patterns alone sent to the gateway's own port would be skipped as its own: refused too.
+    patterns_only = GatewaySettings(grpc_endpoint=f"127.0.0.1:{port}", http_endpoint=None,
+                                    export_endpoint=f"http://localhost:{port}", self_metrics_interval_s=0)
+    gateway = GatewayService(patterns_only, quiet_config(exporter="otlp"))
+    with pytest.raises(CrackleConfigError, match="its patterns"):
         gateway.start()
     assert not gateway.receiver.serving
 

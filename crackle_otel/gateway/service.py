@@ -256,11 +256,16 @@ class GatewayService:
             downstream = Downstream.parse(self.settings.export_endpoint or "", self.settings.export_protocol)
             self.pass_through = PassThrough(downstream, max_queue_size=self.settings.pass_through_queue_size)
         self.receiver.start()
-        if self.pass_through is not None and self._forwards_to_itself(self.pass_through.downstream):
-            self.stop(timeout_s=1.0)
-            raise CrackleConfigError(
-                f"pass-through to {self.settings.export_endpoint} would forward every span back to this gateway"
-            )
+        sends_downstream = self.pass_through is not None or self.config.exporter == "otlp"
+        if sends_downstream and self.settings.export_endpoint:
+            downstream = Downstream.parse(self.settings.export_endpoint, self.settings.export_protocol)
+            if self._forwards_to_itself(downstream):
+                self.stop(timeout_s=1.0)
+                what = "every span" if self.pass_through is not None else "its patterns (which it then skips)"
+                raise CrackleConfigError(
+                    f"--export-endpoint {self.settings.export_endpoint} is this gateway's own listen address: it would "
+                    f"send {what} back to itself; listen elsewhere (--grpc-endpoint/--http-endpoint) or export elsewhere"
+                )
         self._cooler.start()
         self._start_own_metrics()
         logger.info("crackle gateway listening (grpc port %s, http port %s)", self.grpc_port, self.http_port)
