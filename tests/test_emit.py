@@ -340,6 +340,12 @@ def test_otlp_exporters_take_endpoint_protocol_and_headers_from_the_standard_env
     assert event.event_name == "crackle.pattern" and event.span_id == span.span_id
 
 
+def test_console_emitter_can_show_more_tasks():
+    out = io.StringIO()
+    ConsoleEmitter(out, max_tasks_shown=3).emit([outlier_pattern(5)])
+    assert f"{trace_and_span(2)[1]:016x}" in out.getvalue() and "(+2 more)" in out.getvalue()
+
+
 def test_console_emitter_prints_one_line_per_pattern_with_group_and_tasks():
     out = io.StringIO()
     console = ConsoleEmitter(out)
@@ -350,8 +356,8 @@ def test_console_emitter_prints_one_line_per_pattern_with_group_and_tasks():
     assert "group=checkout GET /cart" in lines[0]
     trace_id, span_id = trace_and_span(0)
     assert f"{trace_id:032x}/{span_id:016x}" in lines[0]
-    assert f"{trace_and_span(3)[1]:016x}" not in lines[0]  # only the first 3 tasks
-    assert "(+2 more)" in lines[0]
+    assert f"{trace_and_span(1)[1]:016x}" not in lines[0]  # only the most relevant task
+    assert "(+4 more)" in lines[0]
     assert "group=" not in lines[1] and "tasks=" not in lines[1]
     assert console.stats() == {"patterns_emitted": 2, "patterns_dropped": 0}
 

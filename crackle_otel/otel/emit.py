@@ -530,9 +530,10 @@ def _otlp_exporter(
 
 
 class ConsoleEmitter:
-    """Prints one line per pattern (for demos): the pattern, its group and up to 3 involved tasks."""
+    """Prints one line per pattern (demos, debugging): the pattern, its *why*, its group and its most
+    relevant involved task(s) as trace/span ids to look up in a tracing UI."""
 
-    def __init__(self, stream: IO[str] | None = None, *, max_tasks_shown: int = 3) -> None:
+    def __init__(self, stream: IO[str] | None = None, *, max_tasks_shown: int = 1) -> None:
         self._stream = stream
         self.max_tasks_shown = max_tasks_shown
         self._lock = threading.Lock()
@@ -550,7 +551,7 @@ class ConsoleEmitter:
         return self._stream if self._stream is not None else sys.stdout
 
     @staticmethod
-    def format(pattern: Pattern, max_tasks_shown: int = 3) -> str:
+    def format(pattern: Pattern, max_tasks_shown: int = 1) -> str:
         line = str(pattern)
         if pattern.explanation:
             line += "  why: " + "; ".join(f"{key}={text}" for key, text in pattern.explanation.items())
