@@ -80,3 +80,16 @@ def test_a_conservation_violation_names_what_its_violators_share():
     violations = [p for p in kiln.cool() if p.kind is PatternKind.CONSERVATION_VIOLATION]
     assert violations
     assert "worker-2 (100% of violators" in violations[0].explanation.get("worker", ""), dict(violations[0].explanation)
+
+
+def test_a_phase_transition_names_the_attribute_value_that_came_with_it():
+    from crackle_otel.scenarios import deploy_shift
+
+    patterns = Kiln(ThermalProfile.default())
+    scenario = deploy_shift()
+    matrix = scenario.matrix
+    for i in range(matrix.n_tasks):
+        patterns.record(matrix.labels[i], dict(zip(matrix.metric_names, matrix.values[i].tolist())),
+                        timestamp=float(matrix.timestamps[i]), attributes=matrix.attributes[i])
+    (shift,) = [p for p in patterns.cool() if p.kind is PatternKind.PHASE_TRANSITION and p.metrics == ("duration_ms",)]
+    assert shift.explanation["service.version"].startswith("1.5.0 (100% of tasks after")

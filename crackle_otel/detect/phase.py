@@ -45,6 +45,7 @@ from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
 from ..profile import ThermalProfile
 from ._changepoints import LinearTrendCost, MeanCost, MultinomialCost, binary_segmentation
+from ._explain import Explainer
 from ._stats import benjamini_hochberg, counter_columns, usable_columns
 
 MEAN, SPREAD, SHAPE = "mean", "spread", "shape"
@@ -120,11 +121,13 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
     kept = _drop_explained(kept, rate.min_variance_ratio)
     for change in kept:
         _describe(change, series[change.metric])
+    explainer = Explainer(matrix)  # shared by the patterns: attribute codes are built once
     groups: dict[tuple[str, str], list[_Change]] = {}
     for change in kept:
         groups.setdefault((change.metric, change.kind), []).append(change)
     return [
-        _pattern(matrix, present_rows[metric], kind, sorted(changes, key=_position), profile, thresholds[kind])
+        _pattern(matrix, present_rows[metric], kind, sorted(changes, key=_position), profile, thresholds[kind],
+                 explainer)
         for (metric, kind), changes in sorted(groups.items())
     ]
 
@@ -654,7 +657,7 @@ def _change_statistics(change: _Change, matrix: MetricMatrix, rows: np.ndarray) 
     return {name: value for name, value in stats.items() if math.isfinite(value)}
 
 
-def _pattern(matrix, rows, kind, changes, profile: ThermalProfile, threshold: float) -> Pattern:
+def _pattern(matrix, rows, kind, changes, profile: ThermalProfile, threshold: float, explainer: Explainer) -> Pattern:
     metric = changes[0].metric
     rate = profile.rate
     confidences = [_confidence(c, threshold, rate.significance) for c in changes]
@@ -675,6 +678,11 @@ def _pattern(matrix, rows, kind, changes, profile: ThermalProfile, threshold: fl
         }
     )
     description = f"{metric} {_SUBJECT[kind]} " + "; then ".join(_phrase(c, matrix, rows) for c in changes)
+    # What changed with it: attribute values (a new service.version, another host) that the tasks
+    # after the strongest change carry and the tasks before it do not.
+    around = np.zeros(matrix.n_tasks, dtype=bool)
+    around[rows[strongest.start : strongest.end]] = True
+    explanation = explainer.over_represented(rows[strongest.position : strongest.end], around, "tasks after")
     return Pattern(
         kind=PatternKind.PHASE_TRANSITION,
         description=description,
@@ -682,6 +690,7 @@ def _pattern(matrix, rows, kind, changes, profile: ThermalProfile, threshold: fl
         metrics=(metric,),
         statistics=statistics,
         involved=_involved(matrix, rows, changes, profile.max_involved),
+        explanation=explanation,
         key=f"phase_transition:{metric}:{kind}",
     )
 
