@@ -16,6 +16,7 @@ from ..matrix import MetricMatrix
 from ..patterns import Pattern
 from ..profile import ThermalProfile
 from . import clustering, conservation, correlation, phase
+from .consolidate import consolidate
 
 logger = logging.getLogger(__name__)
 
@@ -47,5 +48,6 @@ def run_detectors(matrix: MetricMatrix, profile: ThermalProfile) -> tuple[list[P
             except Exception as exc:  # a detector bug must not lose the other findings
                 logger.exception("crackle detector %s failed", name)
                 errors[name] = f"{type(exc).__name__}: {exc}"
+    patterns = consolidate(patterns, matrix, profile)
     patterns.sort(key=lambda p: (-p.confidence, p.kind.value, p.key))
     return patterns, errors
