@@ -97,7 +97,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print()
     print(f"{spans} spans ended, {stats['spans_recorded']} recorded, {stats['spans_dropped']} dropped, "
           f"{stats['groups']} groups, {stats['patterns_detected']} patterns detected, "
-          f"{stats['patterns_emitted']} emitted in {elapsed:.2f} s")
+          f"{stats['patterns_exported']} exported in {elapsed:.2f} s")
     if args.otlp_endpoint:
         print(f"patterns sent as crackle.pattern events and linked spans to {args.otlp_endpoint}")
     return 0

@@ -183,9 +183,9 @@ def test_emit_never_raises_and_a_bad_pattern_does_not_lose_the_others(in_memory)
     assert emitter.force_flush(5_000)
     assert [s.attributes["crackle.pattern.kind"] for s in spans.get_finished_spans()] == ["correlation"]
     stats = emitter.stats()
-    assert stats["build_failures"] == 1
+    assert stats["patterns_dropped_build_failed"] == 1
     assert stats["patterns_dropped"] == 1
-    assert stats["patterns_emitted"] == 1
+    assert stats["patterns_received"] == 2 and stats["patterns_exported"] == 1
     assert stats["spans_exported"] == 1 and stats["events_exported"] == 1
 
 
@@ -214,15 +214,18 @@ def test_a_hung_backend_costs_a_bounded_queue_and_counted_drops():
         emitter.emit([correlation_pattern()] * 4)  # a full batch: the worker takes it and hangs
         assert exporter.entered.wait(5)
         started = time.monotonic()
-        emitter.emit([correlation_pattern()] * 16)  # 4 fit in the queue, 12 evict older ones
+        emitter.emit([correlation_pattern()] * 16)  # 4 pending in the export: the queue is full, 16 dropped
         assert time.monotonic() - started < 0.5  # emit never waits for the backend
         stats = emitter.stats()
-        assert stats["patterns_emitted"] == 20
-        assert stats["patterns_dropped"] == 12
+        assert stats["patterns_received"] == 20
+        assert stats["patterns_dropped"] == stats["patterns_dropped_queue_full"] == 16
+        assert stats["patterns_pending"] == 4
         exporter.release.set()
         assert emitter.force_flush(5_000)
-        assert exporter.exported == 8
-        assert emitter.stats()["spans_exported"] + emitter.stats()["patterns_dropped"] == 20
+        assert exporter.exported == 4
+        stats = emitter.stats()
+        assert stats["patterns_exported"] == 4 and stats["patterns_pending"] == 0
+        assert stats["patterns_exported"] + stats["patterns_dropped"] == 20
     finally:
         exporter.release.set()
         emitter.shutdown(2_000)
@@ -359,7 +362,8 @@ def test_console_emitter_prints_one_line_per_pattern_with_group_and_tasks():
     assert f"{trace_and_span(1)[1]:016x}" not in lines[0]  # only the most relevant task
     assert "(+4 more)" in lines[0]
     assert "group=" not in lines[1] and "tasks=" not in lines[1]
-    assert console.stats() == {"patterns_emitted": 2, "patterns_dropped": 0}
+    stats = console.stats()
+    assert (stats["patterns_received"], stats["patterns_exported"], stats["patterns_dropped"]) == (2, 2, 0)
 
 
 def test_console_emitter_survives_a_closed_stream():
@@ -367,7 +371,8 @@ def test_console_emitter_survives_a_closed_stream():
     console = ConsoleEmitter(out)
     out.close()
     console.emit([correlation_pattern()])
-    assert console.stats() == {"patterns_emitted": 0, "patterns_dropped": 1}
+    stats = console.stats()
+    assert (stats["patterns_exported"], stats["patterns_dropped"], stats["export_failures"]) == (0, 1, 1)
     console.force_flush()
     console.shutdown()
     console.emit([correlation_pattern()])

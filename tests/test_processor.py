@@ -259,7 +259,7 @@ def test_latency_shift_is_reported_with_its_group_and_links_to_real_spans():
     assert all(p.group == GROUP for p in processor.reported_patterns())
     assert all(task.identity in identities for p in shifts for task in p.involved)
     assert "phase transition" in stream.getvalue() and GROUP in stream.getvalue()
-    assert processor.stats()["patterns_emitted"] == len(processor.reported_patterns())
+    assert processor.stats()["patterns_exported"] == len(processor.reported_patterns())
     provider.shutdown()
 
 
@@ -377,6 +377,14 @@ def test_configure_attaches_once_and_exports_own_counters_as_metrics():
     assert points[("crackle.spans.ended", ())] == 25
     assert points[("crackle.groups", ())] == 1
     assert points[("crackle.spans.skipped", (("crackle.reason", "overflow"),))] == 0
-    assert ("crackle.patterns.emitted", ()) in points and ("crackle.cool.duration", ()) in points
+    assert ("crackle.cool.duration", ()) in points
+    # The pattern counters add up in the metrics too: detected = reported + suppressed,
+    # reported = exported + dropped + pending.
+    detected, reported, suppressed = (points[(f"crackle.patterns.{name}", ())]
+                                      for name in ("detected", "reported", "suppressed"))
+    exported, dropped, pending = (points[(f"crackle.patterns.{name}", ())]
+                                  for name in ("exported", "dropped", "pending"))
+    assert reported > 0 and detected == reported + suppressed
+    assert reported == exported + dropped + pending
     provider.shutdown()
     meter_provider.shutdown()

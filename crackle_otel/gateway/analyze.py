@@ -21,6 +21,7 @@ from typing import IO, Any, Sequence
 
 
 from ..otel.config import CrackleConfig, CrackleConfigError
+from ..otel.delivery import written_stats
 from ..otel.emit import ConsoleEmitter, span_context_of
 from ..otel.extract import ExtractionRules
 from ..otel.furnace import Emitter, Furnace
@@ -41,7 +42,7 @@ class JsonLinesEmitter:
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self._stream = stream
-        self._emitted = 0
+        self._written = 0
         self._dropped = 0
         self._closed = False
 
@@ -66,7 +67,7 @@ class JsonLinesEmitter:
                 continue
             try:
                 self.stream.write(json.dumps(self.document(pattern), sort_keys=True) + "\n")
-                self._emitted += 1
+                self._written += 1
             except OSError:  # e.g. `crackle-otel analyze --json f | head`: the reader went away
                 self._closed = True
                 self._dropped += 1
@@ -83,7 +84,7 @@ class JsonLinesEmitter:
         self.force_flush(timeout_millis)
 
     def stats(self) -> dict[str, int]:
-        return {"patterns_emitted": self._emitted, "patterns_dropped": self._dropped}
+        return written_stats(self._written, self._dropped)
 
 
 class _FanOut:

@@ -43,8 +43,12 @@ COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
     ("crackle.patterns.detected", "{pattern}", "Patterns found by cools (repeats included)", "patterns_detected"),
     ("crackle.patterns.reported", "{pattern}", "New or materially changed patterns handed to the emitter",
      "patterns_reported"),
-    ("crackle.patterns.emitted", "{pattern}", "Patterns the emitter queued for export", "patterns_emitted"),
-    ("crackle.patterns.dropped", "{pattern}", "Patterns the emitter dropped", "patterns_dropped"),
+    ("crackle.patterns.suppressed", "{pattern}", "Patterns detected again unchanged, not reported again",
+     "patterns_suppressed"),
+    ("crackle.patterns.exported", "{pattern}", "Reported patterns the backend accepted", "patterns_exported"),
+    ("crackle.patterns.dropped", "{pattern}", "Reported patterns lost: queue full, export failed, or shutdown",
+     "patterns_dropped"),
+    ("crackle.export.failures", "{export}", "Export calls to the pattern backend that failed", "export_failures"),
     (
         "crackle.gateway.pass_through.spans",
         "{span}",
@@ -63,4 +67,5 @@ GAUGES: tuple[tuple[str, str, str, str], ...] = (
     ("crackle.gateway.pass_through.queue.size", "{request}", "Requests waiting to be forwarded",
      "pass_through_queue_depth"),
     ("crackle.cool.duration", "s", "Duration of the last cool", "cool_seconds_last"),
+    ("crackle.patterns.pending", "{pattern}", "Reported patterns waiting to be exported", "patterns_pending"),
 )

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 from opentelemetry.sdk.resources import Resource
 
 from ..otel.config import CrackleConfig, CrackleConfigError, parse_boolean
+from ..otel.delivery import delivery_counters
 from ..otel.extract import ExtractionRules
 from ..otel.furnace import Emitter, Furnace
 from ..otel.selfmetrics import register_self_metrics
@@ -365,11 +366,9 @@ class GatewayService:
         """Receiver, analysis, emitter and pass-through counters in one flat dict (also the health body)."""
         stats: dict[str, Any] = dict(self.receiver.receiver_stats())
         stats.update(self.feeder.stats())
-        stats.update(self.furnace.stats())
-        emitted = self.emitter.stats() if self.emitter is not None else {}
-        stats["patterns_emitted"] = int(emitted.get("patterns_emitted", 0))
-        stats["patterns_dropped"] = int(emitted.get("patterns_dropped", 0))
-        stats["export_failures"] = int(emitted.get("export_failures", 0))
+        analysis = self.furnace.stats()
+        stats.update(analysis)
+        stats.update(delivery_counters(self.emitter, analysis))
         forwarded = self.pass_through.stats() if self.pass_through is not None else {}
         for key in ("requests_forwarded", "spans_forwarded", "requests_failed", "spans_failed",
                     "requests_dropped", "spans_dropped", "retries", "queue_depth"):

@@ -8,14 +8,23 @@ the spans that made the pattern.
 
 Both go through private providers (never the application's global ones) and
 the SDK's batch processors with bounded queues, so ``emit`` only appends to a
-queue: a dead backend costs at most ``max_queue_size`` items per signal and
-counted drops, never a blocked or crashed host.
+queue: a dead backend costs at most ``max_queue_size`` patterns (and about
+``max_queue_bytes``) and counted drops, never a blocked or crashed host.
+
+Every pattern handed to ``emit`` is counted once, and the counts add up
+(``delivery`` keeps the books)::
+
+    patterns_received == patterns_exported + patterns_dropped + patterns_pending
+
+Text that protobuf cannot encode (a lone surrogate from a badly decoded span
+name) is replaced before it is queued, so one odd character never fails a batch.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import sys
 import threading
@@ -36,6 +45,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from ..patterns import Pattern, PatternKind
+from .delivery import CountingExporter, Ledger, written_stats
 from .forking import reinit_after_fork
 
 logger = logging.getLogger(__name__)
@@ -59,6 +69,23 @@ _MAX_SPAN_ID = 2**64 - 1
 
 # A slice of the shutdown budget kept back to interrupt an export stuck in retries.
 _INTERRUPT_GRACE_S = 1.0
+_FULL_WARNING_INTERVAL_S = 10.0
+
+# Memory held by a queued pattern, measured with tracemalloc (SDK 1.45): a span ~3.5 kB plus
+# ~0.7 kB per link (128 links: ~88 kB), an event ~1.4 kB. Rounded up: the byte bound is an estimate.
+SPAN_COST_BYTES = 4096
+LINK_COST_BYTES = 768
+EVENT_COST_BYTES = 2048
+DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024
+
+
+def encodable(text: str) -> str:
+    """``text`` as it can be sent: a lone surrogate (undecodable bytes) becomes a visible ``\\udce9`` escape."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def pattern_attributes(pattern: Pattern) -> dict[str, Any]:
@@ -66,16 +93,16 @@ def pattern_attributes(pattern: Pattern) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "crackle.pattern.kind": pattern.kind.slug,
         "crackle.pattern.confidence": float(pattern.confidence),
-        "crackle.pattern.group": pattern.group,
-        "crackle.pattern.key": pattern.key,
-        "crackle.pattern.metrics": tuple(str(name) for name in pattern.metrics),
-        "crackle.pattern.description": pattern.description,
+        "crackle.pattern.group": encodable(str(pattern.group)),
+        "crackle.pattern.key": encodable(str(pattern.key)),
+        "crackle.pattern.metrics": tuple(encodable(str(name)) for name in pattern.metrics),
+        "crackle.pattern.description": encodable(str(pattern.description)),
         "crackle.pattern.involved_count": len(pattern.involved),
     }
     for name, value in pattern.statistics.items():
-        attributes[f"crackle.pattern.stat.{name}"] = float(value)
+        attributes[encodable(f"crackle.pattern.stat.{name}")] = float(value)
     for name, text in pattern.explanation.items():
-        attributes[f"crackle.pattern.why.{name}"] = str(text)
+        attributes[encodable(f"crackle.pattern.why.{name}")] = encodable(str(text))
     return attributes
 
 
@@ -107,8 +134,8 @@ def pattern_links(pattern: Pattern, max_links: int) -> list[Link]:
             Link(
                 context,
                 attributes={
-                    "crackle.role": task.role,
-                    "crackle.task.label": task.label,
+                    "crackle.role": encodable(str(task.role)),
+                    "crackle.task.label": encodable(str(task.label)),
                     "crackle.task.index": int(task.index),
                 },
             )
@@ -127,71 +154,26 @@ def evidence_window_ns(pattern: Pattern, now_ns: int) -> tuple[int, int]:
     return int(first * 1e9), int(last * 1e9)
 
 
-class _CountingExporter:
-    """Counts what the batch processor hands the real exporter, and can cut a stuck export short.
-
-    ``handed`` lets the emitter mirror the processor's bounded queue (and so count the
-    oldest items it silently evicts); ``interrupt`` shuts the real exporter down once,
-    which makes the OTLP exporters abandon their retry back-off.
-    """
-
-    def __init__(self, exporter: Any, success: Any) -> None:
-        self._exporter = exporter
-        self._success = success
-        self._lock = threading.Lock()
-        self._stopped = False
-        self.handed = 0
-        self.exported = 0
-        self.failed = 0
-        reinit_after_fork(self._fresh_lock_after_fork)
-
-    def _fresh_lock_after_fork(self) -> None:
-        self._lock = threading.Lock()
-
-    def export(self, batch: Sequence[Any]) -> Any:
-        with self._lock:
-            self.handed += len(batch)
-        try:
-            result = self._exporter.export(batch)
-        except Exception:  # an exporter bug must not kill the processor's worker
-            logger.exception("crackle pattern exporter %s raised", type(self._exporter).__name__)
-            result = None
-        with self._lock:
-            if result == self._success:
-                self.exported += len(batch)
-            else:
-                self.failed += len(batch)
-        return result
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        try:
-            return bool(self._exporter.force_flush(timeout_millis))
-        except Exception:
-            logger.exception("crackle pattern exporter flush failed")
-            return False
-
-    def interrupt(self) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        try:
-            self._exporter.shutdown()
-        except Exception:
-            logger.exception("crackle pattern exporter shutdown failed")
-
-    def shutdown(self, timeout_millis: int = 30_000, **_: Any) -> None:
-        self.interrupt()
+class _SpanExporterAdapter(CountingExporter, SpanExporter):
+    def __init__(self, exporter: SpanExporter, ledger: Ledger) -> None:
+        CountingExporter.__init__(self, exporter, SpanExportResult.SUCCESS, ledger, _span_cost_of)
 
 
-class _SpanExporterAdapter(_CountingExporter, SpanExporter):
-    def __init__(self, exporter: SpanExporter) -> None:
-        _CountingExporter.__init__(self, exporter, SpanExportResult.SUCCESS)
+class _LogExporterAdapter(CountingExporter, LogRecordExporter):
+    def __init__(self, exporter: LogRecordExporter, ledger: Ledger) -> None:
+        CountingExporter.__init__(self, exporter, LogRecordExportResult.SUCCESS, ledger, _event_cost_of)
 
 
-class _LogExporterAdapter(_CountingExporter, LogRecordExporter):
-    def __init__(self, exporter: LogRecordExporter) -> None:
-        _CountingExporter.__init__(self, exporter, LogRecordExportResult.SUCCESS)
+def _span_cost(links: int) -> int:
+    return SPAN_COST_BYTES + LINK_COST_BYTES * links
+
+
+def _span_cost_of(span: Any) -> int:
+    return _span_cost(len(getattr(span, "links", ()) or ()))
+
+
+def _event_cost_of(_record: Any) -> int:
+    return EVENT_COST_BYTES
 
 
 def _run_bounded(jobs: Sequence[Callable[[], Any]], deadline: float) -> list[threading.Thread]:
@@ -229,35 +211,41 @@ class PatternEmitter:
         resource: Resource | None = None,
         max_links: int = 128,
         max_queue_size: int = 2048,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         export_timeout_millis: int = 10_000,
     ) -> None:
         if max_links < 0:
             raise ValueError("max_links must be >= 0")
         if max_queue_size < 1:
             raise ValueError("max_queue_size must be at least 1")
+        if max_queue_bytes < 1:
+            raise ValueError("max_queue_bytes must be at least 1")
         if export_timeout_millis <= 0:
             raise ValueError("export_timeout_millis must be positive")
         self.max_links = max_links
         self.max_queue_size = max_queue_size
+        self.max_queue_bytes = max_queue_bytes
         self.export_timeout_millis = export_timeout_millis
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # pattern counters and both ledgers
         self._closed = False
         self._flush_lock = threading.Lock()
         reinit_after_fork(self._fresh_locks_after_fork)
         self._flush_threads: list[threading.Thread] = []
-        self._emitted = 0
-        self._dropped = 0
-        self._events_dropped = 0
-        self._build_failures = 0
-        self._accepted_spans = 0
-        self._accepted_events = 0
+        self._received = 0
+        self._dropped_build_failed = 0
+        self._dropped_queue_full = 0
+        self._dropped_closed = 0
+        self._last_full_warning = -math.inf
         resource = resource if resource is not None else Resource.create()
         batch = min(512, max_queue_size)
 
-        self._span_exporter = _SpanExporterAdapter(span_exporter) if span_exporter is not None else None
+        self._span_ledger: Ledger | None = None
+        self._span_exporter: _SpanExporterAdapter | None = None
         self._tracer_provider: TracerProvider | None = None
         self._tracer = None
-        if self._span_exporter is not None:
+        if span_exporter is not None:
+            self._span_ledger = Ledger(self._lock, max_items=max_queue_size, max_bytes=max_queue_bytes)
+            self._span_exporter = _SpanExporterAdapter(span_exporter, self._span_ledger)
             # Private provider: never the app's (whose processors would analyse or sample our
             # spans). ALWAYS_ON because patterns are rare and an OTEL_TRACES_SAMPLER ratio meant
             # for request spans would silently lose findings.
@@ -277,10 +265,13 @@ class PatternEmitter:
             )
             self._tracer = self._tracer_provider.get_tracer(INSTRUMENTATION_SCOPE)
 
-        self._log_exporter = _LogExporterAdapter(log_exporter) if log_exporter is not None else None
+        self._event_ledger: Ledger | None = None
+        self._log_exporter: _LogExporterAdapter | None = None
         self._logger_provider: LoggerProvider | None = None
         self._event_logger = None
-        if self._log_exporter is not None:
+        if log_exporter is not None:
+            self._event_ledger = Ledger(self._lock, max_items=max_queue_size, max_bytes=max_queue_bytes)
+            self._log_exporter = _LogExporterAdapter(log_exporter, self._event_ledger)
             self._logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
             self._logger_provider.add_log_record_processor(
                 BatchLogRecordProcessor(
@@ -336,6 +327,11 @@ class PatternEmitter:
     def _fresh_locks_after_fork(self) -> None:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        for ledger in self._ledgers():
+            ledger.lock = self._lock
+
+    def _ledgers(self) -> list[Ledger]:
+        return [ledger for ledger in (self._span_ledger, self._event_ledger) if ledger is not None]
 
     # ------------------------------------------------------------------ emitting
     def emit(self, patterns: Sequence[Pattern]) -> None:
@@ -346,34 +342,24 @@ class PatternEmitter:
             logger.exception("crackle emit: patterns are not iterable")
             return
         for pattern in patterns:
+            with self._lock:
+                self._received += 1
             try:
                 self._emit_one(pattern)
             except Exception:  # one bad pattern must not lose the others, nor reach the caller
                 logger.exception("crackle emit: could not build telemetry for a pattern")
                 with self._lock:
-                    self._build_failures += 1
-                    self._dropped += 1
+                    self._dropped_build_failed += 1
 
     def _emit_one(self, pattern: Pattern) -> None:
-        # Build everything that can fail before counting the pattern as emitted.
+        # Build everything that can fail before the pattern is admitted to a queue.
         attributes = pattern_attributes(pattern)
+        description = attributes["crackle.pattern.description"]
         now_ns = time.time_ns()
         links = pattern_links(pattern, self.max_links) if self._tracer is not None else []
         start_ns, end_ns = evidence_window_ns(pattern, now_ns)
-        with self._lock:
-            if self._closed:
-                self._dropped += 1
-                return
-            # Mirror the batch processors' bounded deques: a full queue evicts its oldest item.
-            if self._span_exporter is not None:
-                if self._accepted_spans - self._span_exporter.handed >= self.max_queue_size:
-                    self._dropped += 1
-                self._accepted_spans += 1
-            if self._log_exporter is not None:
-                if self._accepted_events - self._log_exporter.handed >= self.max_queue_size:
-                    self._events_dropped += 1
-                self._accepted_events += 1
-            self._emitted += 1
+        if not self._admit(len(links)):
+            return
         # Never the caller's context: the event belongs to the pattern span only. (An empty
         # Context is falsy and the SDK would then take the current one; INVALID_SPAN is not.)
         event_context = trace_api.set_span_in_context(trace_api.INVALID_SPAN, Context())
@@ -393,17 +379,42 @@ class PatternEmitter:
                 context=event_context,  # carries the pattern span's trace and span id
                 severity_number=SeverityNumber.WARN if pattern.kind in _WARN_KINDS else SeverityNumber.INFO,
                 severity_text="WARN" if pattern.kind in _WARN_KINDS else "INFO",
-                body=pattern.description,
+                body=description,
                 attributes=attributes,
                 event_name=EVENT_NAME,
             )
+
+    def _admit(self, links: int) -> bool:
+        """Admit one pattern to every signal's queue, or count it dropped (closed, or a queue is full)."""
+        costs = [(self._span_ledger, _span_cost(links)), (self._event_ledger, EVENT_COST_BYTES)]
+        costs = [(ledger, cost) for ledger, cost in costs if ledger is not None]
+        with self._lock:
+            if self._closed:
+                self._dropped_closed += 1
+                return False
+            if not all(ledger.has_room(cost) for ledger, cost in costs):
+                self._dropped_queue_full += 1
+                warn = time.monotonic() - self._last_full_warning >= _FULL_WARNING_INTERVAL_S
+                if warn:
+                    self._last_full_warning = time.monotonic()
+            else:
+                for ledger, cost in costs:
+                    ledger.admit(cost)
+                return True
+        if warn:
+            logger.warning("crackle emit: export queue full (backend slow or down?); dropping new patterns")
+        return False
 
     # ------------------------------------------------------------- lifecycle
     def _providers(self) -> list[Any]:
         return [p for p in (self._tracer_provider, self._logger_provider) if p is not None]
 
-    def _adapters(self) -> list[_CountingExporter]:
+    def _adapters(self) -> list[CountingExporter]:
         return [a for a in (self._span_exporter, self._log_exporter) if a is not None]
+
+    def _failed_exports(self) -> int:
+        with self._lock:
+            return sum(ledger.failed_exports for ledger in self._ledgers())
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Export what is queued. True if it all went out before the timeout.
@@ -416,12 +427,12 @@ class PatternEmitter:
         try:
             if any(thread.is_alive() for thread in self._flush_threads):
                 return False  # do not pile up threads behind a stuck export
-            failures_before = sum(adapter.failed for adapter in self._adapters())
+            failures_before = self._failed_exports()
             deadline = time.monotonic() + timeout_millis / 1000
             # The SDK's flush ignores its timeout and blocks on the export: wait in threads instead.
             jobs = [lambda p=p: p.force_flush(timeout_millis) for p in self._providers()]
             self._flush_threads = _run_bounded(jobs, deadline)
-            failures_after = sum(adapter.failed for adapter in self._adapters())
+            failures_after = self._failed_exports()
             return not self._flush_threads and failures_after == failures_before
         finally:
             self._flush_lock.release()
@@ -448,30 +459,43 @@ class PatternEmitter:
                 adapter.interrupt()
             for thread in stuck:
                 thread.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            if self._span_exporter is not None:
-                self._dropped += max(0, self._accepted_spans - self._span_exporter.handed)
-                self._accepted_spans = self._span_exporter.handed
+        for ledger in self._ledgers():
+            ledger.seal()  # what is still queued or stuck in an export is dropped, counted once
 
     def stats(self) -> dict[str, int]:
-        """Counters: patterns emitted (queued) and dropped, and what the exporters did with them."""
+        """Counters that add up: ``patterns_received == patterns_exported + patterns_dropped + patterns_pending``.
+
+        A pattern is exported when its span is (its event when there is no span
+        exporter); ``patterns_dropped`` = ``_queue_full`` (dropped on arrival:
+        a queue at its item or byte limit) + ``_export_failed`` (the exporter
+        gave up on its batch) + ``_build_failed`` + ``_shutdown`` (arrived
+        after shutdown, or still queued when it ended). ``export_failures``
+        counts failed export calls of both signals; ``consecutive_export_failures``
+        is > 0 while the latest export of some signal failed. Events have their
+        own ``events_exported`` / ``events_dropped``.
+        """
         with self._lock:
-            stats = {
-                "patterns_emitted": self._emitted,
-                "patterns_dropped": self._dropped,
-                "events_dropped": self._events_dropped,
-                "build_failures": self._build_failures,
-                "spans_exported": 0,
-                "events_exported": 0,
-                "export_failures": 0,
+            primary = self._span_ledger if self._span_ledger is not None else self._event_ledger
+            events = self._event_ledger
+            export_failed = primary.failed if primary is not None else 0
+            abandoned = primary.abandoned if primary is not None else 0
+            dropped_on_arrival = self._dropped_queue_full + self._dropped_closed + self._dropped_build_failed
+            return {
+                "patterns_received": self._received,
+                "patterns_exported": primary.exported if primary is not None else 0,
+                "patterns_dropped": dropped_on_arrival + export_failed + abandoned,
+                "patterns_pending": primary.pending if primary is not None else 0,
+                "patterns_dropped_queue_full": self._dropped_queue_full,
+                "patterns_dropped_export_failed": export_failed,
+                "patterns_dropped_build_failed": self._dropped_build_failed,
+                "patterns_dropped_shutdown": self._dropped_closed + abandoned,
+                "export_failures": sum(ledger.failed_exports for ledger in self._ledgers()),
+                "consecutive_export_failures": max((l.consecutive_failed_exports for l in self._ledgers()), default=0),
+                "spans_exported": self._span_ledger.exported if self._span_ledger is not None else 0,
+                "events_exported": events.exported if events is not None else 0,
+                "events_dropped": (dropped_on_arrival + events.failed + events.abandoned) if events is not None else 0,
+                "queue_bytes": sum(ledger.pending_bytes for ledger in self._ledgers()),
             }
-        if self._span_exporter is not None:
-            stats["spans_exported"] = self._span_exporter.exported
-            stats["export_failures"] += self._span_exporter.failed
-        if self._log_exporter is not None:
-            stats["events_exported"] = self._log_exporter.exported
-            stats["export_failures"] += self._log_exporter.failed
-        return stats
 
 
 def _otlp_protocol(signal: str, protocol: str | None) -> str:
@@ -538,8 +562,9 @@ class ConsoleEmitter:
         self.max_tasks_shown = max_tasks_shown
         self._lock = threading.Lock()
         self._closed = False
-        self._emitted = 0
+        self._written = 0
         self._dropped = 0
+        self._failed_writes = 0
         reinit_after_fork(self._fresh_lock_after_fork)
 
     def _fresh_lock_after_fork(self) -> None:
@@ -561,7 +586,7 @@ class ConsoleEmitter:
             shown = ", ".join(_task_id(task) for task in pattern.involved[:max_tasks_shown])
             more = len(pattern.involved) - max_tasks_shown
             line += f"  tasks={shown}" + (f" (+{more} more)" if more > 0 else "")
-        return line
+        return encodable(line)
 
     def emit(self, patterns: Sequence[Pattern]) -> None:
         try:
@@ -576,9 +601,10 @@ class ConsoleEmitter:
                     continue
                 try:
                     self.stream.write(self.format(pattern, self.max_tasks_shown) + "\n")
-                    self._emitted += 1
+                    self._written += 1
                 except Exception:  # a closed or broken stream must not reach the caller
                     self._dropped += 1
+                    self._failed_writes += 1
                     logger.debug("crackle console emit failed", exc_info=True)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -595,7 +621,7 @@ class ConsoleEmitter:
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {"patterns_emitted": self._emitted, "patterns_dropped": self._dropped}
+            return written_stats(self._written, self._dropped, self._failed_writes)
 
 
 def _task_id(task: Any) -> str:

@@ -84,6 +84,7 @@ class Furnace:
         self._patterns_reported = 0
         self._patterns_repeated = 0
         self._emit_errors = 0
+        self._patterns_emit_failed = 0  # reported patterns in emit() calls that raised
         self._reported_recent: deque[Pattern] = deque(maxlen=keep_reported)
 
     # -------------------------------------------------------------- recording
@@ -186,6 +187,7 @@ class Furnace:
             except Exception:
                 with self._lock:
                     self._emit_errors += 1
+                    self._patterns_emit_failed += len(fresh)
                 logger.exception("crackle: emitter failed")
         return fresh
 
@@ -206,7 +208,10 @@ class Furnace:
                 "patterns_detected": self._patterns_detected,
                 "patterns_reported": self._patterns_reported,
                 "patterns_repeated": self._patterns_repeated,
+                # detected == reported + suppressed; today every suppressed pattern is a repeat
+                "patterns_suppressed": self._patterns_repeated,
                 "emit_errors": self._emit_errors,
+                "patterns_emit_failed": self._patterns_emit_failed,
             }
         kiln_stats = [g.kiln.stats() for g in groups]
         stats["values_rejected"] = sum(s.rejected_values for s in kiln_stats)

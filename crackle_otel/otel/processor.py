@@ -51,6 +51,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from ..matrix import MetricMatrix
 from ..patterns import Pattern
 from .config import CrackleConfig, CrackleConfigError
+from .delivery import delivery_counters
 from .forking import reinit_after_fork
 from .extract import ExtractionRules, from_readable_span
 from .furnace import Emitter, Furnace
@@ -265,7 +266,12 @@ class CrackleSpanProcessor(SpanProcessor):
 
     # ---------------------------------------------------------------- reading
     def stats(self) -> dict[str, Any]:
-        """Own counters (the same ones selfmetrics exports as OTel metrics)."""
+        """Own counters (the same ones selfmetrics exports as OTel metrics).
+
+        Patterns: ``patterns_detected == patterns_reported + patterns_suppressed`` (a
+        standing pattern is reported once), and with an emitter ``patterns_reported ==
+        patterns_exported + patterns_dropped + patterns_pending``.
+        """
         ended = _counter_value(self._ended)  # read first: later reads can only make drops look smaller
         drained = self._drained
         pending = len(self._buffer)
@@ -290,17 +296,10 @@ class CrackleSpanProcessor(SpanProcessor):
             "patterns_detected": furnace["patterns_detected"],
             "patterns_reported": furnace["patterns_reported"],
             "patterns_repeated": furnace["patterns_repeated"],
-            "patterns_emitted": 0,
-            "patterns_dropped": 0,
+            "patterns_suppressed": furnace["patterns_suppressed"],
             "emit_errors": furnace["emit_errors"],
         }
-        if self.emitter is not None:
-            try:
-                emitter_stats = self.emitter.stats()
-                stats["patterns_emitted"] = int(emitter_stats.get("patterns_emitted", 0))
-                stats["patterns_dropped"] = int(emitter_stats.get("patterns_dropped", 0))
-            except Exception:
-                logger.debug("crackle: emitter stats failed", exc_info=True)
+        stats.update(delivery_counters(self.emitter, furnace))
         return stats
 
     def reported_patterns(self) -> list[Pattern]:

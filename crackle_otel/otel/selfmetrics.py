@@ -28,13 +28,18 @@ _COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
     ("crackle.cool.time", "s", "Total time spent cooling", "cool_seconds_total"),
     ("crackle.patterns.detected", "{pattern}", "Patterns found by cools (repeats included)", "patterns_detected"),
     ("crackle.patterns.reported", "{pattern}", "New or materially changed patterns handed to the emitter", "patterns_reported"),
-    ("crackle.patterns.emitted", "{pattern}", "Patterns the emitter queued for export", "patterns_emitted"),
-    ("crackle.patterns.dropped", "{pattern}", "Patterns the emitter dropped", "patterns_dropped"),
+    ("crackle.patterns.suppressed", "{pattern}", "Patterns detected again unchanged, not reported again",
+     "patterns_suppressed"),
+    ("crackle.patterns.exported", "{pattern}", "Reported patterns the backend accepted", "patterns_exported"),
+    ("crackle.patterns.dropped", "{pattern}", "Reported patterns lost: queue full, export failed, or shutdown",
+     "patterns_dropped"),
+    ("crackle.export.failures", "{export}", "Export calls to the pattern backend that failed", "export_failures"),
 )
 _GAUGES: tuple[tuple[str, str, str, str], ...] = (
     ("crackle.groups", "{group}", "Span groups being analysed (each has a kiln)", "groups"),
     ("crackle.queue.size", "{span}", "Spans waiting for the cooler", "spans_pending"),
     ("crackle.cool.duration", "s", "Duration of the last cool", "cool_seconds_last"),
+    ("crackle.patterns.pending", "{pattern}", "Reported patterns waiting to be exported", "patterns_pending"),
 )
 
 

@@ -1,0 +1,185 @@
+"""Exact accounting of what the pattern emitter hands to its exporters.
+
+Each signal (pattern spans, pattern events) has a ``Ledger``. An item is
+admitted only while the signal's pending items stay under ``max_items`` and
+their estimated size under ``max_bytes``; it then ends exactly once: exported,
+failed (the exporter gave up on its batch), or abandoned at shutdown::
+
+    admitted == exported + failed + abandoned + pending
+
+Admission keeps ``pending`` below the SDK batch processor's own queue size, so
+that queue never evicts an item silently (an item leaves the SDK's deque before
+its export is settled, so the deque never holds more than ``pending``).
+
+``CountingExporter`` wraps the real exporter and settles each batch in the
+ledger. When the exporter *raises* (e.g. it cannot encode one item), the batch
+is retried one item at a time, so one bad item never costs the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Sequence
+
+from .forking import reinit_after_fork
+
+logger = logging.getLogger(__name__)
+
+
+class Ledger:
+    """Counts of one signal's items; every method runs under the shared ``lock``."""
+
+    def __init__(self, lock: threading.Lock, *, max_items: int, max_bytes: int) -> None:
+        self.lock = lock
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.admitted = 0
+        self.exported = 0
+        self.failed = 0
+        self.abandoned = 0
+        self.pending_bytes = 0
+        self.failed_exports = 0  # export calls that failed (each may hold many items)
+        self.consecutive_failed_exports = 0  # since the last successful export: > 0 while the backend is down
+        self.sealed = False  # after shutdown: late settlements are not counted again
+
+    @property
+    def pending(self) -> int:
+        return self.admitted - self.exported - self.failed - self.abandoned
+
+    def has_room(self, cost: int) -> bool:
+        """Caller holds ``lock``. A lone item larger than ``max_bytes`` still goes when nothing is pending."""
+        pending = self.pending
+        return pending < self.max_items and (pending == 0 or self.pending_bytes + cost <= self.max_bytes)
+
+    def admit(self, cost: int) -> None:
+        """Caller holds ``lock``."""
+        self.admitted += 1
+        self.pending_bytes += cost
+
+    def settle(self, count: int, cost: int, ok: bool) -> None:
+        with self.lock:
+            if self.sealed:
+                return
+            self.pending_bytes = max(0, self.pending_bytes - cost)
+            if ok:
+                self.exported += count
+                self.consecutive_failed_exports = 0
+            else:
+                self.failed += count
+                self.failed_exports += 1
+                self.consecutive_failed_exports += 1
+
+    def seal(self) -> int:
+        """At shutdown: whatever is still pending is abandoned. Returns how many items that was."""
+        with self.lock:
+            if self.sealed:
+                return 0
+            abandoned = self.pending
+            self.abandoned += abandoned
+            self.pending_bytes = 0
+            self.sealed = True
+            return abandoned
+
+
+class CountingExporter:
+    """Settles every batch the SDK processor hands the real exporter, and can cut a stuck export short.
+
+    ``interrupt`` shuts the real exporter down once, which makes the OTLP
+    exporters abandon their retry back-off.
+    """
+
+    def __init__(self, exporter: Any, success: Any, ledger: Ledger, cost_of: Callable[[Any], int]) -> None:
+        self._exporter = exporter
+        self._success = success
+        self._ledger = ledger
+        self._cost_of = cost_of
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+        reinit_after_fork(self._fresh_lock_after_fork)
+
+    def _fresh_lock_after_fork(self) -> None:
+        self._stop_lock = threading.Lock()
+
+    def export(self, batch: Sequence[Any]) -> Any:
+        try:
+            result = self._exporter.export(batch)
+        except Exception:  # e.g. an item the exporter cannot encode: isolate it
+            if len(batch) > 1:
+                logger.warning("crackle pattern exporter %s raised on a batch of %d; retrying one by one",
+                               type(self._exporter).__name__, len(batch), exc_info=True)
+                return self._export_one_by_one(batch)
+            logger.exception("crackle pattern exporter %s raised", type(self._exporter).__name__)
+            result = None
+        self._ledger.settle(len(batch), sum(self._cost_of(item) for item in batch), result == self._success)
+        return result
+
+    def _export_one_by_one(self, batch: Sequence[Any]) -> Any:
+        outcome = self._success
+        for item in batch:
+            try:
+                result = self._exporter.export([item])
+            except Exception:
+                logger.exception("crackle pattern exporter %s raised on one item", type(self._exporter).__name__)
+                result = None
+            if result != self._success:
+                outcome = result
+            self._ledger.settle(1, self._cost_of(item), result == self._success)
+        return outcome
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        try:
+            return bool(self._exporter.force_flush(timeout_millis))
+        except Exception:
+            logger.exception("crackle pattern exporter flush failed")
+            return False
+
+    def interrupt(self) -> None:
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        try:
+            self._exporter.shutdown()
+        except Exception:
+            logger.exception("crackle pattern exporter shutdown failed")
+
+    def shutdown(self, timeout_millis: int = 30_000, **_: Any) -> None:
+        self.interrupt()
+
+
+def written_stats(written: int, dropped: int, failed_writes: int = 0) -> dict[str, int]:
+    """The counters of an emitter that writes each pattern at once (console, JSON lines): nothing is pending."""
+    return {
+        "patterns_received": written + dropped,
+        "patterns_exported": written,
+        "patterns_dropped": dropped,
+        "patterns_pending": 0,
+        "export_failures": failed_writes,
+        "consecutive_export_failures": 0,
+    }
+
+
+DELIVERY_KEYS = ("patterns_exported", "patterns_dropped", "patterns_pending", "export_failures",
+                 "consecutive_export_failures")
+
+
+def delivery_counters(emitter: Any, analysis: dict[str, Any]) -> dict[str, int]:
+    """What became of the reported patterns, for ``stats()`` of the processor and the gateway.
+
+    ``analysis`` is ``Furnace.stats()``; with an emitter the counts add up:
+    ``patterns_reported == patterns_exported + patterns_dropped + patterns_pending``
+    (patterns in an ``emit()`` call that raised count as dropped).
+    """
+    counters = dict.fromkeys(DELIVERY_KEYS, 0)
+    if emitter is None:
+        return counters
+    try:
+        emitted = emitter.stats()
+    except Exception:
+        logger.debug("crackle: emitter stats failed", exc_info=True)
+        emitted = {}
+    for key in DELIVERY_KEYS:
+        counters[key] = int(emitted.get(key, 0))
+    counters["patterns_dropped"] += int(analysis.get("patterns_emit_failed", 0))
+    return counters
