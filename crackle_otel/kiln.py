@@ -21,6 +21,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping
 import numpy as np
 
 from . import information
+from .attributes import AttributeStore
 from .detect import run_detectors
 from .errors import InvalidMetricError, KilnCooledError
 from .matrix import MetricMatrix
@@ -47,6 +48,8 @@ class KilnStats:
     detector_errors: int  # detectors that raised during a cool (their patterns missing, others kept)
     metrics: int  # distinct metric names held
     cools: int
+    rejected_attribute_names: int = 0  # attribute values skipped: the kiln already holds 32 attribute names
+    attribute_values_not_kept: int = 0  # values of high-cardinality attributes (ids, user names), not kept
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,9 @@ class Kiln:
         self._cooled_at = np.full(self.capacity, np.nan)
         self._labels: list[str] = [""] * self.capacity
         self._identities: list[Hashable | None] = [None] * self.capacity
-        self._attributes: list[Mapping[str, str] | None] = [None] * self.capacity
-        self._has_attributes = False
+        self._attributes = AttributeStore(self.capacity)  # dictionary-encoded: bounded, ~2 bytes per value
+        self._failures = bytearray(self.capacity)  # Failure bits per task (crackle_otel.failures)
+        self._has_failures = False
         # (task, output, metadata) for tasks fired here; None for recorded data.
         self._extras: list[tuple[Any, Any, Mapping[str, Any]] | None] = [None] * self.capacity
         self._columns: dict[str, int] = {}
@@ -148,6 +152,7 @@ class Kiln:
         identity: Hashable | None,
         extra: tuple[Any, Any, Mapping[str, Any]] | None,
         attributes: Mapping[str, str] | None = None,
+        failures: int = 0,
     ) -> bool:
         """Store one row; False (nothing stored) when no metric got a column. Caller holds the lock."""
         if self._sealed:
@@ -171,7 +176,7 @@ class Kiln:
         row = self._values[slot]  # after _column_for, which may have grown the matrix
         row.fill(np.nan)
         row[columns] = values
-        self._finish_row(slot, label, timestamp, identity, extra, attributes)
+        self._finish_row(slot, label, timestamp, identity, extra, attributes, failures)
         return True
 
     def _write_numbers(
@@ -181,6 +186,7 @@ class Kiln:
         timestamp: float,
         identity: Hashable | None,
         attributes: Mapping[str, str] | None,
+        failures: int,
     ) -> bool:
         """``_write`` for finite plain numbers, through a cached row layout. Caller holds the lock.
 
@@ -199,7 +205,7 @@ class Kiln:
             layout.pack(layout.buffer, slot * layout.row_bytes, *metrics.values(), *layout.tail)
         else:
             layout.pack(layout.buffer, slot * layout.row_bytes, *layout.gather((*metrics.values(), math.nan)))
-        self._finish_row(slot, label, timestamp, identity, None, attributes)
+        self._finish_row(slot, label, timestamp, identity, None, attributes, failures)
         return True
 
     def _layout_for(self, names: tuple[str, ...]) -> _RowLayout | None:
@@ -236,6 +242,7 @@ class Kiln:
         identity: Hashable | None,
         extra: tuple[Any, Any, Mapping[str, Any]] | None,
         attributes: Mapping[str, str] | None,
+        failures: int = 0,
     ) -> None:
         """Everything of a row but its values; the ring buffer's accounting."""
         if self._total >= self.capacity:
@@ -244,9 +251,10 @@ class Kiln:
         self._cooled_at[slot] = np.nan
         self._labels[slot] = label
         self._identities[slot] = identity
-        self._attributes[slot] = attributes
-        if attributes:
-            self._has_attributes = True
+        self._attributes.write(slot, attributes)
+        if failures or self._has_failures:
+            self._failures[slot] = failures & 0xFF
+            self._has_failures = True
         self._extras[slot] = extra
         self._total += 1
 
@@ -278,6 +286,7 @@ class Kiln:
         timestamp: float | None = None,
         identity: Hashable | None = None,
         attributes: Mapping[str, str] | None = None,
+        failures: int = 0,
     ) -> bool:
         """Keep metrics of a task fired elsewhere (a span, an OTLP record).
 
@@ -285,7 +294,9 @@ class Kiln:
         per metric name; the rest of the task is kept. Returns False only when
         no metric survived (the task is then not stored). ``attributes`` are
         descriptive strings (host, route ...) that patterns use to explain why
-        tasks stand apart; they are not analysed as metrics. Thread-safe.
+        tasks stand apart; they are not analysed as metrics. ``failures``: how the
+        task failed (``crackle_otel.failures.Failure`` bits: error status,
+        exception, HTTP 5xx/4xx, gRPC error), for failure rates. Thread-safe.
         """
         if type(metrics) is dict and metrics and _PLAIN_NUMBER_TYPES.issuperset(map(type, metrics.values())):
             # The common case (spans): plain numbers. fsum raises on an int beyond float range and on
@@ -297,7 +308,7 @@ class Kiln:
             if total - total == 0.0:
                 with self._lock:
                     if self._write_numbers(str(label), metrics, time.time() if timestamp is None else float(timestamp),
-                                           identity, attributes):
+                                           identity, attributes, failures):
                         return True
             # Else some value (or name) is bad: the general path below finds, skips and counts it.
         clean: list[tuple[str, float]] = []
@@ -324,7 +335,7 @@ class Kiln:
             if not clean:
                 return False
             return self._write(str(label), clean, time.time() if timestamp is None else float(timestamp), identity,
-                               None, attributes)
+                               None, attributes, failures)
 
     # ----------------------------------------------------------------- reading
     def _ordered_slots(self) -> np.ndarray:
@@ -349,7 +360,8 @@ class Kiln:
             labels=tuple(self._labels[s] for s in slots),
             timestamps=self._timestamps[slots].copy(),
             identities=tuple(self._identities[s] for s in slots),
-            attributes=tuple(self._attributes[s] for s in slots) if self._has_attributes else (),
+            attributes=self._attributes.table(slots) if self._attributes.has_attributes else (),
+            failures=np.frombuffer(self._failures, dtype=np.uint8)[slots].copy() if self._has_failures else None,
         )
 
     def tasks(self) -> list[FiredTask]:
@@ -371,7 +383,7 @@ class Kiln:
                         cooled_at=None if np.isnan(cooled) else float(cooled),
                         value=extra[1].value if extra else None,
                         identity=self._identities[s],
-                        metadata=extra[2] if extra else dict(self._attributes[s] or {}),
+                        metadata=extra[2] if extra else self._attributes.row(s),
                     )
                 )
             return result
@@ -399,6 +411,8 @@ class Kiln:
                 detector_errors=self._detector_errors,
                 metrics=len(self._columns),
                 cools=self._cools,
+                rejected_attribute_names=self._attributes.keys_rejected,
+                attribute_values_not_kept=self._attributes.values_not_kept,
             )
 
     # ----------------------------------------------------------------- cooling

@@ -7,10 +7,13 @@ Rows are in time order (oldest first), so detectors that care about order
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
+from .attributes import AttributeTable
+from .failures import failure_bits
 from .patterns import InvolvedTask
 
 
@@ -22,8 +25,11 @@ class MetricMatrix:
     timestamps: np.ndarray  # per task, Unix seconds, non-decreasing
     identities: tuple[Hashable | None, ...]  # per task, opaque (e.g. (trace_id, span_id))
     # Per task, descriptive string attributes (host.name, http.route ...) or None; empty = none kept.
-    # Not analysed as metrics: they explain *why* a set of tasks stands apart.
-    attributes: tuple[Mapping[str, str] | None, ...] = ()
+    # Not analysed as metrics: they explain *why* a set of tasks stands apart. A kiln's snapshot
+    # holds an AttributeTable (encoded; reads as the same sequence of mappings).
+    attributes: Sequence[Mapping[str, str] | None] = ()
+    # Per task, crackle_otel.failures.Failure bits as recorded (None: none recorded).
+    failures: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, m = self.values.shape
@@ -33,6 +39,22 @@ class MetricMatrix:
             raise ValueError("one label, identity and timestamp per row expected")
         if self.attributes and len(self.attributes) != n:
             raise ValueError("one attribute mapping (or None) per row expected")
+        if self.failures is not None and len(self.failures) != n:
+            raise ValueError("one failure mask per row expected")
+
+    @cached_property
+    def attribute_table(self) -> AttributeTable:
+        """The descriptive attributes, encoded per name (built once from mappings if need be)."""
+        if isinstance(self.attributes, AttributeTable):
+            return self.attributes
+        if not self.attributes:
+            return AttributeTable.empty(self.n_tasks)
+        return AttributeTable.from_mappings(self.attributes)
+
+    @cached_property
+    def failure_bits(self) -> np.ndarray:
+        """Per task, how it failed (``Failure`` bits): as recorded, plus what ``is_error`` and status-code columns show."""
+        return failure_bits(self.values, self.metric_names, self.failures)
 
     @classmethod
     def from_rows(
@@ -42,6 +64,7 @@ class MetricMatrix:
         timestamps: Sequence[float] | None = None,
         identities: Sequence[Hashable | None] | None = None,
         attributes: Sequence[Mapping[str, str] | None] | None = None,
+        failures: Sequence[int] | None = None,
     ) -> "MetricMatrix":
         """Build a matrix from per-task dicts (tests, small data); rows keep their order."""
         names: dict[str, int] = {}
@@ -60,6 +83,7 @@ class MetricMatrix:
             timestamps=np.asarray(timestamps if timestamps is not None else np.arange(n), dtype=float),
             identities=tuple(identities) if identities is not None else (None,) * n,
             attributes=tuple(attributes) if attributes is not None else (),
+            failures=np.asarray(failures, dtype=np.uint8) if failures is not None else None,
         )
 
     @classmethod
@@ -72,6 +96,7 @@ class MetricMatrix:
         interval_s: float = 1.0,
         identities: Sequence[Hashable | None] | None = None,
         attributes: Sequence[Mapping[str, str] | None] | None = None,
+        failures: Sequence[int] | None = None,
     ) -> "MetricMatrix":
         """Build a matrix from equal-length columns (one per metric), tasks ``interval_s`` apart from ``start``."""
         names = tuple(columns)
@@ -84,6 +109,7 @@ class MetricMatrix:
             timestamps=start + interval_s * np.arange(n, dtype=float),
             identities=tuple(identities) if identities is not None else tuple(range(n)),
             attributes=tuple(attributes) if attributes is not None else (),
+            failures=np.asarray(failures, dtype=np.uint8) if failures is not None else None,
         )
 
     @property

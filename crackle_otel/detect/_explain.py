@@ -18,7 +18,6 @@ _MAX_VALUES_PER_KEY = 2
 _MIN_SHARE = 0.2  # a value must cover at least this share of the chosen tasks ...
 _MIN_LIFT = 3.0  # ... and be this many times more common than among the others
 _SIGNIFICANCE = 0.01  # ... and that many by chance must be unlikely (binomial test)
-_KEY_SAMPLE = 2000  # tasks read to learn which attribute keys exist
 
 
 class Explainer:
@@ -27,42 +26,39 @@ class Explainer:
         self._codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _keys(self) -> list[str]:
-        keys = ["label"]
-        seen: set[str] = set()
-        step = max(1, len(self._matrix.attributes) // _KEY_SAMPLE)
-        for attributes in self._matrix.attributes[::step]:
-            if attributes:
-                for key in attributes:
-                    if key not in seen and len(seen) < _MAX_KEYS:
-                        seen.add(key)
-        return keys + sorted(seen)
+        # The most widely carried names first: bounded work on wide attribute sets.
+        present = self._matrix.attribute_table.present_counts()
+        carried = sorted((key for key, count in present.items() if count), key=lambda key: (-present[key], key))
+        return ["label"] + sorted(carried[:_MAX_KEYS])
 
     def _codes_for(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """(value names, code per task); "" stands for "task has no such attribute"."""
+        """(value names, code per task); "" stands for "task has no such attribute" (or its value was not kept)."""
         if key not in self._codes:
             if key == "label":
-                values = np.array(self._matrix.labels, dtype=str)
+                names, codes = np.unique(np.array(self._matrix.labels, dtype=str), return_inverse=True)
+                self._codes[key] = (names, codes.ravel())
             else:
-                values = np.array([(a.get(key) or "") if a else "" for a in self._matrix.attributes], dtype=str)
-            names, codes = np.unique(values, return_inverse=True)
-            self._codes[key] = (names, codes.ravel())
+                values, column = self._matrix.attribute_table.column(key)
+                self._codes[key] = (np.array(("", *values), dtype=object), np.maximum(column, 0).astype(np.intp))
         return self._codes[key]
 
-    def over_represented(self, chosen: np.ndarray, pool: np.ndarray | None = None, noun: str = "them") -> dict[str, str]:
+    def distinguishing(self, chosen: np.ndarray, pool: np.ndarray | None = None) -> list:
         """Per key, the values much more common among ``chosen`` (row indices) than among the rest of ``pool``.
 
         ``pool`` is a boolean mask of the tasks to compare against (default: all).
-        Returns e.g. {"host.name": "db-3 (95% of cluster, 4% elsewhere)"}; keys
-        where nothing stands out are left out.
+        At most two values per key, most common among the chosen first, as
+        ``attribution.DistinguishingValue``.
         """
+        from .attribution import DistinguishingValue  # (attribution imports this module)
+
         chosen = np.asarray(chosen, dtype=np.intp)
         n = self._matrix.n_tasks
         if chosen.size < 2 or n == 0:
-            return {}
+            return []
         others = np.ones(n, dtype=bool) if pool is None else pool.copy()
         others[chosen] = False
         n_others = int(others.sum())
-        explanation = {}
+        found = []
         for key in self._keys():
             names, codes = self._codes_for(key)
             inside = np.bincount(codes[chosen], minlength=names.size)
@@ -77,11 +73,20 @@ class Explainer:
             # Could this many of the chosen carry the value by chance, at its rate among the others?
             background = (outside[notable] + 0.5) / (n_others + 1.0)
             chance = binom.sf(inside[notable] - 1, chosen.size, background)
-            notable = notable[chance < _SIGNIFICANCE]
-            if notable.size == 0:
-                continue
-            notable = notable[np.argsort(-inside[notable], kind="stable")][:_MAX_VALUES_PER_KEY]
-            explanation[key] = "; ".join(
-                f"{names[c]} ({inside_share[c]:.0%} of {noun}, {outside_share[c]:.0%} elsewhere)" for c in notable
+            keep = chance < _SIGNIFICANCE
+            notable, chance = notable[keep], chance[keep]
+            order = np.argsort(-inside[notable], kind="stable")[:_MAX_VALUES_PER_KEY]
+            found.extend(
+                DistinguishingValue(key, str(names[c]), float(inside_share[c]), float(outside_share[c]), float(p))
+                for c, p in zip(notable[order], chance[order])
             )
-        return explanation
+        return found
+
+    def over_represented(self, chosen: np.ndarray, pool: np.ndarray | None = None, noun: str = "them") -> dict[str, str]:
+        """``distinguishing`` as text per key, e.g. {"host.name": "db-3 (95% of cluster, 4% elsewhere)"}."""
+        explanation: dict[str, list[str]] = {}
+        for found in self.distinguishing(chosen, pool):
+            explanation.setdefault(found.attribute, []).append(
+                f"{found.value} ({found.inside_share:.0%} of {noun}, {found.outside_share:.0%} elsewhere)"
+            )
+        return {key: "; ".join(texts) for key, texts in explanation.items()}
