@@ -18,12 +18,18 @@ Metrics of a span:
   Values are passed on raw: NaN, inf and ints too big for a float are left to
   ``Kiln.record``, which skips and counts them.
 
-Descriptive attributes (``ExtractedSpan.attributes``): the span's string
-attributes, then the resource's instance-identifying ones (host.name,
-service.instance.id, k8s.pod.name ...), so a pattern can say *why*
+Descriptive attributes (``ExtractedSpan.attributes``): the resource's
+instance-identifying ones (host.name, service.instance.id, k8s.pod.name ...),
+then the span's string attributes, so a pattern can say *why*
 ("host.name=host-7 is 95% of the cluster"). The same allow/deny lists apply;
 group_by attributes are left out (constant within a group); at most
-``MAX_DESCRIPTIVE_ATTRIBUTES`` per span, values cut at ``MAX_DESCRIPTIVE_LENGTH``.
+``MAX_DESCRIPTIVE_ATTRIBUTES`` per span (the instance's first: a span with many
+strings must not push out which host it ran on), values cut at
+``MAX_DESCRIPTIVE_LENGTH``.
+
+Failures (``ExtractedSpan.failures``, ``crackle_otel.failures.Failure`` bits):
+status ERROR, an ``exception`` event, an HTTP response status 5xx or 4xx, a
+gRPC status other than OK; the attribution detector compares their rates.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from typing import Any, Callable, Mapping, Sequence, Union
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.trace import StatusCode
+
+from ..failures import GRPC_STATUS_ATTRIBUTE, HTTP_STATUS_ATTRIBUTES, Failure, status_code_failures
 
 SPAN_NAME = "span.name"  # pseudo-attribute usable in group_by: the span's name
 DEFAULT_GROUP_BY = ("service.name", SPAN_NAME)
@@ -82,6 +90,10 @@ class SpanView:
     span_id: int
     event_count: int
     link_count: int
+    has_exception: bool = False  # an event named "exception" (the semantic conventions' name)
+
+
+EXCEPTION_EVENT = "exception"
 
 
 @dataclass(slots=True)
@@ -94,6 +106,7 @@ class ExtractedSpan:
     identity: tuple[int, int]  # (trace_id, span_id)
     metrics: dict[str, Any]
     attributes: dict[str, str] | None = None  # descriptive (string) attributes, None when there are none
+    failures: int = 0  # crackle_otel.failures.Failure bits
 
 
 GroupBy = Union[Sequence[str], Callable[[SpanView], Union[str, Sequence[Any]]]]
@@ -191,15 +204,15 @@ class ExtractionRules:
 
     def _facts_of(self, resource: Mapping[str, Any]) -> "_ResourceFacts":
         """The per-resource part of extraction, worked out once per resource mapping (``_resources`` caches it)."""
-        described = []
+        described = {}
         for name in INSTANCE_RESOURCE_ATTRIBUTES:
             value = resource.get(name)
             if isinstance(value, str) and name not in self._grouping_names and self.allows(name):
-                described.append((name, value[:MAX_DESCRIPTIVE_LENGTH]))
+                described[name] = value[:MAX_DESCRIPTIVE_LENGTH]
         if len(self._resources) >= _MAX_CACHED_RESOURCES:
             self._resources.clear()  # e.g. the gateway decodes a new mapping per request: keep the recent ones
         # The entry holds the mapping itself, so no other mapping can get its id while the entry exists.
-        facts = self._resources[id(resource)] = _ResourceFacts(resource, tuple(described), {})
+        facts = self._resources[id(resource)] = _ResourceFacts(resource, described, {})
         return facts
 
     def _remember_group(self, view: SpanView, facts: "_ResourceFacts") -> str:
@@ -217,7 +230,7 @@ _MAX_CACHED_GROUPS_PER_RESOURCE = 1024
 @dataclass(slots=True)
 class _ResourceFacts:
     resource: Mapping[str, Any]  # held, so that no other mapping gets its id (the cache key)
-    described: tuple[tuple[str, str], ...]  # instance-identifying attributes, as descriptive attributes
+    described: dict[str, str]  # instance-identifying attributes, as descriptive attributes (copied per span)
     groups: dict[str, str]  # span name -> group, for spans whose attributes hold no group_by name
 
 
@@ -239,7 +252,11 @@ def extract(view: SpanView, rules: ExtractionRules) -> ExtractedSpan:
         "event_count": view.event_count,
         "link_count": view.link_count,
     }
-    descriptive: dict[str, str] = {}
+    resource = view.resource_attributes
+    facts = rules._resources.get(id(resource))  # the entry keeps the mapping alive: its id is not reused
+    if facts is None:
+        facts = rules._facts_of(resource)
+    descriptive = facts.described.copy()
     uses = rules._uses
     attributes = view.attributes
     for name, value in attributes.items():
@@ -257,13 +274,15 @@ def extract(view: SpanView, rules: ExtractionRules) -> ExtractedSpan:
                 descriptive[name] = value[:MAX_DESCRIPTIVE_LENGTH]
         elif isinstance(value, (int, float)):
             metrics[name] = value
-    resource = view.resource_attributes
-    facts = rules._resources.get(id(resource))  # the entry keeps the mapping alive: its id is not reused
-    if facts is None:
-        facts = rules._facts_of(resource)
-    for name, value in facts.described:
-        if len(descriptive) < MAX_DESCRIPTIVE_ATTRIBUTES and name not in descriptive:
-            descriptive[name] = value
+    failures = _ERROR_STATUS if view.is_error else 0
+    if view.has_exception:
+        failures |= _EXCEPTION
+    http_status = attributes.get(_HTTP_STATUS)
+    if http_status is None:
+        http_status = attributes.get(_OLD_HTTP_STATUS)
+    grpc_status = attributes.get(GRPC_STATUS_ATTRIBUTE)
+    if http_status is not None or grpc_status is not None:
+        failures |= status_code_failures(http_status, grpc_status)
     if rules._groups_by_resource and attributes.keys().isdisjoint(rules._span_grouping_names):
         # The span's own attributes cannot change its group: it is its (resource, name)'s.
         group = facts.groups.get(view.name) or rules._remember_group(view, facts)
@@ -278,7 +297,12 @@ def extract(view: SpanView, rules: ExtractionRules) -> ExtractedSpan:
         (view.trace_id, view.span_id),
         metrics,
         descriptive or None,
+        failures,
     )
+
+
+_ERROR_STATUS, _EXCEPTION = int(Failure.ERROR_STATUS), int(Failure.EXCEPTION)
+_HTTP_STATUS, _OLD_HTTP_STATUS = HTTP_STATUS_ATTRIBUTES
 
 
 # ---------------------------------------------------------------- SDK adapter
@@ -319,6 +343,7 @@ def view_of_readable_span(span: Any) -> SpanView:
         context.span_id,
         len(events) + span.dropped_events,
         len(links) + span.dropped_links,
+        bool(events) and any(event.name == EXCEPTION_EVENT for event in events),
     )
 
 
@@ -359,6 +384,7 @@ def view_of_proto_span(
 ) -> SpanView:
     """A SpanView of an OTLP span; ``resource_attributes`` already decoded (once per resource)."""
     start = span.start_time_unix_nano
+    events = span.events
     return SpanView(
         span.name,
         start,
@@ -369,8 +395,9 @@ def view_of_proto_span(
         scope_name,
         int.from_bytes(span.trace_id, "big"),
         int.from_bytes(span.span_id, "big"),
-        len(span.events) + span.dropped_events_count,
+        len(events) + span.dropped_events_count,
         len(span.links) + span.dropped_links_count,
+        bool(events) and any(event.name == EXCEPTION_EVENT for event in events),
     )
 
 
@@ -650,6 +677,8 @@ def view_of_json_span(span: Any, resource_attributes: Mapping[str, Any], scope_n
         + (0 if dropped_events is None else json_integer(dropped_events, _UINT32, "droppedEventsCount")),
         (len(links) if type(links) is list else len(json_list(links, "links")))
         + (0 if dropped_links is None else json_integer(dropped_links, _UINT32, "droppedLinksCount")),
+        type(events) is list and bool(events)
+        and any(type(event) is dict and event.get("name") == EXCEPTION_EVENT for event in events),
     )
 
 

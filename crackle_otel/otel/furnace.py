@@ -91,7 +91,7 @@ class Furnace:
     def record_span(self, span: ExtractedSpan) -> bool:
         """Record an extracted span into its group's kiln (see ``record``)."""
         return self.record(span.group, span.label, span.metrics, timestamp=span.timestamp_s,
-                           identity=span.identity, attributes=span.attributes)
+                           identity=span.identity, attributes=span.attributes, failures=span.failures)
 
     def record(
         self,
@@ -102,6 +102,7 @@ class Furnace:
         timestamp: float,
         identity: Hashable | None = None,
         attributes: Mapping[str, str] | None = None,
+        failures: int = 0,
     ) -> bool:
         """Record one task into ``group``'s kiln. False when it was not kept (overflow or no usable metric)."""
         with self._lock:
@@ -120,7 +121,8 @@ class Furnace:
                     ),
                     reported=ReportedPatterns(self.config.pattern_memory_cools),
                 )
-            if not entry.kiln.record(label, metrics, timestamp=timestamp, identity=identity, attributes=attributes):
+            if not entry.kiln.record(label, metrics, timestamp=timestamp, identity=identity, attributes=attributes,
+                                     failures=failures):
                 self._rejected += 1
                 return False
             self._recorded += 1
