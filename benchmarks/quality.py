@@ -26,6 +26,7 @@ DETECTOR_OF_KIND = {
     PatternKind.CONSTANT: "conservation",
     PatternKind.CORRELATION: "correlation",
     PatternKind.LEAD_LAG: "correlation",
+    PatternKind.ATTRIBUTION: "attribution",
 }
 PROFILES = {"fast": ThermalProfile.fast_cooling, "default": ThermalProfile.default, "slow": ThermalProfile.slow_cooling}
 

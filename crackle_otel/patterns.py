@@ -21,6 +21,7 @@ class PatternKind(Enum):
     CORRELATION = "correlation"
     LEAD_LAG = "lead-lag dependency"
     CONSTANT = "constant metric"
+    ATTRIBUTION = "attribution"
 
     def __str__(self) -> str:
         return self.value
@@ -36,7 +37,8 @@ class InvolvedTask:
     """A task a pattern points at, and the part it plays in it.
 
     ``role`` is one of: member, outlier, before, after, violator, carrier,
-    leader, follower. ``identity`` is the task's opaque identity (for a span,
+    leader, follower, attributed (a task with the attribute value a pattern
+    names), rest (a typical task without it). ``identity`` is the task's opaque identity (for a span,
     ``(trace_id, span_id)``), so an adapter can link back to it.
     """
 

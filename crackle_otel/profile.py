@@ -23,6 +23,10 @@ class _Thresholds:
     min_cluster_size: int  # smallest group reported as a cluster
     conservation_tolerance: float  # residual RMS relative to the scale of the terms
     min_tasks: int  # fewest tasks a detector needs before it says anything
+    min_attributed_tasks: int  # fewest tasks an attribute value needs before it is compared with the rest
+    min_superiority: float  # P(value's task > rest's task) (or below 1 - this) for a metric difference
+    min_median_ratio: float  # ratio of medians (either way) for a metric difference, where medians are > 0
+    min_rate_ratio: float  # ratio of failure (or other) rates for a rate difference
 
 
 class CoolingRate(Enum):
@@ -39,6 +43,10 @@ class CoolingRate(Enum):
         min_cluster_size=3,
         conservation_tolerance=0.02,
         min_tasks=3,
+        min_attributed_tasks=5,
+        min_superiority=0.57,
+        min_median_ratio=1.1,
+        min_rate_ratio=1.5,
     )
     MEDIUM = _Thresholds(
         significance=0.01,
@@ -51,6 +59,10 @@ class CoolingRate(Enum):
         min_cluster_size=5,
         conservation_tolerance=0.01,
         min_tasks=8,
+        min_attributed_tasks=10,
+        min_superiority=0.6,
+        min_median_ratio=1.2,
+        min_rate_ratio=2.0,
     )
     SLOW = _Thresholds(
         significance=0.001,
@@ -63,6 +75,10 @@ class CoolingRate(Enum):
         min_cluster_size=10,
         conservation_tolerance=0.005,
         min_tasks=20,
+        min_attributed_tasks=20,
+        min_superiority=0.65,
+        min_median_ratio=1.5,
+        min_rate_ratio=3.0,
     )
 
     def __getattr__(self, name: str):
@@ -90,6 +106,7 @@ class ThermalProfile:
     phase_transitions: bool = True
     conservation: bool = True
     correlations: bool = True
+    attribution: bool = True
     # "Constant by design" metrics are at most a low-confidence note (review finding 2).
     constant_notes: bool = False
     # Cap on the tasks a pattern names; 128 matches OTel's default span link limit.
@@ -113,7 +130,8 @@ class ThermalProfile:
     @classmethod
     def no_detection(cls) -> "ThermalProfile":
         """Every detector off (benchmarking the recording path)."""
-        return cls(clustering=False, phase_transitions=False, conservation=False, correlations=False)
+        return cls(clustering=False, phase_transitions=False, conservation=False, correlations=False,
+                   attribution=False)
 
     def with_rate(self, rate: CoolingRate) -> "ThermalProfile":
         return replace(self, rate=rate)
@@ -130,6 +148,9 @@ class ThermalProfile:
     def without_correlations(self) -> "ThermalProfile":
         return replace(self, correlations=False)
 
+    def without_attribution(self) -> "ThermalProfile":
+        return replace(self, attribution=False)
+
     def with_constant_notes(self) -> "ThermalProfile":
         return replace(self, constant_notes=True)
 
@@ -140,4 +161,4 @@ class ThermalProfile:
 
     @property
     def detects_anything(self) -> bool:
-        return self.clustering or self.phase_transitions or self.conservation or self.correlations
+        return self.clustering or self.phase_transitions or self.conservation or self.correlations or self.attribution

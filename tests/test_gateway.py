@@ -55,7 +55,7 @@ METRICS_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Expor
 EXPECTED = [
     # (kind slug, group, metrics that must be among the pattern's)
     ("phase_transition", f"{SERVICE} | GET /cart", {"duration_ms"}),
-    ("clustering", f"{SERVICE} | GET /search", {"duration_ms"}),
+    ("attribution", f"{SERVICE} | GET /search", {"duration_ms"}),  # host-7 is slow (its spans form a cluster)
     ("conservation_violation", f"{SERVICE} | process batch", {"records_in", "records_out"}),
 ]
 

@@ -1,7 +1,7 @@
 """The instrumented workload the end-to-end tests share: three problems, each in its own span group.
 
 - ``GET /cart``: a latency shift, 20 ms then 60 ms halfway (a phase transition);
-- ``GET /search``: host-7 (~10 %) answers 3x slower with 2x CPU (a cluster);
+- ``GET /search``: host-7 (~10 %) answers 3x slower with 2x CPU (an attribution; its spans form a cluster);
 - ``process batch``: records_out = records_in - errors until records get lost
   from batch 420 on (a conservation violation).
 """

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 from ..matrix import MetricMatrix
 from ..patterns import Pattern
 from ..profile import ThermalProfile
-from . import clustering, conservation, correlation, phase
+from . import attribution, clustering, conservation, correlation, phase
 from .consolidate import consolidate
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ DETECTORS: dict[str, tuple[str, Detector]] = {
     "phase_transition": ("phase_transitions", phase.detect),
     "conservation": ("conservation", conservation.detect),
     "correlation": ("correlations", correlation.detect),
+    "attribution": ("attribution", attribution.detect),
 }
 
 
