@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from . import __version__
+
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -45,6 +47,7 @@ def _add_export_options(parser: argparse.ArgumentParser, what: str, default: str
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crackle-otel", description="Emergent patterns in OpenTelemetry telemetry.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument("--version", action="version", version=f"crackle-otel {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     from .demo import add_arguments as add_demo_arguments
@@ -83,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("files", nargs="+", metavar="FILE",
                          help="OTLP JSON lines, length-prefixed OTLP protobuf or one protobuf request; may be .gz")
     analyze.add_argument("--json", action="store_true", help="print one JSON object per pattern")
+    analyze.add_argument("--report", metavar="FILE.html",
+                         help="also write a self-contained HTML report with a plot of every pattern "
+                              "(needs the report extra: pip install 'crackle-otel[report]')")
     _add_export_options(analyze, "the patterns as spans and events", "optional")
     analyze.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                          help="progress line on stderr (default: on a terminal, for inputs of 16 MiB or more)")

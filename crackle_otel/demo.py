@@ -74,9 +74,29 @@ def run_workload(tracer, seed: int = 0) -> int:
     return CHECKOUTS + batches
 
 
+def save_spans(spans, path: str, *, batch: int = 512) -> int:
+    """Write finished SDK spans as OTLP JSON lines (what the collector's file exporter writes); returns how many."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from .gateway.otlp_json import message_to_otlp_json
+
+    spans = list(spans)
+    with open(path, "w", encoding="utf-8") as out:
+        for first in range(0, len(spans), batch):
+            out.write(message_to_otlp_json(encode_spans(spans[first:first + batch])) + "\n")
+    return len(spans)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     resource = Resource.create({"service.name": "crackle-demo-shop"})
     provider = TracerProvider(resource=resource)
+    saved = None
+    if getattr(args, "save_spans", None):
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        saved = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(saved))
     if args.otlp_endpoint:
         emitter = PatternEmitter.otlp(endpoint=args.otlp_endpoint, protocol=args.otlp_protocol, resource=resource)
     else:
@@ -100,6 +120,13 @@ def run_demo(args: argparse.Namespace) -> int:
           f"{stats['patterns_exported']} exported in {elapsed:.2f} s")
     if args.otlp_endpoint:
         print(f"patterns sent as crackle.pattern events and linked spans to {args.otlp_endpoint}")
+    if saved is not None:
+        try:
+            count = save_spans(saved.get_finished_spans(), args.save_spans)
+        except OSError as error:
+            print(f"crackle-otel demo: cannot write {args.save_spans}: {error}", file=sys.stderr)
+            return 1
+        print(f"{count} spans saved to {args.save_spans} (OTLP JSON lines: crackle-otel analyze {args.save_spans})")
     return 0
 
 
@@ -109,6 +136,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--otlp-endpoint", help="send patterns to this OTLP endpoint (e.g. http://localhost:4317)")
     parser.add_argument("--otlp-protocol", choices=["grpc", "http/protobuf"], default=None,
                         help="OTLP protocol (default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)")
+    parser.add_argument("--save-spans", metavar="FILE",
+                        help="also write the demo's spans to FILE as OTLP JSON lines, for crackle-otel analyze")
 
 
 if __name__ == "__main__":

@@ -448,6 +448,10 @@ class Kiln:
         Returns patterns sorted by confidence (highest first). With
         ``seal_on_cool`` the kiln then refuses new tasks until ``reset()``.
         """
+        return self.cool_with_matrix()[0]
+
+    def cool_with_matrix(self) -> tuple[list[Pattern], MetricMatrix]:
+        """``cool()``, and the matrix it ran on (for layers above that measure what the patterns say)."""
         with self._lock:
             if self._sealed:
                 raise KilnCooledError("the kiln was already cooled; call reset() before cooling again")
@@ -464,7 +468,7 @@ class Kiln:
             with self._lock:
                 self._detector_errors += len(errors)
         self.last_detector_errors = errors
-        return patterns
+        return patterns, matrix
 
     def reset(self) -> None:
         """Empty the kiln (counters included) and make it accept tasks again."""

@@ -4,21 +4,26 @@ Reads the collector file exporter's output (OTLP JSON lines, or length-prefixed
 protobuf with ``format: proto``) and protobuf dumps, optionally gzipped (see
 ``otlp_files``), through the same feeder and furnace as ``serve``: spans are
 grouped by service + span name into bounded kilns, a group is cooled each time
-it has filled half its kiln, and every group once more at the end. A pattern is
-printed when it is first found (again only if it changes materially), so the
-output streams too; memory does not grow with the file.
+it has filled half its kiln, and every group once more at the end; memory does
+not grow with the file.
+
+It speaks about the whole input, not about a window: every detection of every
+cool goes to a ``FindingLedger`` that keeps one finding per standing pattern,
+places change points as span ordinals in the files (``SpanPositions``) and
+counts clusters and outliers over the whole input. The findings are printed
+(or written as JSON lines, exported, rendered with ``--report``) at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Sequence
-
+from typing import IO, Any, Callable, Sequence
 
 from ..otel.config import CrackleConfig, CrackleConfigError
 from ..otel.delivery import written_stats
@@ -26,6 +31,7 @@ from ..otel.emit import ConsoleEmitter, span_context_of
 from ..otel.extract import ExtractionRules
 from ..otel.furnace import Emitter, Furnace
 from ..patterns import Pattern
+from ..report.findings import Finding, FindingLedger, SpanPositions
 from .feed import RequestFeeder
 from .otlp_files import FileFormatError, OTLPFile, ProblemLog
 
@@ -62,15 +68,19 @@ class JsonLinesEmitter:
 
     def emit(self, patterns: Sequence[Pattern]) -> None:
         for pattern in patterns:
-            if self._closed:
-                self._dropped += 1
-                continue
-            try:
-                self.stream.write(json.dumps(self.document(pattern), sort_keys=True) + "\n")
-                self._written += 1
-            except OSError:  # e.g. `crackle-otel analyze --json f | head`: the reader went away
-                self._closed = True
-                self._dropped += 1
+            self.write(self.document(pattern))
+
+    def write(self, document: dict[str, Any]) -> None:
+        """One JSON line (a pattern's document, perhaps with more fields)."""
+        if self._closed:
+            self._dropped += 1
+            return
+        try:
+            self.stream.write(json.dumps(document, sort_keys=True) + "\n")
+            self._written += 1
+        except OSError:  # e.g. `crackle-otel analyze --json f | head`: the reader went away
+            self._closed = True
+            self._dropped += 1
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         try:
@@ -85,28 +95,6 @@ class JsonLinesEmitter:
 
     def stats(self) -> dict[str, int]:
         return written_stats(self._written, self._dropped)
-
-
-class _FanOut:
-    """Hands every pattern to several emitters (the printer, and optionally an OTLP backend)."""
-
-    def __init__(self, emitters: Sequence[Emitter]) -> None:
-        self.emitters = list(emitters)
-
-    def emit(self, patterns: Sequence[Pattern]) -> None:
-        for emitter in self.emitters:
-            emitter.emit(patterns)
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return all([emitter.force_flush(timeout_millis) for emitter in self.emitters])
-
-    def shutdown(self, timeout_millis: int = 30_000) -> None:
-        deadline = time.monotonic() + timeout_millis / 1000
-        for emitter in self.emitters:
-            emitter.shutdown(max(0, int((deadline - time.monotonic()) * 1000)))
-
-    def stats(self) -> dict[str, int]:
-        return self.emitters[0].stats()
 
 
 class ProgressLine:
@@ -152,23 +140,57 @@ class AnalysisSummary:
     skipped_records: int = 0
     problems: ProblemLog = field(default_factory=ProblemLog)
     stats: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)  # one per standing pattern, most confident first
+    first_timestamp: float | None = None
+    last_timestamp: float | None = None
+    seconds: float = 0.0
+
+
+class _PlacedFurnace(Furnace):
+    """A furnace that notes which span of the input each task it keeps was made from."""
+
+    def __init__(self, config: CrackleConfig, positions: SpanPositions, ledger: FindingLedger) -> None:
+        super().__init__(config, None, keep_reported=0, observer=ledger)
+        self.positions = positions
+        self.ordinal: Callable[[], int] = lambda: 0
+        self.first_timestamp = float("inf")
+        self.last_timestamp = float("-inf")
+
+    def record(self, group: str, label: str, metrics: Any, *, timestamp: float, **kwargs: Any) -> bool:
+        kept = super().record(group, label, metrics, timestamp=timestamp, **kwargs)
+        if kept:
+            self.positions.note(group, self.ordinal())
+            self.first_timestamp = min(self.first_timestamp, timestamp)
+            self.last_timestamp = max(self.last_timestamp, timestamp)
+        return kept
 
 
 def analyze_files(
     paths: Sequence[str],
     config: CrackleConfig,
-    emitter: Emitter,
+    emitter: Emitter | None = None,
     *,
     progress: ProgressLine | None = None,
     max_problems_kept: int = 10,
+    evidence: bool = False,
 ) -> AnalysisSummary:
-    """Stream every file through a feeder and furnace; patterns go to ``emitter`` as they are found."""
-    furnace = Furnace(config, emitter, keep_reported=0)  # patterns go out as found; none are kept
+    """Stream every file through a feeder and furnace; at the end, one pattern per standing finding goes to
+    ``emitter`` (most confident first) and the findings are in the summary (with plot data if ``evidence``)."""
+    started = time.perf_counter()
+    profile = config.profile
+    positions = SpanPositions(config.kiln_capacity)
+    ledger = FindingLedger(positions=positions, keep="widest", max_involved=profile.max_involved, evidence=evidence)
+    # Detectors list every member of a cluster (not only the most typical ones), so the ledger can
+    # count each task of the input once; what is printed keeps the profile's own limit.
+    counting = dataclasses.replace(config, profile=profile.with_max_involved(max(profile.max_involved,
+                                                                                 config.kiln_capacity)))
+    furnace = _PlacedFurnace(counting, positions, ledger)
     feeder = RequestFeeder(
         furnace,
         ExtractionRules(allow=config.attributes_allow, deny=config.attributes_deny, group_by=config.group_by),
         max_metric_streams=config.max_groups * config.max_metrics_per_group,
     )
+    furnace.ordinal = lambda: feeder.spans_seen
     summary = AnalysisSummary(problems=ProblemLog(keep=max_problems_kept))
     for path in paths:
         try:
@@ -178,6 +200,7 @@ def analyze_files(
             continue
         summary.files += 1
         name = os.path.basename(path)
+        positions.start_file(name, feeder.spans_seen + 1)
         try:
             for record in source.records():  # JSON trace lines come as span views: no protobuf on the way
                 feeder.feed(record)
@@ -196,7 +219,15 @@ def analyze_files(
         summary.skipped_records += source.counters.skipped_records
     furnace.cool()
     summary.spans = feeder.spans_seen
-    summary.stats = {**feeder.stats(), **furnace.stats()}
+    summary.findings = ledger.findings()
+    if furnace.first_timestamp <= furnace.last_timestamp:
+        summary.first_timestamp, summary.last_timestamp = furnace.first_timestamp, furnace.last_timestamp
+    stats = furnace.stats()
+    stats["patterns_reported"] = len(summary.findings)  # one per standing finding, not per window
+    summary.stats = {**feeder.stats(), **stats}
+    if emitter is not None and summary.findings:
+        emitter.emit([finding.pattern for finding in summary.findings])
+    summary.seconds = time.perf_counter() - started
     return summary
 
 
@@ -221,6 +252,31 @@ def _report(summary: AnalysisSummary, stream: IO[str]) -> None:
         stream.write(f"  cannot read {line}\n")
 
 
+def _input_document(finding: Finding) -> dict[str, Any]:
+    """Where in the input a finding stands, for --json."""
+    return {
+        "windows": finding.windows,
+        "window_tasks": finding.window_tasks,
+        "group_tasks": finding.group_tasks,
+        "count": finding.count,
+        "count_exact": finding.count_exact,
+        "first_seen": finding.first_seen,
+        "last_seen": finding.last_seen,
+        "places": finding.places,
+        "scope": finding.scope,
+    }
+
+
+def _print_findings(findings: Sequence[Finding], as_json: bool) -> None:
+    if as_json:
+        printer = JsonLinesEmitter()
+        for finding in findings:
+            printer.write({**printer.document(finding.pattern), "input": _input_document(finding)})
+        printer.force_flush()
+        return
+    ConsoleEmitter(max_tasks_shown=3).emit([finding.pattern for finding in findings])
+
+
 def run_analyze(args: argparse.Namespace) -> int:
     from .service import analysis_overrides, with_scheme
 
@@ -229,34 +285,55 @@ def run_analyze(args: argparse.Namespace) -> int:
     except CrackleConfigError as error:
         print(f"crackle-otel analyze: {error}", file=sys.stderr)
         return 2
-    printer: Emitter = JsonLinesEmitter() if args.json else ConsoleEmitter(max_tasks_shown=3)
-    emitters: list[Emitter] = [printer]
+    render = None
+    if args.report:
+        from ..report.html import ReportUnavailable, plotly_js, render_report
+
+        try:
+            plotly_js()  # before reading anything: a missing extra is a usage error, found at once
+        except ReportUnavailable as error:
+            print(f"crackle-otel analyze: {error}", file=sys.stderr)
+            return 2
+        render = render_report
+    exporter: Emitter | None = None
     if args.export_endpoint:
         from opentelemetry.sdk.resources import Resource
 
         from ..otel.emit import PatternEmitter
 
-        emitters.append(PatternEmitter.otlp(
+        exporter = PatternEmitter.otlp(
             endpoint=with_scheme(args.export_endpoint),
             protocol=args.export_protocol,
             resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or "crackle-otel-analyze"}),
             max_links=config.max_links,
             export_timeout_millis=config.export_timeout_millis,
-        ))
-    emitter = _FanOut(emitters)
+        )
     show_progress = args.progress
     if show_progress is None:  # auto: on a terminal, for large inputs
         total = sum(os.path.getsize(p) for p in args.files if os.path.isfile(p))
         show_progress = sys.stderr.isatty() and total >= _PROGRESS_MIN_BYTES
-    summary = analyze_files(args.files, config, emitter, progress=ProgressLine(enabled=show_progress))
-    emitter.shutdown(timeout_millis=config.export_timeout_millis)
+    summary = analyze_files(args.files, config, exporter, progress=ProgressLine(enabled=show_progress),
+                            evidence=render is not None)
+    _print_findings(summary.findings, args.json)
     summary.stats["max_groups"] = config.max_groups
     _report(summary, sys.stderr)
-    if len(emitters) > 1:
-        exported = emitters[1].stats()
+    failed = False
+    if exporter is not None:
+        exporter.shutdown(timeout_millis=config.export_timeout_millis)
+        exported = exporter.stats()
         if exported.get("export_failures") or exported.get("patterns_dropped"):
             print(f"crackle-otel analyze: exporting to {args.export_endpoint} failed for some patterns "
                   f"({exported})", file=sys.stderr)
-            return 1
+            failed = True
+    if render is not None:
+        try:
+            size = render(summary, args.report, title=", ".join(os.path.basename(p) for p in args.files))
+            print(f"crackle-otel analyze: report written to {args.report} ({size / 2**20:.1f} MiB)", file=sys.stderr)
+        except OSError as error:
+            print(f"crackle-otel analyze: cannot write the report {args.report}: {error}", file=sys.stderr)
+            failed = True
+    if summary.spans == 0:
+        print("crackle-otel analyze: no span could be read from the input", file=sys.stderr)
+        return 1
     # Exit 1 when some input was not analysed: a file that could not be opened or read to its end.
-    return 1 if summary.unreadable or summary.incomplete else 0
+    return 1 if failed or summary.unreadable or summary.incomplete else 0

@@ -64,22 +64,25 @@ class RequestFeeder:
                 seen += self._record_scope(
                     scope, scope_spans.spans, lambda span: from_proto_span(span, resource, scope, rules)
                 )
-        self.spans_seen += seen
         return seen
 
     def feed_json_traces(self, traces: JSONTraces) -> int:
         """``feed_traces`` for OTLP/JSON traces decoded straight into span views."""
         rules = self.rules
-        seen = sum(self._record_scope(scope, views, lambda view: extract(view, rules)) for scope, views in traces.scopes)
-        self.spans_seen += seen
-        return seen
+        return sum(self._record_scope(scope, views, lambda view: extract(view, rules)) for scope, views in traces.scopes)
 
     def _record_scope(self, scope: str, spans, extract_one) -> int:
-        """Extract and record the spans of one instrumentation scope (never crackle's own)."""
+        """Extract and record the spans of one instrumentation scope (never crackle's own).
+
+        ``spans_seen`` counts as it goes: while a span is recorded it is that span's
+        ordinal in the input (``analyze`` places findings in its files with it).
+        """
         if scope == INSTRUMENTATION_SCOPE:
             self.spans_skipped_own += len(spans)
+            self.spans_seen += len(spans)
             return len(spans)
         for span in spans:
+            self.spans_seen += 1
             try:
                 extracted = extract_one(span)
             except Exception:  # e.g. a group_by callable that fails on this span

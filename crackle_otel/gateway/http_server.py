@@ -3,7 +3,9 @@
 POST /v1/traces, /v1/metrics, /v1/logs with application/x-protobuf or
 application/json bodies (optionally gzip), answered in the request's content
 type; errors carry a google.rpc.Status body as the OTLP/HTTP spec asks.
-GET <health_path> reports status and counters as JSON.
+GET <health_path> reports status and counters as JSON. Other read-only GET pages
+(the live pattern view) are plugged in as ``HttpSettings.pages``: path -> a
+callable returning a ``Page``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import socketserver
 import ssl
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Callable, Mapping, NamedTuple
 from urllib.parse import urlsplit
 
 from google.protobuf.message import DecodeError, Message
@@ -43,6 +45,14 @@ _DISCARD_TIMEOUT_S = 2.0
 JSON = "application/json"
 
 
+class Page(NamedTuple):
+    """A read-only GET answer: body, content type, extra headers."""
+
+    body: bytes
+    content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass(frozen=True)
 class HttpSettings:
     endpoint: str
@@ -51,6 +61,7 @@ class HttpSettings:
     health_path: str = "/health"
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    pages: Mapping[str, Callable[[], Page]] = field(default_factory=dict)  # path -> read-only GET page
 
 
 class _TooLarge(Exception):
@@ -140,6 +151,10 @@ class _OTLPRequestHandler(BaseHTTPRequestHandler):
             self._send_status(HTTPStatus.METHOD_NOT_ALLOWED, CODE_UNIMPLEMENTED, "use POST", JSON,
                               headers=[("Allow", "POST")])
             return
+        page = self.server.settings.pages.get(path)
+        if page is not None:
+            self._send_page(page)
+            return
         if path != self.server.settings.health_path:
             self._send_status(HTTPStatus.NOT_FOUND, CODE_UNIMPLEMENTED, "no such path", JSON)
             return
@@ -151,7 +166,7 @@ class _OTLPRequestHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         signal = SIGNALS_BY_PATH.get(path)
         if signal is None:
-            allowed = path == self.server.settings.health_path
+            allowed = path == self.server.settings.health_path or path in self.server.settings.pages
             self._refuse_unread(HTTPStatus.METHOD_NOT_ALLOWED if allowed else HTTPStatus.NOT_FOUND,
                                 "use GET" if allowed else "no such path", JSON)
             return
@@ -181,6 +196,17 @@ class _OTLPRequestHandler(BaseHTTPRequestHandler):
             self._refuse_malformed(signal, content_type, error)
             return
         self._answer(signal, content_type, self.server.intake.submit(signal, request))
+
+    def _send_page(self, page: Callable[[], Page]) -> None:
+        try:
+            answer = page()
+        except Exception:
+            logger.exception("OTLP/HTTP: page %s failed", self.path)
+            self._send_status(HTTPStatus.INTERNAL_SERVER_ERROR, CODE_UNAVAILABLE, "page failed", JSON)
+            return
+        # Read-only pages of our own: nothing may frame them or load from elsewhere.
+        headers = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), *answer.headers)
+        self._send(HTTPStatus.OK, answer.body, answer.content_type, headers=headers)
 
     # -- pieces --------------------------------------------------------------
     def _read_body(self, signal: Signal, content_type: str) -> bytes | None:

@@ -37,7 +37,8 @@ class OTLPReceiver:
     Network threads decode and enqueue; one worker thread calls the consumer.
     When the bounded queue is full the sender is told to retry (gRPC
     RESOURCE_EXHAUSTED with RetryInfo, HTTP 429 with Retry-After): nothing is
-    dropped without the sender knowing.
+    dropped without the sender knowing. ``pages``: read-only GET pages served on
+    the HTTP endpoint (path -> callable returning an ``http_server.Page``).
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class OTLPReceiver:
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
         health_path: str = "/health",
+        pages: Any = None,
         retry_after_s: float = 1.0,
         partial_success_wait_s: float = 0.2,
         grpc_max_workers: int = 8,
@@ -89,6 +91,7 @@ class OTLPReceiver:
             health_path=health_path,
             tls_cert_file=tls_cert_file,
             tls_key_file=tls_key_file,
+            pages=dict(pages or {}),
         )
         self._grpc_server = None
         self._http_server: OTLPHTTPServer | None = None

@@ -35,6 +35,8 @@ from ..otel.delivery import delivery_counters
 from ..otel.extract import ExtractionRules
 from ..otel.furnace import Emitter, Furnace
 from ..otel.selfmetrics import register_self_metrics
+from ..report.findings import FindingLedger
+from ..report.live import LivePatterns
 from .defaults import DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT
 from .feed import RequestFeeder
 from .forward import Downstream, PassThrough
@@ -46,6 +48,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_SERVICE_NAME = "crackle-otel-gateway"
 PROTOCOLS = ("grpc", "http/protobuf")
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""})
+LIVE_FINDINGS = 500  # findings the live page can show (the least recently seen are forgotten first)
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,11 @@ class GatewayService:
         self.config = config if config is not None else CrackleConfig.load()
         self.resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME})
         self.emitter = emitter if emitter is not None else self._build_emitter()
-        self.furnace = Furnace(self.config, self.emitter)
+        # Every cool's findings, latest first, with their plot data: the live page on the HTTP port.
+        self.findings = FindingLedger(keep="latest", max_findings=LIVE_FINDINGS,
+                                      max_involved=self.config.profile.max_involved)
+        self.furnace = Furnace(self.config, self.emitter, observer=self.findings)
+        self.live = LivePatterns(self.findings, self.stats)
         self.feeder = RequestFeeder(
             self.furnace,
             ExtractionRules(allow=self.config.attributes_allow, deny=self.config.attributes_deny,
@@ -203,6 +210,7 @@ class GatewayService:
             max_message_bytes=self.settings.max_message_bytes,
             tls_cert_file=self.settings.tls_cert_file,
             tls_key_file=self.settings.tls_key_file,
+            pages=self.live.pages(),
         )
         self._meter_provider = meter_provider
         self._own_meter_provider: Any = None

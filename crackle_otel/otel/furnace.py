@@ -44,6 +44,17 @@ class Emitter(Protocol):
     def stats(self) -> dict[str, int]: ...
 
 
+class CoolObserver(Protocol):
+    """Sees every cool of every group: what the detectors found (repeats included) and the window they read.
+
+    ``window`` is the group's kiln as cooled: a pattern's ``InvolvedTask.index`` is a row
+    of it. Called on the cooling thread after the emitter, with the group set on each
+    pattern; it must be quick (errors are logged and counted, never raised).
+    """
+
+    def cooled(self, group: str, window: MetricMatrix, patterns: Sequence[Pattern]) -> None: ...
+
+
 @dataclasses.dataclass
 class _Group:
     kiln: Kiln
@@ -64,9 +75,10 @@ class Furnace:
     """
 
     def __init__(self, config: CrackleConfig, emitter: Emitter | None = None, *,
-                 keep_reported: int = _MAX_REPORTED_KEPT) -> None:
+                 keep_reported: int = _MAX_REPORTED_KEPT, observer: CoolObserver | None = None) -> None:
         self.config = config
         self.emitter = emitter
+        self.observer = observer
         #: A group is "filled" (worth cooling before the interval) after this many new tasks.
         self.cool_after = max(config.profile.rate.min_tasks, config.kiln_capacity // 2)
         self._lock = threading.Lock()  # group table and counters
@@ -175,7 +187,7 @@ class Furnace:
                 self._filled -= 1
             group.new_tasks = 0
             group.cools += 1
-        patterns = group.kiln.cool()
+        patterns, window = group.kiln.cool_with_matrix()
         fresh, repeats = group.reported.select(patterns, group.cools)
         fresh = [dataclasses.replace(p, group=name) for p in fresh]
         with self._lock:
@@ -191,6 +203,13 @@ class Furnace:
                     self._emit_errors += 1
                     self._patterns_emit_failed += len(fresh)
                 logger.exception("crackle: emitter failed")
+        if self.observer is not None:
+            try:
+                self.observer.cooled(name, window, [dataclasses.replace(p, group=name) for p in patterns])
+            except Exception:
+                with self._lock:
+                    self._emit_errors += 1
+                logger.exception("crackle: cool observer failed")
         return fresh
 
     # ---------------------------------------------------------------- reading

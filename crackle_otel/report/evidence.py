@@ -1,0 +1,220 @@
+"""What a plot of a pattern needs, taken from the window its detectors read, small enough to embed.
+
+``evidence(pattern, window)`` returns a JSON-ready dict whose ``plot`` names the picture:
+
+- ``series`` (phase transitions, constant metrics): the metric over time, the change points and the
+  level of each segment between them (means over the full window, not the plotted sample);
+- ``residual`` (conservation laws and violations): the law's residual over time, its tolerance and
+  the violation period;
+- ``pair`` (correlations): the two metrics against each other;
+- ``lead_lag``: both metrics over time, standardised, with the lag;
+- ``groups`` (clusters, outliers, and any kind without a picture of its own): the involved tasks
+  against the rest of the window on the pattern's metrics.
+
+Everything is read from the window by metric name and from statistics by name pattern, so a
+detector that adds statistics or changes its wording does not break its plot. At most
+``MAX_POINTS`` rows per plot (an even sample in time; involved tasks are always kept).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..matrix import MetricMatrix
+from ..patterns import Pattern, PatternKind
+
+MAX_POINTS = 800
+MAX_GROUP_METRICS = 2  # a cluster is drawn on the two metrics that set it apart most
+_CHANGE_INDEX = re.compile(r"^change(?:_(\d+))?_index$")
+_RESIDUAL_KINDS = (PatternKind.CONSERVATION, PatternKind.CONSERVATION_VIOLATION)
+
+
+def evidence(pattern: Pattern, window: MetricMatrix) -> dict[str, Any]:
+    """The plot data of ``pattern`` from ``window`` (the matrix its detectors read)."""
+    metrics = [name for name in pattern.metrics if name in window.metric_names]
+    kind = pattern.kind
+    if kind in _RESIDUAL_KINDS and _coefficients(pattern, metrics):
+        return _residual(pattern, window, metrics)
+    if kind is PatternKind.LEAD_LAG and len(metrics) >= 2:
+        return _lead_lag(pattern, window, metrics[:2])
+    if kind is PatternKind.CORRELATION and len(metrics) >= 2:
+        return _pair(pattern, window, metrics[:2])
+    if kind in (PatternKind.PHASE_TRANSITION, PatternKind.CONSTANT) and metrics:
+        return _series(pattern, window, metrics[0])
+    if metrics:
+        return _groups(pattern, window, _ranked(pattern, metrics)[:MAX_GROUP_METRICS])
+    return {"plot": "none", "reason": "the window holds none of the pattern's metrics"}
+
+
+# ------------------------------------------------------------------ helpers
+def _round(values: np.ndarray | Iterable[float], digits: int = 6) -> list[float | None]:
+    """Floats for JSON: significant digits kept, NaN/inf as null (plotly leaves a gap)."""
+    out: list[float | None] = []
+    for value in np.asarray(values, dtype=float).tolist():
+        out.append(float(f"{value:.{digits}g}") if math.isfinite(value) else None)
+    return out
+
+
+def _sample_rows(n: int, keep: Iterable[int] = (), limit: int = MAX_POINTS) -> np.ndarray:
+    """Rows to draw: all when few, else an even sample in time plus the rows in ``keep``."""
+    if n <= limit:
+        return np.arange(n)
+    sample = np.linspace(0, n - 1, limit).round().astype(np.intp)
+    extra = np.fromiter((i for i in keep if 0 <= i < n), dtype=np.intp)
+    return np.unique(np.concatenate([sample, extra]))
+
+
+def _times(window: MetricMatrix, rows: np.ndarray) -> list[float | None]:
+    return _round(window.timestamps[rows], 15)  # Unix seconds to the microsecond
+
+
+def _involved_rows(pattern: Pattern, window: MetricMatrix) -> dict[str, list[int]]:
+    rows: dict[str, list[int]] = {}
+    for task in pattern.involved:
+        if 0 <= task.index < window.n_tasks:
+            rows.setdefault(task.role, []).append(task.index)
+    return rows
+
+
+def _ranked(pattern: Pattern, metrics: list[str]) -> list[str]:
+    """Metrics by how far they set the involved tasks apart (|z| statistics), strongest first."""
+    def strength(name: str) -> float:
+        for suffix in (".z_vs_rest", ".worst_z"):
+            value = pattern.statistics.get(name + suffix)
+            if value is not None:
+                return abs(value)
+        return 0.0
+    return sorted(metrics, key=strength, reverse=True)
+
+
+# ------------------------------------------------------------------ kinds
+def _series(pattern: Pattern, window: MetricMatrix, metric: str) -> dict[str, Any]:
+    column = window.column(metric)
+    n = window.n_tasks
+    changes = sorted({int(v) for name, v in pattern.statistics.items()
+                      if _CHANGE_INDEX.match(name) and 0 <= v < n})
+    bounds = [0, *changes, n]
+    segments = []
+    for start, stop in zip(bounds, bounds[1:]):
+        values = column[start:stop]
+        values = values[np.isfinite(values)]
+        if values.size and stop > start:
+            segments.append({
+                "t0": float(window.timestamps[start]), "t1": float(window.timestamps[stop - 1]),
+                "mean": _round([values.mean()])[0], "sd": _round([values.std()])[0], "tasks": int(values.size),
+            })
+    ramp_end = pattern.statistics.get("ramp_end_index")
+    rows = _sample_rows(n, keep=[c + d for c in changes for d in (-1, 0)])
+    return {
+        "plot": "series",
+        "metric": metric,
+        "t": _times(window, rows),
+        "y": _round(column[rows]),
+        "changes": [float(window.timestamps[c]) for c in changes],
+        "ramp_end": float(window.timestamps[int(ramp_end)]) if ramp_end is not None and 0 <= ramp_end < n else None,
+        "segments": segments,
+    }
+
+
+def _coefficients(pattern: Pattern, metrics: list[str]) -> dict[str, float]:
+    found = {name: pattern.statistics.get(f"coef.{name}") for name in metrics}
+    return {name: value for name, value in found.items() if value is not None}
+
+
+def _residual(pattern: Pattern, window: MetricMatrix, metrics: list[str]) -> dict[str, Any]:
+    coefficients = _coefficients(pattern, metrics)
+    residual = np.zeros(window.n_tasks)
+    for name, coefficient in coefficients.items():
+        residual = residual + coefficient * window.column(name)  # NaN where a term is missing
+    residual -= pattern.statistics.get("constant", 0.0)
+    stats = pattern.statistics
+    first, last = stats.get("first_violation_index"), stats.get("last_violation_index")
+    period = None
+    if first is not None and last is not None and 0 <= first <= last < window.n_tasks:
+        period = [float(window.timestamps[int(first)]), float(window.timestamps[int(last)])]
+    violators = _involved_rows(pattern, window).get("violator", [])
+    rows = _sample_rows(window.n_tasks, keep=violators[:MAX_POINTS // 4])
+    tolerance = stats.get("threshold")
+    if tolerance is None and "residual_rms" in stats:
+        tolerance = 3 * stats["residual_rms"]
+    return {
+        "plot": "residual",
+        "equation": " + ".join(f"{c:g}*{name}" for name, c in coefficients.items()),
+        "t": _times(window, rows),
+        "y": _round(residual[rows]),
+        "tolerance": _round([tolerance])[0] if tolerance is not None else None,
+        "period": period,
+    }
+
+
+def _pair(pattern: Pattern, window: MetricMatrix, metrics: list[str]) -> dict[str, Any]:
+    x, y = window.column(metrics[0]), window.column(metrics[1])
+    both = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+    rows = both[_sample_rows(both.size)]
+    return {
+        "plot": "pair",
+        "metrics": metrics,
+        "x": _round(x[rows]),
+        "y": _round(y[rows]),
+        "t": _times(window, rows),
+    }
+
+
+def _standardised(values: np.ndarray) -> np.ndarray:
+    finite = values[np.isfinite(values)]
+    if finite.size < 2:
+        return values
+    center = np.median(finite)
+    spread = np.median(np.abs(finite - center)) * 1.4826 or finite.std() or 1.0
+    return (values - center) / spread
+
+
+def _lead_lag(pattern: Pattern, window: MetricMatrix, metrics: list[str]) -> dict[str, Any]:
+    leader, follower = (window.column(name) for name in metrics)
+    rows = _sample_rows(window.n_tasks)
+    return {
+        "plot": "lead_lag",
+        "metrics": metrics,
+        "t": _times(window, rows),
+        "leader": _round(_standardised(leader)[rows], 4),
+        "follower": _round(_standardised(follower)[rows], 4),
+        "lag_tasks": pattern.statistics.get("lag"),
+        "lag_seconds": pattern.statistics.get("lag_seconds"),
+    }
+
+
+def _groups(pattern: Pattern, window: MetricMatrix, metrics: list[str]) -> dict[str, Any]:
+    """The involved tasks (by role) against the rest of the window."""
+    by_role = _involved_rows(pattern, window)
+    involved = np.zeros(window.n_tasks, dtype=bool)
+    for rows in by_role.values():
+        involved[rows] = True
+    rest = np.flatnonzero(~involved)
+    rest = rest[_sample_rows(rest.size)]
+    columns = [window.column(name) for name in metrics]
+
+    def points(rows: np.ndarray) -> dict[str, Any]:
+        return {"t": _times(window, rows), "values": [_round(c[rows]) for c in columns]}
+
+    # A detector may list only the most typical of a large cluster: the rest then holds the others.
+    total = pattern.statistics.get("size", pattern.statistics.get("count"))
+    listed = sum(len(rows) for rows in by_role.values())
+    unlisted = int(total) - listed if total is not None and total > listed else 0
+
+    centers = {}
+    for name in metrics:
+        center, rest_center = pattern.statistics.get(f"{name}.center"), pattern.statistics.get(f"{name}.rest_center")
+        if center is not None and rest_center is not None:
+            centers[name] = {"group": _round([center])[0], "rest": _round([rest_center])[0]}
+    return {
+        "plot": "groups",
+        "metrics": metrics,
+        "groups": {role: points(np.asarray(rows[:MAX_POINTS], dtype=np.intp)) for role, rows in by_role.items()},
+        "rest": points(rest),
+        "unlisted": unlisted,
+        "centers": centers,
+    }
