@@ -11,3 +11,7 @@ class KilnCooledError(CrackleError):
 
 class InvalidMetricError(CrackleError, ValueError):
     """A metric value is not a finite number (or a bool)."""
+
+
+class CoolInterrupted(CrackleError):
+    """A cool was stopped at a safe point (its caller's deadline passed, or shutdown began)."""

@@ -442,15 +442,19 @@ class Kiln:
                     continue
                 self._values[s, column] = value
 
-    def cool(self) -> list[Pattern]:
+    def cool(self, *, should_stop: Callable[[], bool] | None = None) -> list[Pattern]:
         """Run the profile's detectors over every buffered task.
 
         Returns patterns sorted by confidence (highest first). With
         ``seal_on_cool`` the kiln then refuses new tasks until ``reset()``.
+        ``should_stop`` (checked at safe points) ends the cool early with
+        ``CoolInterrupted``; its partial findings are discarded.
         """
-        return self.cool_with_matrix()[0]
+        return self.cool_with_matrix(should_stop=should_stop)[0]
 
-    def cool_with_matrix(self) -> tuple[list[Pattern], MetricMatrix]:
+    def cool_with_matrix(
+        self, *, should_stop: Callable[[], bool] | None = None
+    ) -> tuple[list[Pattern], MetricMatrix]:
         """``cool()``, and the matrix it ran on (for layers above that measure what the patterns say)."""
         with self._lock:
             if self._sealed:
@@ -463,7 +467,7 @@ class Kiln:
             if self.seal_on_cool:
                 self._sealed = True
         # Detection runs outside the lock: recording goes on meanwhile.
-        patterns, errors = run_detectors(matrix, self.profile)
+        patterns, errors = run_detectors(matrix, self.profile, should_stop=should_stop)
         if errors:
             with self._lock:
                 self._detector_errors += len(errors)

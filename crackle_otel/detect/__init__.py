@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ..errors import CoolInterrupted
 from ..matrix import MetricMatrix
 from ..patterns import Pattern
 from ..profile import ThermalProfile
 from . import attribution, clustering, conservation, correlation, phase
+from ._interrupt import checkpoint, interruptible
 from .consolidate import consolidate
 
 logger = logging.getLogger(__name__)
@@ -32,20 +35,31 @@ DETECTORS: dict[str, tuple[str, Detector]] = {
 }
 
 
-def run_detectors(matrix: MetricMatrix, profile: ThermalProfile) -> tuple[list[Pattern], dict[str, str]]:
-    """Every enabled detector over ``matrix``: (patterns by confidence, errors by detector)."""
+def run_detectors(
+    matrix: MetricMatrix, profile: ThermalProfile, *, should_stop: Callable[[], bool] | None = None
+) -> tuple[list[Pattern], dict[str, str]]:
+    """Every enabled detector over ``matrix``: (patterns by confidence, errors by detector).
+
+    ``should_stop``: checked between detectors and at safe points inside them
+    (``_interrupt``); once it returns True the cool raises ``CoolInterrupted``.
+    """
     patterns: list[Pattern] = []
     errors: dict[str, str] = {}
     if matrix.n_tasks < profile.rate.min_tasks or matrix.n_metrics == 0:
         return patterns, errors
     # One BLAS thread: a cool runs beside someone else's service and must not take every core
     # (multi-threaded OpenBLAS made a cool 5-20x slower on a busy 2-core machine, not faster).
-    with threadpool_limits(limits=1, user_api="blas"):
+    # Extreme but valid values (1e308) overflow squares and sums: the detectors treat the
+    # resulting inf/NaN as missing, so numpy's warnings would only be noise on the host's stderr.
+    with threadpool_limits(limits=1, user_api="blas"), np.errstate(all="ignore"), interruptible(should_stop):
         for name, (switch, detector) in DETECTORS.items():
             if not getattr(profile, switch):
                 continue
+            checkpoint()
             try:
                 patterns.extend(detector(matrix, profile))
+            except CoolInterrupted:
+                raise
             except Exception as exc:  # a detector bug must not lose the other findings
                 logger.exception("crackle detector %s failed", name)
                 errors[name] = f"{type(exc).__name__}: {exc}"

@@ -51,6 +51,7 @@ from scipy.stats import binom, chi2, norm, poisson
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
 from ..profile import ThermalProfile
+from ._interrupt import checkpoint
 from ._explain import Explainer
 from ._stats import MAD_TO_SIGMA, counter_columns, usable_columns
 
@@ -98,7 +99,9 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
         if columns.size == 0:
             return []
         space = _Space.build(matrix, columns, profile.rate.significance)
+        checkpoint()
         model = _fit_clusters(space, profile)
+        checkpoint()
         explainer = Explainer(matrix)
         return _cluster_patterns(space, model, profile, explainer) + _outlier_patterns(
             space, model, profile, explainer
@@ -246,6 +249,7 @@ class _Space:
         levels: dict[int, _Level] = {}
         on_scale = np.empty_like(raw)
         for j in range(m):
+            checkpoint()
             sampled = raw[sample, j]
             sampled = sampled[np.isfinite(sampled)]
             continuous[j] = np.unique(sampled).size > _MAX_LEVELS
@@ -559,6 +563,7 @@ def _candidate_projections(points: np.ndarray, min_side: int) -> list[np.ndarray
         center = np.nanmedian(points, axis=0)
         centred = np.where(present & np.isfinite(center), points - np.nan_to_num(center), 0.0)
         clipped = np.clip(centred, -_PCA_CLIP, _PCA_CLIP)
+        checkpoint()
         _, vectors = np.linalg.eigh(clipped.T @ clipped)
         for axis in vectors[:, ::-1][:, :_PRINCIPAL_AXES].T:
             weight = present.astype(float) @ (axis * axis)
@@ -573,6 +578,7 @@ def _best_split(points: np.ndarray, min_side: int, alpha: float, min_separation:
     best: tuple[np.ndarray, _Split] | None = None
     candidates = _candidate_projections(points, min_side)
     for projected in candidates:
+        checkpoint()
         placeable = np.isfinite(projected)
         # Bonferroni over the directions tried: the best of many looks must still be a rare valley.
         split = _two_peak_split(np.sort(projected[placeable]), min_side, alpha / len(candidates), min_separation)

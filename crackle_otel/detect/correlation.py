@@ -43,6 +43,7 @@ from .. import information
 from ..matrix import MetricMatrix
 from ..patterns import InvolvedTask, Pattern, PatternKind
 from ..profile import ThermalProfile
+from ._interrupt import checkpoint
 from ._stats import benjamini_hochberg, counter_columns, usable_columns
 
 MIN_PAIRED_TASKS = 10  # fewest shared tasks for a correlation test
@@ -129,6 +130,7 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
     _control_false_discoveries(pairs, profile.rate.significance)
     patterns = []
     for pair in pairs:
+        checkpoint()
         pattern = _lead_lag_pattern(evidence, pair, profile) or _correlation_pattern(evidence, pair, profile)
         if pattern is not None:
             patterns.append(pattern)
@@ -146,12 +148,14 @@ def _evaluate(
     # Linear: Pearson on every task that carries both metrics.
     linear = _View(all_rows, _standardize(data))
     pearson, shared = _pairwise_correlation(linear.scores, linear.scores)
+    checkpoint()
     autocorrelation = _lag1_autocorrelation(linear.scores)
 
     # Monotone: Spearman on an evenly spaced sample.
     sample = _even_sample(n_rows, RANK_SAMPLE)
     ranks = _View(sample, _standardize(_average_ranks(data[sample])))
     spearman, rank_shared = _pairwise_correlation(ranks.scores, ranks.scores)
+    checkpoint()
     rank_autocorrelation = _lag1_autocorrelation(ranks.scores)
 
     # Lead/lag on the most recent contiguous tasks (the sample itself when that is every task).
@@ -177,6 +181,7 @@ def _evaluate(
 
     pairs = []
     for index, (i, j) in enumerate(zip(first.tolist(), second.tolist())):
+        checkpoint()
         pair = _Pair(
             i=i,
             j=j,
@@ -243,6 +248,7 @@ def _lead_lags(w: np.ndarray, first: np.ndarray, second: np.ndarray, min_rows: i
     lagged = np.empty((max_lag, m, m))
     aligned = np.empty((max_lag, m, m))
     for k in range(1, max_lag + 1):
+        checkpoint()
         lagged[k - 1], aligned[k - 1] = _pairwise_correlation(w[:-k], w[k:])
     lagged[aligned < min_rows] = np.nan
     forward, backward = lagged[:, first, second], lagged[:, second, first]
@@ -571,6 +577,7 @@ def _lag1_autocorrelation(scores: np.ndarray) -> np.ndarray:
     """Lag-1 autocorrelation of each column over the tasks that carry it, in time order."""
     result = np.zeros(scores.shape[1])
     for c in range(scores.shape[1]):
+        checkpoint()
         column = scores[:, c]
         column = column[np.isfinite(column)]
         if column.size >= 3:
@@ -611,6 +618,7 @@ def _average_ranks(data: np.ndarray) -> np.ndarray:
     """Ranks per column over its present values (1..count), ties sharing their average rank; NaN stays."""
     ranks = np.full(data.shape, np.nan)
     for c in range(data.shape[1]):
+        checkpoint()
         present = np.flatnonzero(np.isfinite(data[:, c]))
         values = data[present, c]
         order = np.argsort(values, kind="stable")

@@ -44,6 +44,7 @@ from .. import information
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
 from ..profile import ThermalProfile
+from ._interrupt import checkpoint
 from ._changepoints import LinearTrendCost, MeanCost, MultinomialCost, binary_segmentation
 from ._explain import Explainer
 from ._stats import benjamini_hochberg, counter_columns, usable_columns
@@ -105,6 +106,7 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
     present_rows: dict[str, np.ndarray] = {}
     series: dict[str, np.ndarray] = {}
     for j in columns:
+        checkpoint()
         if counters[j]:
             continue
         name = matrix.metric_names[j]

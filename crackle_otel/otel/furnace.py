@@ -20,8 +20,9 @@ import math
 import threading
 import time
 from collections import deque
-from typing import Any, Hashable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, Sequence
 
+from ..errors import CoolInterrupted
 from ..kiln import Kiln
 from ..matrix import MetricMatrix
 from ..patterns import Pattern
@@ -90,6 +91,7 @@ class Furnace:
         self._filled = 0  # groups that reached cool_after new tasks since their last cool
         self._cools = 0
         self._cools_skipped = 0
+        self._cools_interrupted = 0
         self._last_cool_seconds = 0.0
         self._total_cool_seconds = 0.0
         self._patterns_detected = 0
@@ -149,13 +151,22 @@ class Furnace:
         return self._filled > 0
 
     # ---------------------------------------------------------------- cooling
-    def cool(self, *, only_filled: bool = False, deadline: float = math.inf) -> list[Pattern]:
+    def cool(self, *, only_filled: bool = False, deadline: float = math.inf,
+             should_stop: Callable[[], bool] | None = None) -> list[Pattern]:
         """Cool the groups with new tasks (only those with ``cool_after`` new ones if ``only_filled``).
 
-        Groups still waiting when ``deadline`` (``time.monotonic()``) passes are
-        counted in ``cools_skipped``. Returns the patterns reported (new or
-        materially changed, group set), which were also handed to the emitter.
+        The cool stops when ``deadline`` (``time.monotonic()``) passes or
+        ``should_stop()`` holds: between groups, and inside a group's detectors at
+        their safe points (a group interrupted there keeps its new tasks for the
+        next cool and reports nothing; counted in ``cools_interrupted``). Groups
+        left waiting are counted in ``cools_skipped``. Returns the patterns
+        reported (new or materially changed, group set), which were also handed
+        to the emitter.
         """
+
+        def stop() -> bool:
+            return time.monotonic() >= deadline or (should_stop is not None and should_stop())
+
         with self._cool_lock:
             started = time.perf_counter()
             with self._lock:
@@ -166,13 +177,19 @@ class Furnace:
                 ]
             reported: list[Pattern] = []
             cooled = False
-            for name, group in due:
-                if time.monotonic() >= deadline:
+            for position, (name, group) in enumerate(due):
+                if stop():
                     with self._lock:
-                        self._cools_skipped += 1
-                    continue
+                        self._cools_skipped += len(due) - position
+                    break
+                try:
+                    reported.extend(self._cool_group(name, group, stop))
+                except CoolInterrupted:
+                    with self._lock:
+                        self._cools_interrupted += 1
+                        self._cools_skipped += len(due) - position - 1
+                    break
                 cooled = True
-                reported.extend(self._cool_group(name, group))
             if cooled:
                 elapsed = time.perf_counter() - started
                 with self._lock:
@@ -181,13 +198,23 @@ class Furnace:
                     self._cools += 1
             return reported
 
-    def _cool_group(self, name: str, group: _Group) -> list[Pattern]:
+    def _cool_group(self, name: str, group: _Group, stop: Callable[[], bool]) -> list[Pattern]:
         with self._lock:
-            if group.new_tasks >= self.cool_after:
+            waiting = group.new_tasks
+            if waiting >= self.cool_after:
                 self._filled -= 1
             group.new_tasks = 0
             group.cools += 1
-        patterns, window = group.kiln.cool_with_matrix()
+        try:
+            patterns, window = group.kiln.cool_with_matrix(should_stop=stop)
+        except CoolInterrupted:
+            with self._lock:  # as if this cool never started: the tasks are still new
+                arrived = group.new_tasks  # recorded meanwhile (counted in _filled if they reached cool_after)
+                group.new_tasks += waiting
+                group.cools -= 1
+                if arrived < self.cool_after <= group.new_tasks:
+                    self._filled += 1
+            raise
         fresh, repeats = group.reported.select(patterns, group.cools)
         fresh = [dataclasses.replace(p, group=name) for p in fresh]
         with self._lock:
@@ -224,6 +251,7 @@ class Furnace:
                 "groups": len(groups),
                 "cools": self._cools,
                 "cools_skipped": self._cools_skipped,
+                "cools_interrupted": self._cools_interrupted,
                 "cool_seconds_last": self._last_cool_seconds,
                 "cool_seconds_total": self._total_cool_seconds,
                 "patterns_detected": self._patterns_detected,

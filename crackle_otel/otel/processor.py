@@ -12,7 +12,10 @@ the SDK), one ``next()`` on an ``itertools.count`` (atomic under the GIL,
 unlike ``+= 1``) and, every ``drain_batch_size`` spans, an ``Event.set()``.
 Extraction, grouping, recording and cooling all happen on the cooler thread.
 An ended SDK span is immutable, so reading it later is safe; memory stays
-bounded by ``max_queue_size`` spans.
+bounded by ``max_queue_size`` spans of at most ``MAX_KEPT_SPAN_BYTES`` (16 KiB) of
+names and values each: a larger span is kept as a compact view (``kept_spans``,
+counted in ``spans_trimmed``), which costs ``on_end`` a loop over the span's
+attribute values.
 
 The cooler itself is held to a CPU budget (``max_cooler_share``, 10 % by
 default): under the GIL every microsecond it spends extracting or cooling is
@@ -43,7 +46,7 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -53,12 +56,14 @@ from ..patterns import Pattern
 from .config import CrackleConfig, CrackleConfigError
 from .delivery import delivery_counters
 from .forking import reinit_after_fork
-from .extract import ExtractionRules, from_readable_span
+from .extract import ExtractionRules, SpanView, extract, from_readable_span
 from .furnace import Emitter, Furnace
+from .kept_spans import kept_form
 from .reporting import changed_materially  # noqa: F401 (public here too)
 
 logger = logging.getLogger(__name__)
 
+_DRAIN_CHUNK = 256  # spans recorded between two deadline checks (~2 ms)
 OWN_SCOPE = "crackle_otel"  # == crackle_otel.otel.emit.INSTRUMENTATION_SCOPE (not imported: keeps this module light)
 
 
@@ -107,7 +112,10 @@ class CrackleSpanProcessor(SpanProcessor):
         self._dropped_seen = 0
         self._skipped_own = 0
         self._rejected = 0  # spans extraction failed on (the furnace counts the rest)
+        self._trimmed = 0  # spans kept as a compact view (values too large to hold while pending)
         self._stopping = False
+        self._callers_waiting = 0  # force_flush/shutdown calls waiting for the work lock
+        self._waiting_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="CrackleCooler", daemon=True)
         if not self._is_shutdown:
@@ -126,7 +134,7 @@ class CrackleSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         try:
             if span.context.trace_flags & 1:  # sampled; `& 1` skips the .sampled property (~100 ns)
-                self._append(span)
+                self._append(kept_form(span))  # a span with huge values: a compact view (bounds the bytes)
                 if next(self._ended) % self._wake_every == 0:
                     self._wake.set()
         except Exception:  # never raise into the application's Span.end()
@@ -136,12 +144,15 @@ class CrackleSpanProcessor(SpanProcessor):
     def _run(self) -> None:
         """Drain on wake-ups, cool filled groups and every interval, within a CPU budget.
 
-        Budget (a token bucket): the thread earns ``max_cooler_share`` seconds of work per
-        second, starting from nothing and capped at ``max_cooler_share * cool_interval``; work
-        is paid for afterwards by pausing. A cool of a filled group (the big-ticket item) only
-        starts when the drain before it left credit; the interval cool always runs. Under
-        sustained overload the drains use the whole budget, so groups are cooled once per
-        interval on the latest window, and the rest of the spans are dropped (counted).
+        Budget (a token bucket): the thread earns ``max_cooler_share`` seconds of CPU per
+        second of wall time, starting from nothing and capped at ``max_cooler_share *
+        cool_interval``; work is paid for afterwards, in the thread's own CPU time
+        (``time.thread_time``: waiting for the GIL or for a core costs nothing), by
+        pausing. A cool of a filled group (the big-ticket item) only starts when the drain
+        before it left credit; the interval cool always runs. Under sustained overload the
+        drains use the whole budget, so groups are cooled once per interval on the latest
+        window, and the rest of the spans are dropped (counted). A cool gives way at its
+        next safe point when shutdown begins or ``force_flush`` waits for it.
         """
         share = self.config.max_cooler_share
         interval = self.config.cool_interval_millis / 1000
@@ -155,55 +166,83 @@ class CrackleSpanProcessor(SpanProcessor):
             self._wake.clear()
             if self._stopping:
                 break
+            if self._callers_waiting:  # force_flush/shutdown wants the work lock: let it have it
+                self._stop.wait(0.005)
+                continue
             started = time.monotonic()
+            started_cpu = time.thread_time()
             credit = min(max_credit, credit + (started - earned_until) * share)
             try:
                 with self._work_lock:
-                    drained = self._drain_locked()
-                    drain_cost = time.monotonic() - started if drained else 0.0
+                    drained = self._drain_locked(self._give_way)
+                    drain_cost = time.thread_time() - started_cpu if drained else 0.0
                     if time.monotonic() >= next_cool:
-                        self._cool_locked(only_filled=False, deadline=math.inf)
+                        self._cool_locked(only_filled=False, deadline=math.inf, should_stop=self._give_way)
                         next_cool = time.monotonic() + interval
                     elif self._furnace.has_filled_groups and credit - drain_cost >= 0:
-                        self._cool_locked(only_filled=True, deadline=math.inf)
+                        self._cool_locked(only_filled=True, deadline=math.inf, should_stop=self._give_way)
             except Exception:  # the cooler must survive anything (a bug here must not stop analysis)
                 logger.exception("crackle cooler: unexpected error")
             earned_until = time.monotonic()
-            busy = earned_until - started
-            credit += busy * share - busy  # earned while busy, minus the work done
+            credit += (earned_until - started) * share - (time.thread_time() - started_cpu)
             if credit < 0:
                 self._stop.wait(-credit / share)  # pause until the work is paid for
                 credit = 0.0
                 earned_until = time.monotonic()
 
-    def _drain_locked(self) -> int:
-        """Record every buffered span; returns how many there were."""
+    def _give_way(self) -> bool:
+        """Whether a background cool should stop at its next safe point."""
+        return self._stopping or self._callers_waiting > 0
+
+    def _drain_locked(self, should_stop: Callable[[], bool] | None = None) -> int:
+        """Record the buffered spans (until ``should_stop()``, checked every 256); returns how many."""
         buffer = self._buffer
         count = len(buffer)
-        # Counted before popping: a concurrent stats() may then under-report drops for a moment,
-        # never over-report them. Only this (locked) path pops, so count pops always succeed.
-        self._drained += count
         popleft = buffer.popleft
-        for _ in range(count):
-            self._record(popleft())
-        return count
+        done = 0
+        while done < count and not (should_stop is not None and should_stop()):
+            chunk = min(_DRAIN_CHUNK, count - done)
+            # Counted before popping: a concurrent stats() may then under-report drops for a moment,
+            # never over-report them. Only this (locked) path pops, so these pops always succeed.
+            self._drained += chunk
+            for _ in range(chunk):
+                self._record(popleft())
+            done += chunk
+        return done
 
     def _record(self, span: Any) -> None:
         try:
-            scope = span.instrumentation_scope
-            if scope is not None and scope.name == OWN_SCOPE:
-                self._skipped_own += 1
-                return
-            extracted = from_readable_span(span, self.rules)
+            if type(span) is SpanView:  # kept_form() trimmed a large span
+                self._trimmed += 1
+                if span.scope_name == OWN_SCOPE:
+                    self._skipped_own += 1
+                    return
+                extracted = extract(span, self.rules)
+            else:
+                scope = span.instrumentation_scope
+                if scope is not None and scope.name == OWN_SCOPE:
+                    self._skipped_own += 1
+                    return
+                extracted = from_readable_span(span, self.rules)
         except Exception:
             self._rejected += 1
             logger.debug("crackle: could not extract a span", exc_info=True)
             return
         self._furnace.record_span(extracted)
 
-    def _cool_locked(self, *, only_filled: bool, deadline: float) -> None:
+    def _cool_locked(self, *, only_filled: bool, deadline: float, should_stop: Any = None) -> None:
         """Cool the groups with new tasks (only the filled ones if ``only_filled``)."""
-        self._furnace.cool(only_filled=only_filled, deadline=deadline)
+        self._furnace.cool(only_filled=only_filled, deadline=deadline, should_stop=should_stop)
+
+    def _acquire_work_lock(self, deadline: float) -> bool:
+        """Take the work lock before ``deadline``; a background cool holding it gives way meanwhile."""
+        with self._waiting_lock:
+            self._callers_waiting += 1
+        try:
+            return self._work_lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        finally:
+            with self._waiting_lock:
+                self._callers_waiting -= 1
 
     # ------------------------------------------------------------- lifecycle
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -211,10 +250,10 @@ class CrackleSpanProcessor(SpanProcessor):
         if self._is_shutdown:
             return False
         deadline = time.monotonic() + timeout_millis / 1000
-        if not self._work_lock.acquire(timeout=max(0.0, timeout_millis / 1000)):
+        if not self._acquire_work_lock(deadline):
             return False
         try:
-            self._drain_locked()
+            self._drain_locked(lambda: time.monotonic() >= deadline)
             self._cool_locked(only_filled=False, deadline=deadline)
         except Exception:
             logger.exception("crackle force_flush: unexpected error")
@@ -250,9 +289,9 @@ class CrackleSpanProcessor(SpanProcessor):
         self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._work_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        if self._acquire_work_lock(deadline):
             try:
-                self._drain_locked()
+                self._drain_locked(lambda: time.monotonic() >= deadline)
                 self._cool_locked(only_filled=False, deadline=deadline)
             except Exception:
                 logger.exception("crackle shutdown: unexpected error")
@@ -285,9 +324,11 @@ class CrackleSpanProcessor(SpanProcessor):
             "spans_rejected": self._rejected + furnace["tasks_rejected"],
             "spans_overflowed": furnace["tasks_overflowed"],
             "spans_pending": pending,
+            "spans_trimmed": self._trimmed,
             "groups": furnace["groups"],
             "cools": furnace["cools"],
             "cools_skipped": furnace["cools_skipped"],
+            "cools_interrupted": furnace["cools_interrupted"],
             "cool_seconds_last": furnace["cool_seconds_last"],
             "cool_seconds_total": furnace["cool_seconds_total"],
             "values_rejected": furnace["values_rejected"],
