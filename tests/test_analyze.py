@@ -14,6 +14,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
@@ -251,8 +252,9 @@ def test_a_file_that_cannot_be_read_to_its_end_fails_the_run(tmp_path, capsys):
 
 
 # ------------------------------------------------------- the whole input, not a window
-def _slow_host_requests(n: int, seed: int = 0):
-    """One group, ``n`` spans; every tenth span (host slow-1) takes 3x as long: a cluster across the file."""
+def _slow_host_requests(n: int, seed: int = 0, *, hosts: bool = False):
+    """One group, ``n`` spans; every tenth span takes 3x as long: a cluster across the file (with ``hosts``,
+    the slow ones all come from host slow-1: an attribution)."""
     rng = np.random.default_rng(seed)
     slow = np.arange(n) % 10 == 3
     duration = rng.lognormal(np.log(20), 0.1, n) * np.where(slow, 3.0, 1.0)
@@ -268,23 +270,29 @@ def _slow_host_requests(n: int, seed: int = 0):
             span = scope_spans.spans.add(trace_id=trace_id.to_bytes(16, "big"), span_id=span_id.to_bytes(8, "big"),
                                          name="GET /cart", start_time_unix_nano=begin,
                                          end_time_unix_nano=begin + int(duration[index] * 1e6))
-            span.attributes.add(key="host.name", value=_value("slow-1" if slow[index] else f"host-{index % 4}"))
+            if hosts:
+                span.attributes.add(key="host.name", value=_value("slow-1" if slow[index] else f"host-{index % 4}"))
         requests.append(request)
     return requests, int(slow.sum())
 
 
-def test_a_cluster_is_counted_once_over_the_whole_file_not_per_window(tmp_path):
-    requests, slow = _slow_host_requests(6000)
+@pytest.mark.parametrize("hosts, kind", [(False, "clustering"), (True, "attribution")])
+def test_a_cluster_is_counted_once_over_the_whole_file_not_per_window(tmp_path, hosts, kind):
+    requests, slow = _slow_host_requests(6000, hosts=hosts)
     path = write_framed(tmp_path / "spans.binpb", requests)
     collected = Collect()
     summary = analyze_files([str(path)], config(kiln_capacity=1024), collected)  # windows of 1,024 spans
-    clusters = [f for f in summary.findings if f.pattern.kind.slug == "clustering"]
-    assert len(clusters) == 1, [f.pattern.description for f in clusters]  # one finding, not one per window
-    cluster = clusters[0]
-    assert cluster.windows > 5 and cluster.group_tasks == 6000
-    assert cluster.count_exact and abs(cluster.count - slow) <= 0.05 * slow, (cluster.count, slow)
-    assert cluster.pattern.description.startswith(f"{cluster.count} tasks ({cluster.count / 6000:.1%})")
-    assert [p.kind.slug for p in collected.patterns].count("clustering") == 1
+    found = [f for f in summary.findings if f.pattern.kind.slug == kind]
+    assert len(found) == 1, [f.pattern.description for f in summary.findings]  # one finding, not one per window
+    finding = found[0]
+    assert finding.windows > 5 and finding.group_tasks == 6000
+    assert finding.count_exact and abs(finding.count - slow) <= 0.05 * slow, (finding.count, slow)
+    if kind == "clustering":
+        assert finding.pattern.description.startswith(f"{finding.count} tasks ({finding.count / 6000:.1%})")
+    else:
+        assert finding.count == slow  # the tasks that carry host.name=slow-1, each counted once
+        assert f"10% of tasks ({slow} of 6000)" in finding.pattern.description
+    assert [p.kind.slug for p in collected.patterns].count(kind) == 1
 
 
 def test_change_positions_are_spans_of_the_file_with_their_time(tmp_path, capsys):

@@ -9,7 +9,8 @@
 - ``pair`` (correlations): the two metrics against each other;
 - ``lead_lag``: both metrics over time, standardised, with the lag;
 - ``groups`` (clusters, outliers, and any kind without a picture of its own): the involved tasks
-  against the rest of the window on the pattern's metrics.
+  against the rest of the window on the pattern's metrics; for an attribution, the tasks that
+  carry its attribute value against the others, on its leading metric.
 
 Everything is read from the window by metric name and from statistics by name pattern, so a
 detector that adds statistics or changes its wording does not break its plot. At most
@@ -45,9 +46,36 @@ def evidence(pattern: Pattern, window: MetricMatrix) -> dict[str, Any]:
         return _pair(pattern, window, metrics[:2])
     if kind in (PatternKind.PHASE_TRANSITION, PatternKind.CONSTANT) and metrics:
         return _series(pattern, window, metrics[0])
+    if kind is PatternKind.ATTRIBUTION:
+        members = attributed(pattern, window)
+        shown = metrics or [name for name in ("duration_ms",) if name in window.metric_names]
+        if members is not None and shown:
+            return _groups(pattern, window, shown[:1], members=(attribution_label(pattern), members))
     if metrics:
         return _groups(pattern, window, _ranked(pattern, metrics)[:MAX_GROUP_METRICS])
     return {"plot": "none", "reason": "the window holds none of the pattern's metrics"}
+
+
+# ------------------------------------------------------------------ attributions
+def attribution_label(pattern: Pattern) -> str:
+    """``attribute=value`` of an attribution (its key is ``attribution:<attribute>=<value>``)."""
+    return pattern.key.removeprefix("attribution:").rstrip("'")
+
+
+def attributed(pattern: Pattern, window: MetricMatrix) -> np.ndarray | None:
+    """Which rows of ``window`` carry the attribution's attribute value (None when the window cannot tell)."""
+    if pattern.kind is not PatternKind.ATTRIBUTION:
+        return None
+    attribute, sep, value = attribution_label(pattern).partition("=")
+    if not sep:
+        return None
+    column = window.attribute_table.column(attribute)
+    if column is None:
+        return None
+    values, codes = column
+    if value not in values:
+        return np.zeros(window.n_tasks, dtype=bool)
+    return np.asarray(codes) == values.index(value) + 1
 
 
 # ------------------------------------------------------------------ helpers
@@ -187,12 +215,22 @@ def _lead_lag(pattern: Pattern, window: MetricMatrix, metrics: list[str]) -> dic
     }
 
 
-def _groups(pattern: Pattern, window: MetricMatrix, metrics: list[str]) -> dict[str, Any]:
-    """The involved tasks (by role) against the rest of the window."""
-    by_role = _involved_rows(pattern, window)
-    involved = np.zeros(window.n_tasks, dtype=bool)
-    for rows in by_role.values():
-        involved[rows] = True
+def _groups(pattern: Pattern, window: MetricMatrix, metrics: list[str],
+            members: tuple[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """The involved tasks (by role), or the ``members`` (a name and a row mask), against the rest of the window."""
+    if members is not None:
+        name, mask = members
+        chosen = np.flatnonzero(mask)
+        by_role = {name: chosen[_sample_rows(chosen.size)].tolist()}
+    else:
+        by_role = _involved_rows(pattern, window)
+        by_role.pop("rest", None)
+    if members is not None:
+        involved = members[1]  # all of the value's tasks, not only those drawn
+    else:
+        involved = np.zeros(window.n_tasks, dtype=bool)
+        for rows in by_role.values():
+            involved[rows] = True
     rest = np.flatnonzero(~involved)
     rest = rest[_sample_rows(rest.size)]
     columns = [window.column(name) for name in metrics]
@@ -203,7 +241,7 @@ def _groups(pattern: Pattern, window: MetricMatrix, metrics: list[str]) -> dict[
     # A detector may list only the most typical of a large cluster: the rest then holds the others.
     total = pattern.statistics.get("size", pattern.statistics.get("count"))
     listed = sum(len(rows) for rows in by_role.values())
-    unlisted = int(total) - listed if total is not None and total > listed else 0
+    unlisted = int(total) - listed if members is None and total is not None and total > listed else 0
 
     centers = {}
     for name in metrics:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import logging
 import re
 import threading
 import time
@@ -31,7 +32,9 @@ import numpy as np
 
 from ..matrix import MetricMatrix
 from ..patterns import InvolvedTask, Pattern, PatternKind
-from .evidence import evidence as plot_evidence
+from .evidence import attributed, evidence as plot_evidence
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_FINDINGS = 1000
 MAX_SPANS_LISTED = 128  # evidence span ids kept per finding
@@ -39,6 +42,7 @@ _POSITION_STAT = re.compile(r"(?:^|_)index$")
 _TASK_POSITION = re.compile(r"\btask (\d+)\b")
 _TASK_POSITION_AND_TIME = re.compile(r"\btask (\d+) \((\d{4}-[^)]*)\)")
 _LEADING_COUNT = re.compile(r"^(\d+) tasks \((\d+(?:\.\d+)?)%\)")
+_SHARE_OF_TASKS = re.compile(r"\d+% of tasks \(\d+ of \d+\)")  # an attribution's closing count
 # Kinds whose leading "N tasks (x%)" counts a role of the involved tasks: counted over the whole input.
 _COUNTED_ROLE = {PatternKind.CLUSTERING: "member", PatternKind.OUTLIER: "outlier"}
 _POSITIONAL = (PatternKind.PHASE_TRANSITION, PatternKind.CONSERVATION_VIOLATION)
@@ -110,7 +114,7 @@ class Finding:
     windows: int = 1  # cools that found it
     window_tasks: int = 0  # tasks in the representative window
     #: Over the whole input: tasks of the counted role in the windows that found it, each task once
-    #: (clusters: members, outliers: outliers); None for other kinds.
+    #: (clusters: members, outliers: outliers, attributions: the value's tasks); None for other kinds.
     count: int | None = None
     count_exact: bool = True
     group_tasks: int = 0  # tasks of the group analysed in the whole input (offline)
@@ -216,6 +220,7 @@ class FindingLedger:
         self._counted_until: dict[str, int] = {}  # group -> tasks already counted (offline)
         self._next_order = 0
         self._detections = 0
+        self._errors = 0
 
     # ------------------------------------------------------------ observing
     def cooled(self, group: str, window: MetricMatrix, patterns: Sequence[Pattern]) -> None:
@@ -234,7 +239,11 @@ class FindingLedger:
         with self._lock:
             self._detections += len(patterns)
             for pattern in patterns:
-                self._fold(pattern, window, ordinals, fresh_from, start, stop)
+                try:
+                    self._fold(pattern, window, ordinals, fresh_from, start, stop)
+                except Exception:  # one pattern's bookkeeping must not cost the group's other findings
+                    self._errors += 1
+                    logger.exception("crackle findings: could not keep a %s pattern of %s", pattern.kind, group)
 
     def add(self, patterns: Iterable[Pattern]) -> None:
         """Findings with no window of their own (e.g. spanning groups): kept as reported, plotted from their figures."""
@@ -274,6 +283,8 @@ class FindingLedger:
         share = finding.count / finding.group_tasks
         description = _LEADING_COUNT.sub(f"{approx}{finding.count} tasks ({share:.1%})", finding.pattern.description,
                                          count=1)
+        description = _SHARE_OF_TASKS.sub(f"{share:.0%} of tasks ({approx}{finding.count} of {finding.group_tasks})",
+                                          description)
         finding.pattern = dataclasses.replace(finding.pattern, description=description)
 
     def recent(self, limit: int) -> list[Finding]:
@@ -286,6 +297,11 @@ class FindingLedger:
     def detections(self) -> int:
         return self._detections
 
+    @property
+    def errors(self) -> int:
+        """Detections that could not be kept (logged)."""
+        return self._errors
+
     def __len__(self) -> int:
         return len(self._findings)
 
@@ -296,7 +312,7 @@ class FindingLedger:
         changes = self._change_positions(pattern, window, ordinals)
         ident = self._match(pattern, changes, tolerance=max(16, n // 8))
         finding = self._findings.get(ident) if ident is not None else None
-        counted = self._fresh_count(pattern, n, fresh_from) if ordinals is not None else None
+        counted = self._fresh_count(pattern, window, fresh_from) if ordinals is not None else None
         if finding is None:
             ident = (pattern.group, pattern.key, *changes)
             finding = Finding(pattern=pattern, evidence={}, spans=[], first_seen=start, last_seen=stop,
@@ -400,8 +416,12 @@ class FindingLedger:
         return dataclasses.replace(pattern, description=_TASK_POSITION.sub(place, pattern.description))
 
     @staticmethod
-    def _fresh_count(pattern: Pattern, n: int, fresh_from: int) -> tuple[int, bool] | None:
+    def _fresh_count(pattern: Pattern, window: MetricMatrix, fresh_from: int) -> tuple[int, bool] | None:
         """(tasks of the counted role among the rows no earlier window had, whether that is exact)."""
+        n = window.n_tasks
+        members = attributed(pattern, window)
+        if members is not None:  # an attribution's tasks are those that carry its value: all known
+            return int(members[fresh_from:].sum()), True
         role = _COUNTED_ROLE.get(pattern.kind)
         if role is None:
             return None
