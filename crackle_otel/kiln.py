@@ -362,6 +362,8 @@ class Kiln:
             identities=tuple(self._identities[s] for s in slots),
             attributes=self._attributes.table(slots) if self._attributes.has_attributes else (),
             failures=np.frombuffer(self._failures, dtype=np.uint8)[slots].copy() if self._has_failures else None,
+            # A sliding window is a stream: what earlier cools saw is not news. A sealed kiln is a batch.
+            fresh=None if self.seal_on_cool else np.isnan(self._cooled_at[slots]),
         )
 
     def tasks(self) -> list[FiredTask]:

@@ -30,6 +30,9 @@ class MetricMatrix:
     attributes: Sequence[Mapping[str, str] | None] = ()
     # Per task, crackle_otel.failures.Failure bits as recorded (None: none recorded).
     failures: np.ndarray | None = None
+    # Per task, whether no earlier cool has seen it (a stream's news); None: every task is new.
+    # Detectors that judge single tasks (outliers) judge each task once, when it is new.
+    fresh: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, m = self.values.shape
@@ -41,6 +44,8 @@ class MetricMatrix:
             raise ValueError("one attribute mapping (or None) per row expected")
         if self.failures is not None and len(self.failures) != n:
             raise ValueError("one failure mask per row expected")
+        if self.fresh is not None and self.fresh.shape != (n,):
+            raise ValueError("one fresh flag per row expected")
 
     @cached_property
     def attribute_table(self) -> AttributeTable:
@@ -119,6 +124,11 @@ class MetricMatrix:
     @property
     def n_metrics(self) -> int:
         return self.values.shape[1]
+
+    @property
+    def fresh_rows(self) -> np.ndarray:
+        """Boolean mask of the tasks no earlier cool has seen (every task when ``fresh`` is None)."""
+        return np.ones(self.n_tasks, dtype=bool) if self.fresh is None else self.fresh
 
     def column(self, name: str) -> np.ndarray:
         """The column of one metric (a view; NaN where absent)."""

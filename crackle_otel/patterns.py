@@ -22,6 +22,7 @@ class PatternKind(Enum):
     LEAD_LAG = "lead-lag dependency"
     CONSTANT = "constant metric"
     ATTRIBUTION = "attribution"
+    INCIDENT = "incident"
 
     def __str__(self) -> str:
         return self.value
@@ -37,7 +38,7 @@ class InvolvedTask:
     """A task a pattern points at, and the part it plays in it.
 
     ``role`` is one of: member, outlier, before, after, violator, carrier,
-    leader, follower, attributed (a task with the attribute value a pattern
+    leader, follower, origin, affected (incidents), attributed (a task with the attribute value a pattern
     names), rest (a typical task without it). ``identity`` is the task's opaque identity (for a span,
     ``(trace_id, span_id)``), so an adapter can link back to it.
     """

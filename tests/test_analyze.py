@@ -215,14 +215,14 @@ class Discard(Collect):
 def _peak_bytes(path: Path) -> tuple[int, int, int]:
     tracemalloc.start()
     try:
-        summary = analyze_files([str(path)], config(kiln_capacity=KILN), Discard())
+        summary = analyze_files([str(path)], config(kiln_capacity=KILN, call_graph_spans=KILN), Discard())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     return peak, summary.spans, len(summary.findings)
 
 
-KILN = 300  # spans kept per group: a file of 10 cycles overflows it many times
+KILN = 300  # spans kept per group (and in the call graph): a file of 10 cycles overflows them many times
 
 
 FINDING_BYTES = 64_000  # a finding kept until the end: its pattern, up to 128 involved tasks, places
@@ -234,7 +234,7 @@ def test_memory_grows_with_the_findings_not_with_the_spans(tmp_path):
     small_path = write_framed(tmp_path / "small.binpb", small)
     large_path = write_framed(tmp_path / "large.binpb", large)
     assert large_path.stat().st_size > 9 * small_path.stat().st_size
-    analyze_files([str(small_path)], config(kiln_capacity=KILN), Discard())  # imports happen outside the measure
+    analyze_files([str(small_path)], config(kiln_capacity=KILN, call_graph_spans=KILN), Discard())  # imports first
     small_peak, small_spans, _ = _peak_bytes(small_path)
     large_peak, large_spans, large_findings = _peak_bytes(large_path)
     assert (small_spans, large_spans) == (600, 6000)

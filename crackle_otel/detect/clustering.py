@@ -32,10 +32,10 @@ input order, cost O(n²) and ignored tasks whose metric names differed. Here:
    pattern: size, centre, spread, the metrics that set it apart, and the label
    and attribute values over-represented in it (host.name=...). A "cluster"
    whose members are one stretch of time is a phase, and is not reported.
-6. Tasks whose robust z against their own cluster (and their moment's level)
-   passes the profile's outlier score on some metric (raised Bonferroni-style
-   for the number of metrics the task has, so noise stays quiet) are OUTLIER
-   patterns, one per metric and direction, worst first.
+6. New tasks far out in their metric's own tail (robust z against their own
+   cluster and moment, judged by a tail model of the metric itself, not a
+   normal curve: latency is heavy-tailed) are OUTLIER patterns, one per
+   metric and direction, worst first (see ``_outlier_patterns``).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from scipy.stats import binom, chi2, norm, poisson
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
 from ..profile import ThermalProfile
+from . import _tails
 from ._interrupt import checkpoint
 from ._explain import Explainer
 from ._stats import MAD_TO_SIGMA, counter_columns, usable_columns
@@ -892,7 +893,22 @@ def _times(ratio: float) -> str:
 
 # ------------------------------------------------------------------ outliers
 def _outlier_patterns(space: _Space, model: _Model, profile: ThermalProfile, explainer: Explainer) -> list[Pattern]:
-    """Tasks beyond the outlier score on some metric: one pattern per metric and direction."""
+    """New tasks far out in their group's own tail on some metric: one pattern per metric and direction.
+
+    A value's tail probability comes from the metric's own tail (``_tails``: a
+    generalized Pareto fit beyond the 90th percentile of the robust z against
+    each task's cluster), so heavy-tailed latency is judged by its usual
+    extremes, not a normal curve's. A task is an outlier when that probability
+    is below what the profile's outlier score is under normal noise, shared
+    among the metrics the task has. Each task is judged once, when it is new
+    (``matrix.fresh``): a stream's false alarms stay at that rate per task
+    however often it cools. In a stream, a metric's outliers wait until it
+    has enough values for a tail model (warm-up): robust z from a few dozen
+    heavy-tailed values calls every slow request impossible. A batch (every
+    task fresh: the kiln's own use) with too few values, or a discrete metric
+    (whose quantiles are its steps), is judged against a normal reference at
+    twice the score.
+    """
     assigned = model.labels >= 0
     if model.centers.shape[0] == 1:
         z = space.z  # one population: its robust z is the global one
@@ -902,36 +918,47 @@ def _outlier_patterns(space: _Space, model: _Model, profile: ThermalProfile, exp
         z[~assigned] = np.nan
     present = np.isfinite(z)
     held = present.sum(axis=1)
-    # The tail probability of the outlier score for one value, shared among the metrics a task has.
-    tail = 2 * norm.sf(profile.rate.outlier_score)
-    thresholds = np.r_[np.inf, norm.isf(tail / (2 * np.arange(1, z.shape[1] + 1)))][held]
-    magnitude = np.where(present, np.abs(z), -np.inf)
-    dominant = np.argmax(magnitude, axis=1)
-    score = magnitude[np.arange(z.shape[0]), dominant]
-    flagged = np.flatnonzero(score > thresholds)
+    per_value = float(norm.sf(profile.rate.outlier_score))  # one side of one metric
+    stream = space.matrix.fresh is not None
+    high = np.ones(z.shape)
+    low = np.ones(z.shape)
+    for j in range(z.shape[1]):
+        rows = np.flatnonzero(present[:, j])
+        values = z[rows, j]
+        if _tails.fits(values.size) and space.continuous[j]:
+            high[rows, j] = _tails.tail_probability(values, values)
+            low[rows, j] = _tails.tail_probability(-values, -values)
+        elif not stream:
+            high[rows, j] = norm.sf(values / 2)
+            low[rows, j] = norm.sf(-values / 2)
+    tail = np.minimum(high, low)
+    limit = np.where(held > 0, per_value / np.maximum(held, 1), 0.0)
+    dominant = np.argmin(np.where(present, tail, np.inf), axis=1)
+    worst = tail[np.arange(z.shape[0]), dominant]
+    flagged = np.flatnonzero((worst < limit) & space.matrix.fresh_rows)
     if flagged.size == 0:
         return []
-    side = np.sign(z[flagged, dominant[flagged]])
-    # Each (metric, side) group is tested against chance: noise over many tasks and metrics
-    # does cross any fixed threshold now and then.
+    side = np.where(high[flagged, dominant[flagged]] <= low[flagged, dominant[flagged]], 1.0, -1.0)
+    # Each (metric, side) group is tested against chance: many tasks and metrics
+    # do cross any fixed threshold now and then.
     groups_tested = 2 * z.shape[1]
-    flag_chance = np.where(held > 0, tail / (2 * np.maximum(held, 1)), 0.0)  # per task, per side of a metric
+    judged = space.matrix.fresh_rows
     sizes = np.bincount(model.labels[assigned])
     patterns = []
     for j in np.unique(dominant[flagged]):
-        holders = present[:, j]
-        expected = float(flag_chance[holders].sum())
+        holders = present[:, j] & judged
+        expected = float(limit[holders].sum())
         for direction in (1.0, -1.0):
             group = flagged[(dominant[flagged] == j) & (side == direction)]
             if group.size == 0:
                 continue
-            group = group[np.argsort(-score[group], kind="stable")]
-            chance = _chance_of_outliers(group.size, float(score[group[0]]), expected, int(holders.sum()))
+            group = group[np.argsort(worst[group], kind="stable")]
+            chance = _chance_of_outliers(group.size, float(worst[group[0]]), expected, int(holders.sum()))
             if chance > profile.rate.significance / groups_tested:
                 continue
             patterns.append(
                 _outlier_pattern(
-                    space, model, profile, explainer, z, int(j), direction, group, score, thresholds,
+                    space, model, profile, explainer, z, int(j), direction, group, worst, limit,
                     expected, chance, int(sizes[model.labels[group[0]]]),
                 )
             )
@@ -939,19 +966,19 @@ def _outlier_patterns(space: _Space, model: _Model, profile: ThermalProfile, exp
 
 
 def _chance_of_outliers(count: int, worst: float, expected: float, holders: int) -> float:
-    """How likely Gaussian noise gives this many flags, or a value this extreme, on one side of one metric.
+    """How likely the metric's own tail gives this many flags, or a value this extreme, on one side.
 
-    ``expected`` flags by chance (each task's Bonferroni-shared tail summed);
-    ``holders`` tasks each had one draw at the worst value. The smaller of the
-    two chances, doubled for looking at both.
+    ``expected`` flags by chance (each task's share of the per-task rate summed);
+    ``holders`` tasks each had one draw at the worst tail probability. The
+    smaller of the two chances, doubled for looking at both.
     """
     by_count = float(poisson.sf(count - 1, expected))
-    by_extreme = -math.expm1(-holders * float(norm.sf(worst)))
+    by_extreme = -math.expm1(-holders * worst)
     return min(1.0, 2 * min(by_count, by_extreme))
 
 
 def _outlier_pattern(
-    space, model, profile, explainer, z, j, direction, group, score, thresholds, expected, chance, cluster_size
+    space, model, profile, explainer, z, j, direction, group, tail, limit, expected, chance, cluster_size
 ) -> Pattern:
     name = space.name(j)
     n = space.matrix.n_tasks
@@ -962,7 +989,8 @@ def _outlier_pattern(
         "count": group.size,
         "share": group.size / n,
         "outlier_score": profile.rate.outlier_score,
-        "threshold": float(thresholds[worst]),
+        "tail_probability": float(tail[worst]),
+        "max_tail_probability": float(limit[worst]),
         "expected_by_chance": expected,
         "p_value": chance,
         f"{name}.worst_value": worst_value,
@@ -971,7 +999,7 @@ def _outlier_pattern(
     }
     metrics = [name]
     # Other metrics on which the same tasks are beyond their threshold too.
-    beyond = np.abs(np.nan_to_num(z[group])) > thresholds[group, None]
+    beyond = np.abs(np.nan_to_num(z[group])) > norm.isf(limit[group, None])
     for other in np.flatnonzero(beyond.any(axis=0)):
         if other != j:
             other_name = space.name(other)
@@ -980,24 +1008,26 @@ def _outlier_pattern(
             statistics[f"{other_name}.worst_z"] = float(column[np.argmax(np.abs(column))])
             statistics[f"{other_name}.count"] = int(beyond[:, other].sum())
     scale = _SCALE_NAMES.get(int(space.scales[j]))
-    detail = f"{name}={worst_value:.4g} (robust z={worst_z:+.1f}{', ' + scale if scale else ''}; typical {typical:.4g})"
+    odds = f"1 in {1 / max(float(tail[worst]), 1e-300):.2g} by this group's own tail"
+    detail = (f"{name}={worst_value:.4g} (typical {typical:.4g}; robust z={worst_z:+.1f}"
+              f"{', ' + scale if scale else ''}; {odds})")
     label = space.matrix.labels[worst]
     if group.size == 1:
         description = f"{label} is an outlier: {detail}"
     else:
         side = "high" if direction > 0 else "low"
         description = f"{group.size} tasks ({group.size / n:.1%}) are {side} outliers on {name}; worst {label}: {detail}"
-    # How far past the threshold (the scale of a small cluster is uncertain, so its z is
-    # discounted), times how unlikely these flags are by chance.
-    excess = float(score[worst]) / (1 + 1 / math.sqrt(cluster_size)) / float(thresholds[worst])
-    strength = 1 - 0.5 ** (excess**2) if excess >= 1 else 0.5 * excess**2
+    # How far past the limit, in decades of tail probability (the scale of a small cluster
+    # is uncertain, so its evidence is discounted), times how unlikely these flags are by chance.
+    excess = math.log10(float(limit[worst]) / max(float(tail[worst]), 1e-300)) / (1 + 1 / math.sqrt(cluster_size))
+    strength = 1 - 0.5 ** (1 + excess)
     return Pattern(
         kind=PatternKind.OUTLIER,
         description=description,
         confidence=strength * (1 - chance),
         metrics=tuple(metrics),
         statistics=statistics,
-        involved=space.matrix.involved(group, "outlier", profile.max_involved, priority=score[group]),
+        involved=space.matrix.involved(group, "outlier", profile.max_involved, priority=-np.log(np.maximum(tail[group], 1e-300))),
         explanation=explainer.over_represented(group, model.labels >= 0, noun="outliers"),
         key=f"outlier:{name}:{'+' if direction > 0 else '-'}",
     )

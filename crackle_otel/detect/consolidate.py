@@ -18,11 +18,22 @@ from ..patterns import Pattern, PatternKind
 from ..profile import ThermalProfile
 from .attribution import attribute_value_of, value_tasks
 
+# A metric that is a part of another by construction: their dependence is arithmetic, not a
+# finding. Self time is the part of a span's duration its children do not cover (otel/calls.py).
+PART_OF = {"self_time_ms": "duration_ms"}
+_PAIR_KINDS = frozenset({PatternKind.CORRELATION, PatternKind.LEAD_LAG})
+_ARITHMETIC_KINDS = _PAIR_KINDS | {PatternKind.CONSERVATION, PatternKind.CONSERVATION_VIOLATION}
+_SAME_SPANS = 0.5  # an outlier set this much inside a cluster describes the cluster's spans
+
 
 def consolidate(patterns: list[Pattern], matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
     """The patterns of one cool with duplicate descriptions of the same finding folded together."""
+    patterns = [p for p in patterns if not _arithmetic_pair(p)]
+    patterns = _without_implied_correlations(patterns)
+    if matrix.fresh is not None:
+        patterns = [p for p in patterns if not _standing_shape(p)]
     patterns = merge_attributions(patterns, matrix, profile)
-    return patterns
+    return _outliers_into_clusters(patterns)
 
 
 # ------------------------------------------------- attributions absorb clusters and outlier sets
@@ -129,3 +140,60 @@ def _absorb(attribution: Pattern, others: list[Pattern], matrix: MetricMatrix, p
         explanation=explanation,
         involved=tuple(involved),
     )
+
+
+# ------------------------------------------------- arithmetic, implied and standing descriptions
+def _arithmetic_pair(pattern: Pattern) -> bool:
+    """A correlation, lead/lag or law between a metric and a part of it."""
+    if pattern.kind not in _ARITHMETIC_KINDS or len(pattern.metrics) != 2:
+        return False
+    a, b = pattern.metrics
+    return PART_OF.get(a) == b or PART_OF.get(b) == a
+
+
+def _standing_shape(pattern: Pattern) -> bool:
+    """In a stream: a cluster on one measure that no attribute explains is the group's usual shape.
+
+    Latency with two modes (cache hits and misses, two code paths) is how the
+    operation works, not news; a cluster becomes a finding when attribute values
+    set it apart (a host, a version) or it stands apart on independent metrics.
+    """
+    if pattern.kind is not PatternKind.CLUSTERING or pattern.explanation:
+        return False
+    measures = {PART_OF.get(name, name) for name in pattern.metrics}
+    return len(measures) <= 1
+
+
+def _without_implied_correlations(patterns: list[Pattern]) -> list[Pattern]:
+    """A law ties its terms together: correlations between two of its terms say it again."""
+    laws = [set(p.metrics) for p in patterns if p.kind is PatternKind.CONSERVATION]
+    if not laws:
+        return patterns
+    return [
+        p for p in patterns
+        if not (p.kind in _PAIR_KINDS and any(set(p.metrics) <= terms for terms in laws))
+    ]
+
+
+def _outliers_into_clusters(patterns: list[Pattern]) -> list[Pattern]:
+    """An outlier set whose tasks are mostly one cluster's members is part of that cluster's finding."""
+    clusters = [p for p in patterns if p.kind is PatternKind.CLUSTERING]
+    if not clusters:
+        return patterns
+    members = [{t.identity for t in c.involved} for c in clusters]
+    merged: dict[int, int] = {}  # cluster position -> outlier tasks folded into it
+    kept = []
+    for pattern in patterns:
+        if pattern.kind is PatternKind.OUTLIER and pattern.involved:
+            tasks = {t.identity for t in pattern.involved}
+            overlaps = [len(tasks & m) / len(tasks) for m in members]
+            best = max(range(len(clusters)), key=overlaps.__getitem__)
+            if overlaps[best] >= _SAME_SPANS:
+                merged[best] = merged.get(best, 0) + len(tasks)
+                continue
+        kept.append(pattern)
+    folded = {id(clusters[position]): count for position, count in merged.items()}
+    return [
+        dataclasses.replace(p, statistics={**p.statistics, "outliers_merged": folded[id(p)]}) if id(p) in folded else p
+        for p in kept
+    ]

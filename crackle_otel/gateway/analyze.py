@@ -217,7 +217,7 @@ def analyze_files(
             progress.finish()
         summary.requests += source.counters.requests
         summary.skipped_records += source.counters.skipped_records
-    furnace.cool()
+    furnace.cool(final=True)
     summary.spans = feeder.spans_seen
     summary.findings = ledger.findings()
     if furnace.first_timestamp <= furnace.last_timestamp:

@@ -321,7 +321,7 @@ class GatewayService:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.01)
-        self.furnace.cool(deadline=deadline)
+        self.furnace.cool(deadline=deadline, final=True)
         if self.emitter is None:
             return True
         return bool(self.emitter.force_flush(max(0, int((deadline - time.monotonic()) * 1000))))
@@ -345,7 +345,7 @@ class GatewayService:
         if self._cooler.is_alive():
             self._cooler.join(remaining())
         try:
-            self.furnace.cool(deadline=deadline)
+            self.furnace.cool(deadline=deadline, final=True)
         except Exception:
             logger.exception("crackle gateway: final cool failed")
         forwarded = True

@@ -12,7 +12,7 @@ variable or argument and the bad value.
 | max_queue_size          | CRACKLE_MAX_QUEUE_SIZE          | 2048    |
 | drain_batch_size        | CRACKLE_DRAIN_BATCH_SIZE        | 512     |
 | kiln_capacity           | CRACKLE_KILN_CAPACITY           | 4096    |
-| max_groups              | CRACKLE_MAX_GROUPS              | 50      |
+| max_groups              | CRACKLE_MAX_GROUPS              | 512     |
 | max_metrics_per_group   | CRACKLE_MAX_METRICS_PER_GROUP   | 32      |
 | group_by                | CRACKLE_GROUP_BY                | service.name,span.name |
 | attributes_allow        | CRACKLE_ATTRIBUTES_ALLOW        | (all)   |
@@ -23,6 +23,7 @@ variable or argument and the bad value.
 | max_links               | CRACKLE_MAX_LINKS               | 128     |
 | pattern_memory_cools    | CRACKLE_PATTERN_MEMORY_COOLS    | 10      |
 | max_cooler_share        | CRACKLE_MAX_COOLER_SHARE        | 0.1     |
+| call_graph_spans        | CRACKLE_CALL_GRAPH_SPANS        | 16384   |
 
 Lists are comma-separated; an attribute entry ending in ``*`` is a prefix
 (``db.*``), one starting with ``*`` a suffix (``*.port``). A deny list given
@@ -34,7 +35,8 @@ long enough to stay under it. Under the GIL a busy cooler slows every request
 thread, so under overload the processor analyses a sample and counts the rest
 as dropped, rather than taxing the host. ``pattern_memory_cools``: a reported
 pattern not seen for that many cools of its group is forgotten (and reported
-again if it comes back).
+again if it comes back). ``call_graph_spans``: recent spans remembered to
+join calls across services and measure self time (otel/calls.py).
 Memory is bounded by about max_groups x kiln_capacity x max_metrics_per_group
 x 8 bytes (50 MB at the defaults, reached only when every group uses every
 metric), plus max_queue_size buffered spans.
@@ -71,7 +73,7 @@ class CrackleConfig:
     max_queue_size: int = 2048
     drain_batch_size: int = 512
     kiln_capacity: int = 4096
-    max_groups: int = 50
+    max_groups: int = 512
     max_metrics_per_group: int = 32
     group_by: GroupBy = DEFAULT_GROUP_BY
     attributes_allow: tuple[str, ...] = ()
@@ -82,6 +84,7 @@ class CrackleConfig:
     max_links: int = 128
     pattern_memory_cools: int = 10
     max_cooler_share: float = 0.1
+    call_graph_spans: int = 16_384
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -127,6 +130,7 @@ _POSITIVE_INTS = {
     "export_timeout_millis",
     "max_links",
     "pattern_memory_cools",
+    "call_graph_spans",
 }
 
 

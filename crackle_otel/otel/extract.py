@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from ..failures import GRPC_STATUS_ATTRIBUTE, HTTP_STATUS_ATTRIBUTES, Failure, status_code_failures
 
@@ -69,6 +69,13 @@ INSTANCE_RESOURCE_ATTRIBUTES = (
     "deployment.environment",
 )
 
+# Attributes of a client span that name what it calls (semantic conventions, newest first).
+PEER_ATTRIBUTES = ("peer.service", "server.address", "net.peer.name", "rpc.service", "db.system", "messaging.system")
+SDK_SPAN_KINDS = {kind: kind.name.lower() for kind in SpanKind}
+# OTLP's enum (SPAN_KIND_INTERNAL = 1 ...) numbers kinds differently from the SDK's SpanKind.
+PROTO_SPAN_KINDS = {number: name.removeprefix("SPAN_KIND_").lower()
+                    for name, number in trace_pb2.Span.SpanKind.items() if number}
+
 _MAX_CACHED_DECISIONS = 4096  # bounded memory for "is this attribute name allowed?"
 
 
@@ -91,6 +98,8 @@ class SpanView:
     event_count: int
     link_count: int
     has_exception: bool = False  # an event named "exception" (the semantic conventions' name)
+    parent_span_id: int = 0  # 0: a root span (or a parent nobody told us about)
+    kind: str = ""  # "client", "server", "internal", "producer", "consumer"; "" when unspecified
 
 
 EXCEPTION_EVENT = "exception"
@@ -107,6 +116,13 @@ class ExtractedSpan:
     metrics: dict[str, Any]
     attributes: dict[str, str] | None = None  # descriptive (string) attributes, None when there are none
     failures: int = 0  # crackle_otel.failures.Failure bits
+    # Where the span sits in its trace (for call-graph measurements, see otel/calls.py).
+    service: str = MISSING_GROUP_VALUE
+    parent_span_id: int = 0
+    start_ns: int = 0
+    end_ns: int = 0
+    kind: str = ""
+    peer: str = ""  # client spans: who they call, when an attribute names it (PEER_ATTRIBUTES)
 
 
 GroupBy = Union[Sequence[str], Callable[[SpanView], Union[str, Sequence[Any]]]]
@@ -212,7 +228,9 @@ class ExtractionRules:
         if len(self._resources) >= _MAX_CACHED_RESOURCES:
             self._resources.clear()  # e.g. the gateway decodes a new mapping per request: keep the recent ones
         # The entry holds the mapping itself, so no other mapping can get its id while the entry exists.
-        facts = self._resources[id(resource)] = _ResourceFacts(resource, described, {})
+        service = resource.get("service.name")
+        service = service[:MAX_DESCRIPTIVE_LENGTH] if isinstance(service, str) and service else MISSING_GROUP_VALUE
+        facts = self._resources[id(resource)] = _ResourceFacts(resource, described, {}, service)
         return facts
 
     def _remember_group(self, view: SpanView, facts: "_ResourceFacts") -> str:
@@ -232,6 +250,7 @@ class _ResourceFacts:
     resource: Mapping[str, Any]  # held, so that no other mapping gets its id (the cache key)
     described: dict[str, str]  # instance-identifying attributes, as descriptive attributes (copied per span)
     groups: dict[str, str]  # span name -> group, for spans whose attributes hold no group_by name
+    service: str  # service.name (calls between services are told apart by it)
 
 
 def _group_value(view: SpanView, name: str) -> Any:
@@ -298,7 +317,21 @@ def extract(view: SpanView, rules: ExtractionRules) -> ExtractedSpan:
         metrics,
         descriptive or None,
         failures,
+        facts.service,
+        view.parent_span_id,
+        start,
+        view.end_ns,
+        view.kind,
+        _peer_of(attributes) if view.kind == "client" else "",
     )
+
+
+def _peer_of(attributes: Mapping[str, Any]) -> str:
+    for name in PEER_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, str) and value:
+            return value[:MAX_DESCRIPTIVE_LENGTH]
+    return ""
 
 
 _ERROR_STATUS, _EXCEPTION = int(Failure.ERROR_STATUS), int(Failure.EXCEPTION)
@@ -344,6 +377,8 @@ def view_of_readable_span(span: Any) -> SpanView:
         len(events) + span.dropped_events,
         len(links) + span.dropped_links,
         bool(events) and any(event.name == EXCEPTION_EVENT for event in events),
+        parent.span_id if (parent := span.parent) is not None else 0,
+        SDK_SPAN_KINDS.get(span.kind, ""),
     )
 
 
@@ -398,6 +433,8 @@ def view_of_proto_span(
         len(events) + span.dropped_events_count,
         len(span.links) + span.dropped_links_count,
         bool(events) and any(event.name == EXCEPTION_EVENT for event in events),
+        int.from_bytes(span.parent_span_id, "big"),
+        PROTO_SPAN_KINDS.get(span.kind, ""),
     )
 
 
@@ -415,7 +452,7 @@ def from_proto_span(
 # enums by name or number, null as "not set", unknown fields ignored. What the mapping
 # rejects there (wrong types, integers out of range, two values in one AnyValue ...)
 # raises MalformedSpanError, as do a few absurd spellings it lets through (a status code
-# of true). Fields extraction does not use (event contents, parent ids ...) are not checked.
+# of true). Fields extraction does not use (event contents, links ...) are not checked.
 
 _MAX_MESSAGE_DEPTH = 100  # json_format's limit on nested messages
 SPAN_KEY_VALUE_DEPTH = 5  # request > resource spans > scope spans > span > key value
@@ -424,7 +461,8 @@ _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 _UINT32 = (0, 2**32 - 1)
 _FIXED64 = (0, 2**64 - 1)
-_STATUS_CODES = dict(trace_pb2.Status.StatusCode.items())  # "STATUS_CODE_ERROR" -> 2 ...
+_STATUS_CODES = dict(trace_pb2.Status.StatusCode.items())
+_JSON_KIND_NAMES = frozenset(name.removeprefix("SPAN_KIND_") for name, number in trace_pb2.Span.SpanKind.items() if number)  # "STATUS_CODE_ERROR" -> 2 ...
 
 
 class MalformedSpanError(ValueError):
@@ -679,7 +717,18 @@ def view_of_json_span(span: Any, resource_attributes: Mapping[str, Any], scope_n
         + (0 if dropped_links is None else json_integer(dropped_links, _UINT32, "droppedLinksCount")),
         type(events) is list and bool(events)
         and any(type(event) is dict and event.get("name") == EXCEPTION_EVENT for event in events),
+        _json_span_id(span, "parentSpanId", "parent_span_id"),  # absent or "": a root span (0)
+        _json_span_kind(get("kind")),
     )
+
+
+def _json_span_kind(value: Any) -> str:
+    """A span kind as named or numbered in OTLP/JSON; anything else is "unspecified" (kind only informs)."""
+    if type(value) is str:
+        return value.removeprefix("SPAN_KIND_").lower() if value.removeprefix("SPAN_KIND_") in _JSON_KIND_NAMES else ""
+    if type(value) is int:
+        return PROTO_SPAN_KINDS.get(value, "")
+    return ""
 
 
 def _json_fixed64(span: dict[str, Any], json_name: str, proto_name: str) -> int:

@@ -23,11 +23,13 @@ from collections import deque
 from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, Sequence
 
 from ..errors import CoolInterrupted
+from ..incidents import GroupFacts, IncidentTracker, changes_of
 from ..kiln import Kiln
 from ..matrix import MetricMatrix
 from ..patterns import Pattern
+from .calls import CALL_GAP, SELF_TIME, CallGraph
 from .config import CrackleConfig
-from .extract import ExtractedSpan
+from .extract import GROUP_SEPARATOR, ExtractedSpan
 from .reporting import ReportedPatterns, changed_materially  # noqa: F401 (changed_materially: public here too)
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class CoolObserver(Protocol):
 class _Group:
     kiln: Kiln
     reported: ReportedPatterns
+    facts: GroupFacts  # service, span kind ... as the incident layer needs them
     new_tasks: int = 0
     cools: int = 0
 
@@ -100,12 +103,28 @@ class Furnace:
         self._emit_errors = 0
         self._patterns_emit_failed = 0  # reported patterns in emit() calls that raised
         self._reported_recent: deque[Pattern] = deque(maxlen=keep_reported)
+        # Calls between spans (self time, the caller's wait) and incidents across groups.
+        self._calls = CallGraph(max_spans=config.call_graph_spans)
+        interval_s = config.cool_interval_millis / 1000
+        self._incidents = IncidentTracker(hold_s=interval_s, max_involved=config.profile.max_involved)
+        self._held: list[tuple[str, Pattern]] = []  # lone changes waiting for others to join them
+        self._latest = 0.0  # newest task time seen: the incident layer's clock (span time, also offline)
+        self._patterns_folded = 0
+        self._incidents_reported = 0
 
     # -------------------------------------------------------------- recording
     def record_span(self, span: ExtractedSpan) -> bool:
-        """Record an extracted span into its group's kiln (see ``record``)."""
+        """Record an extracted span into its group's kiln (see ``record``), with its calls.
+
+        The call graph adds ``self_time_ms`` to the span's metrics and completes
+        calls across services, each recorded into its caller->callee edge group.
+        """
+        for call in self._calls.observe(span):
+            self.record(call.group, call.label, call.metrics, timestamp=call.timestamp_s, identity=call.identity,
+                        facts=GroupFacts(call.callee_service, caller=call.caller_service))
         return self.record(span.group, span.label, span.metrics, timestamp=span.timestamp_s,
-                           identity=span.identity, attributes=span.attributes, failures=span.failures)
+                           identity=span.identity, attributes=span.attributes, failures=span.failures,
+                           facts=GroupFacts(span.service, kind=span.kind, peer=span.peer))
 
     def record(
         self,
@@ -117,9 +136,16 @@ class Furnace:
         identity: Hashable | None = None,
         attributes: Mapping[str, str] | None = None,
         failures: int = 0,
+        facts: GroupFacts | None = None,
     ) -> bool:
-        """Record one task into ``group``'s kiln. False when it was not kept (overflow or no usable metric)."""
+        """Record one task into ``group``'s kiln. False when it was not kept (overflow or no usable metric).
+
+        ``facts``: what the group is (its service, span kind ...), used when the group is new;
+        by default its service is the group name's first part.
+        """
         with self._lock:
+            if timestamp > self._latest:
+                self._latest = timestamp
             entry = self._groups.get(group)
             if entry is None:
                 if len(self._groups) >= self.config.max_groups:
@@ -134,6 +160,7 @@ class Furnace:
                         seal_on_cool=False,
                     ),
                     reported=ReportedPatterns(self.config.pattern_memory_cools),
+                    facts=facts or GroupFacts(group.split(GROUP_SEPARATOR, 1)[0]),
                 )
             if not entry.kiln.record(label, metrics, timestamp=timestamp, identity=identity, attributes=attributes,
                                      failures=failures):
@@ -152,16 +179,22 @@ class Furnace:
 
     # ---------------------------------------------------------------- cooling
     def cool(self, *, only_filled: bool = False, deadline: float = math.inf,
-             should_stop: Callable[[], bool] | None = None) -> list[Pattern]:
+             should_stop: Callable[[], bool] | None = None, final: bool = False) -> list[Pattern]:
         """Cool the groups with new tasks (only those with ``cool_after`` new ones if ``only_filled``).
+
+        Every cooled group's patterns go through the incident layer first (changes
+        across groups become one incident; the per-group patterns it explains are
+        folded into it), then through each group's reporting rule, and are emitted
+        together. ``final``: no more tasks will come (flush, shutdown, end of a
+        file): nothing is held back.
 
         The cool stops when ``deadline`` (``time.monotonic()``) passes or
         ``should_stop()`` holds: between groups, and inside a group's detectors at
         their safe points (a group interrupted there keeps its new tasks for the
         next cool and reports nothing; counted in ``cools_interrupted``). Groups
-        left waiting are counted in ``cools_skipped``. Returns the patterns
-        reported (new or materially changed, group set), which were also handed
-        to the emitter.
+        left waiting are counted in ``cools_skipped``; what the groups cooled
+        before the stop found is reported. Returns the patterns reported (new or
+        materially changed, group set), which were also handed to the emitter.
         """
 
         def stop() -> bool:
@@ -175,30 +208,84 @@ class Furnace:
                     for name, group in self._groups.items()
                     if group.new_tasks and not (only_filled and group.new_tasks < self.cool_after)
                 ]
-            reported: list[Pattern] = []
-            cooled = False
+                now = self._latest
+            found: list[tuple[str, _Group, list[Pattern]]] = []
+            windows: list[tuple[str, MetricMatrix, list[Pattern]]] = []
+            changes = []
             for position, (name, group) in enumerate(due):
                 if stop():
                     with self._lock:
                         self._cools_skipped += len(due) - position
                     break
                 try:
-                    reported.extend(self._cool_group(name, group, stop))
+                    patterns, window = self._cool_group(group, stop)
                 except CoolInterrupted:
                     with self._lock:
                         self._cools_interrupted += 1
                         self._cools_skipped += len(due) - position - 1
                     break
-                cooled = True
-            if cooled:
-                elapsed = time.perf_counter() - started
+                found.append((name, group, patterns))
+                windows.append((name, window, patterns))
+                changes.extend(changes_of(patterns, window, name, now))
+            if not found and not self._held:
+                return []
+            incidents = self._incidents.update(changes, self._group_facts(), self._service_calls(), now)
+            reported = list(incidents)
+            folded = 0
+            # Lone changes held back at an earlier cool: folded into an incident by now, or reported.
+            held, self._held = self._held, []
+            cooled = {name for name, _, _ in found}  # a group cooled again supersedes what it held
+            waiting = [(name, self._groups[name], [p]) for name, p in held if name in self._groups and name not in cooled]
+            for name, group, patterns in waiting + found:
+                visible = []
+                for pattern in patterns:
+                    if self._incidents.explains(name, pattern):
+                        folded += 1
+                    elif not final and self._incidents.holds(name, pattern, now):
+                        self._held.append((name, pattern))
+                    else:
+                        visible.append(pattern)
+                fresh, repeats = group.reported.select(visible, group.cools)
+                reported.extend(dataclasses.replace(p, group=name) for p in fresh)
                 with self._lock:
+                    self._patterns_repeated += repeats
+            with self._lock:
+                self._patterns_detected += sum(len(p) for _, _, p in found) + len(incidents)
+                self._patterns_reported += len(reported)
+                self._patterns_folded += folded
+                self._incidents_reported += len(incidents)
+                self._reported_recent.extend(reported)
+                if found:
+                    elapsed = time.perf_counter() - started
                     self._last_cool_seconds = elapsed
                     self._total_cool_seconds += elapsed
                     self._cools += 1
+            if reported and self.emitter is not None:
+                try:
+                    self.emitter.emit(reported)
+                except Exception:
+                    with self._lock:
+                        self._emit_errors += 1
+                        self._patterns_emit_failed += len(reported)
+                    logger.exception("crackle: emitter failed")
+            self._observe(windows, incidents)
             return reported
 
-    def _cool_group(self, name: str, group: _Group, stop: Callable[[], bool]) -> list[Pattern]:
+    def _observe(self, windows: list[tuple[str, MetricMatrix, list[Pattern]]], incidents: list[Pattern]) -> None:
+        """Show the observer every cooled group's window and findings (repeats and folded ones too)."""
+        if self.observer is None:
+            return
+        for name, window, patterns in windows:
+            found = [dataclasses.replace(p, group=name) for p in patterns]
+            found += [p for p in incidents if p.group == name]
+            try:
+                self.observer.cooled(name, window, found)
+            except Exception:
+                with self._lock:
+                    self._emit_errors += 1
+                logger.exception("crackle: cool observer failed")
+
+    def _cool_group(self, group: _Group, stop: Callable[[], bool]) -> tuple[list[Pattern], MetricMatrix]:
         with self._lock:
             waiting = group.new_tasks
             if waiting >= self.cool_after:
@@ -206,7 +293,7 @@ class Furnace:
             group.new_tasks = 0
             group.cools += 1
         try:
-            patterns, window = group.kiln.cool_with_matrix(should_stop=stop)
+            return group.kiln.cool_with_matrix(should_stop=stop)
         except CoolInterrupted:
             with self._lock:  # as if this cool never started: the tasks are still new
                 arrived = group.new_tasks  # recorded meanwhile (counted in _filled if they reached cool_after)
@@ -215,29 +302,23 @@ class Furnace:
                 if arrived < self.cool_after <= group.new_tasks:
                     self._filled += 1
             raise
-        fresh, repeats = group.reported.select(patterns, group.cools)
-        fresh = [dataclasses.replace(p, group=name) for p in fresh]
+
+    def _group_facts(self) -> dict[str, GroupFacts]:
+        """Every group's facts, completed with what its kiln and the call graph know by now."""
+        callers = {edge.caller_group for edge in self._calls.edges()}
         with self._lock:
-            self._patterns_detected += len(patterns)
-            self._patterns_repeated += repeats
-            self._patterns_reported += len(fresh)
-            self._reported_recent.extend(fresh)
-        if fresh and self.emitter is not None:
-            try:
-                self.emitter.emit(fresh)
-            except Exception:
-                with self._lock:
-                    self._emit_errors += 1
-                    self._patterns_emit_failed += len(fresh)
-                logger.exception("crackle: emitter failed")
-        if self.observer is not None:
-            try:
-                self.observer.cooled(name, window, [dataclasses.replace(p, group=name) for p in patterns])
-            except Exception:
-                with self._lock:
-                    self._emit_errors += 1
-                logger.exception("crackle: cool observer failed")
-        return fresh
+            groups = list(self._groups.items())
+        return {
+            name: dataclasses.replace(
+                group.facts,
+                has_self_time=SELF_TIME in group.kiln.metric_names and CALL_GAP not in group.kiln.metric_names,
+                calls_out=name in callers,
+            )
+            for name, group in groups
+        }
+
+    def _service_calls(self) -> set[tuple[str, str]]:
+        return {(edge.caller_service, edge.callee_service) for edge in self._calls.edges()}
 
     # ---------------------------------------------------------------- reading
     def stats(self) -> dict[str, Any]:
@@ -261,11 +342,15 @@ class Furnace:
                 "patterns_suppressed": self._patterns_repeated,
                 "emit_errors": self._emit_errors,
                 "patterns_emit_failed": self._patterns_emit_failed,
+                "patterns_folded": self._patterns_folded,
+                "incidents_reported": self._incidents_reported,
+                "incidents_open": self._incidents.open_incidents(),
             }
         kiln_stats = [g.kiln.stats() for g in groups]
         stats["values_rejected"] = sum(s.rejected_values for s in kiln_stats)
         stats["metric_names_rejected"] = sum(s.rejected_metric_names for s in kiln_stats)
         stats["detector_errors"] = sum(s.detector_errors for s in kiln_stats)
+        stats.update(self._calls.stats())
         return stats
 
     def reported_patterns(self) -> list[Pattern]:

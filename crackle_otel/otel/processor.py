@@ -230,9 +230,10 @@ class CrackleSpanProcessor(SpanProcessor):
             return
         self._furnace.record_span(extracted)
 
-    def _cool_locked(self, *, only_filled: bool, deadline: float, should_stop: Any = None) -> None:
+    def _cool_locked(self, *, only_filled: bool, deadline: float, should_stop: Any = None,
+                     final: bool = False) -> None:
         """Cool the groups with new tasks (only the filled ones if ``only_filled``)."""
-        self._furnace.cool(only_filled=only_filled, deadline=deadline, should_stop=should_stop)
+        self._furnace.cool(only_filled=only_filled, deadline=deadline, should_stop=should_stop, final=final)
 
     def _acquire_work_lock(self, deadline: float) -> bool:
         """Take the work lock before ``deadline``; a background cool holding it gives way meanwhile."""
@@ -254,13 +255,33 @@ class CrackleSpanProcessor(SpanProcessor):
             return False
         try:
             self._drain_locked(lambda: time.monotonic() >= deadline)
-            self._cool_locked(only_filled=False, deadline=deadline)
+            self._cool_locked(only_filled=False, deadline=deadline, final=True)
         except Exception:
             logger.exception("crackle force_flush: unexpected error")
             return False
         finally:
             self._work_lock.release()
         return self._flush_emitter(deadline)
+
+    def cool_now(self, timeout_millis: int = 30_000) -> bool:
+        """Drain and cool every group with new spans now, exactly as the interval cool does.
+
+        Unlike ``force_flush`` a change standing alone stays held back (others may
+        still join it) and the emitter is not flushed: a caller that keeps its own
+        cadence (a replay in span time, a scheduler) cools as the thread would.
+        """
+        deadline = time.monotonic() + timeout_millis / 1000
+        if self._is_shutdown or not self._acquire_work_lock(deadline):
+            return False
+        try:
+            self._drain_locked(lambda: time.monotonic() >= deadline)
+            self._cool_locked(only_filled=False, deadline=deadline)
+        except Exception:
+            logger.exception("crackle cool_now: unexpected error")
+            return False
+        finally:
+            self._work_lock.release()
+        return True
 
     def _flush_emitter(self, deadline: float) -> bool:
         if self.emitter is None:
@@ -292,7 +313,7 @@ class CrackleSpanProcessor(SpanProcessor):
         if self._acquire_work_lock(deadline):
             try:
                 self._drain_locked(lambda: time.monotonic() >= deadline)
-                self._cool_locked(only_filled=False, deadline=deadline)
+                self._cool_locked(only_filled=False, deadline=deadline, final=True)
             except Exception:
                 logger.exception("crackle shutdown: unexpected error")
             finally:

@@ -1,0 +1,481 @@
+"""Incidents: changes in several groups at about the same time, tied together by calls, with a ranked origin.
+
+Per-group detectors see one population each. When a service slows down, its own
+operations change, the calls into it wait longer, and every caller up the
+chain gets slower too: many phase transitions, one cause. This layer sits above
+the per-group cools (it sees their change points and the call graph, nothing
+else) and turns them into one ``incident``:
+
+- **Changes.** A phase transition of a latency metric (``duration_ms``,
+  ``self_time_ms``, ``call_gap_ms``) becomes a ``Change``: when it happened
+  (its most recent change point) and the median before and after it.
+- **Incidents.** Changes whose times lie within ``window_s`` of each other and
+  whose groups are related — same service, or a call between their services —
+  are linked; every linked set spanning two or more groups is an incident.
+- **Origin.** What a change says about a service depends on what was measured:
+  a rise of a span's *own* time (``self_time_ms``, or the duration of a span
+  that has no children) is evidence against its service; a rise of the wait
+  on a call (``call_gap_ms`` of an edge group) is evidence against the callee
+  — unless the caller is itself slow and the callee is not, or the caller's
+  calls to several services all wait longer: then the caller is starved; a
+  rise of a span's *total* duration when its time went to its children is an
+  effect, evidence against nobody. Services are ranked by their strongest
+  evidence, ``|log2(after/before)| x confidence`` (own time and call waits
+  corroborating each other add a quarter of the weaker), and a callee ranks
+  before its caller at a near tie. Outgoing calls whose callee is not seen
+  (a service's client spans in the span processor) are evidence against the
+  peer they name.
+
+Reporting: an incident is reported when it forms and again when its top
+origin changes or the number of groups it covers doubles. The per-group
+patterns it explains (phase transitions, clusters and outliers of its
+services over its period) are folded into it rather than sent as unrelated
+alerts; a change standing alone is held back for ``hold_s`` so that the
+changes it belongs with can join it first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from .matrix import MetricMatrix
+from .patterns import InvolvedTask, Pattern, PatternKind
+
+DURATION = "duration_ms"
+SELF_TIME = "self_time_ms"
+CALL_GAP = "call_gap_ms"
+LATENCY_METRICS = (DURATION, SELF_TIME, CALL_GAP)
+FOLDED_KINDS = frozenset({PatternKind.PHASE_TRANSITION, PatternKind.CLUSTERING, PatternKind.OUTLIER})
+
+_MIN_SIDE = 3  # tasks on each side of a change for its medians to mean anything
+_CORROBORATION = 0.25  # share of the weaker of own-time and call-wait evidence added to the stronger
+_NEAR_TIE = 0.9  # a callee within this share of its caller's score ranks first
+_SHOWN_CANDIDATES = 5
+
+
+@dataclass(frozen=True)
+class GroupFacts:
+    """What the incident layer knows about a group besides its changes."""
+
+    service: str
+    kind: str = ""  # span kind of its spans: "client" for outgoing calls
+    caller: str = ""  # edge groups: the calling service (``service`` is the callee's)
+    peer: str = ""  # client groups: who they call (peer.service, server.address ...), if known
+    has_self_time: bool = False  # its spans have children in their own service
+    calls_out: bool = False  # its spans are parents of spans in other services
+
+    @property
+    def is_edge(self) -> bool:
+        return bool(self.caller)
+
+
+@dataclass
+class Change:
+    """One group's latency metric moved at ``at`` from median ``before`` to ``after``."""
+
+    group: str
+    metric: str
+    at: float
+    before: float
+    after: float
+    confidence: float
+    pattern: Pattern
+    evidence: tuple[InvolvedTask, ...] = ()  # tasks after the change, most relevant first
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+    @property
+    def log_ratio(self) -> float:
+        return math.log2(self.after / self.before)
+
+    @property
+    def strength(self) -> float:
+        return abs(self.log_ratio) * self.confidence
+
+    @property
+    def ratio(self) -> float:
+        return self.after / self.before
+
+
+def changes_of(patterns: Iterable[Pattern], matrix: MetricMatrix, group: str, now: float) -> list[Change]:
+    """The latency changes among one group's phase transitions, measured on the group's matrix."""
+    changes = []
+    for pattern in patterns:
+        if pattern.kind is not PatternKind.PHASE_TRANSITION or not pattern.metrics:
+            continue
+        metric = pattern.metrics[0]
+        if metric not in LATENCY_METRICS or metric not in matrix.metric_names:
+            continue
+        times = [v for k, v in pattern.statistics.items() if k == "change_timestamp" or
+                 (k.startswith("change_") and k.endswith("_timestamp"))]
+        if not times:
+            continue
+        at = max(times)  # the most recent change point: what is happening now
+        earlier = [t for t in times if t < at]
+        column = matrix.column(metric)
+        stamps = matrix.timestamps
+        present = np.isfinite(column)
+        after = column[present & (stamps >= at)]
+        before = column[present & (stamps < at) & (stamps >= (max(earlier) if earlier else -math.inf))]
+        if after.size < _MIN_SIDE or before.size < _MIN_SIDE:
+            continue
+        level_before, level_after = float(np.median(before)), float(np.median(after))
+        if level_before <= 0 or level_after <= 0:
+            continue
+        evidence = tuple(t for t in pattern.involved if t.role == "after" and t.timestamp >= at)
+        changes.append(Change(group, metric, at, level_before, level_after, pattern.confidence, pattern,
+                              evidence, first_seen=now, last_seen=now))
+    return changes
+
+
+@dataclass
+class _Incident:
+    number: int
+    members: dict[tuple[str, str], Change]  # (group, metric) -> change
+    reported_origin: str = ""
+    reported_groups: int = 0
+    ranking: list[tuple[str, float, Change]] = field(default_factory=list)
+
+    @property
+    def start(self) -> float:
+        return min(c.at for c in self.members.values())
+
+    @property
+    def groups(self) -> set[str]:
+        return {group for group, _ in self.members}
+
+
+class IncidentTracker:
+    """Keeps recent changes of every group, links them into incidents, decides what to report.
+
+    ``window_s``: changes further apart than this are not linked; ``horizon_s``:
+    a change not detected again for this long (or that happened longer ago) is
+    forgotten; ``hold_s``: how long a change standing alone is held back.
+    """
+
+    def __init__(self, *, window_s: float = 120.0, horizon_s: float = 600.0, hold_s: float = 0.0,
+                 max_involved: int = 128) -> None:
+        self.window_s = window_s
+        self.horizon_s = horizon_s
+        self.hold_s = hold_s
+        self.max_involved = max_involved
+        self._changes: dict[tuple[str, str], Change] = {}
+        self._incidents: list[_Incident] = []
+        self._numbers = 0
+        self._facts: Mapping[str, GroupFacts] = {}
+
+    # ----------------------------------------------------------------- update
+    def update(self, changes: Iterable[Change], facts: Mapping[str, GroupFacts],
+               service_calls: Iterable[tuple[str, str]], now: float) -> list[Pattern]:
+        """Take this cool's changes; return the incident patterns due for reporting now.
+
+        ``facts``: every group's facts; ``service_calls``: (caller, callee) service pairs seen.
+        """
+        self._facts = facts
+        for change in changes:
+            key = (change.group, change.metric)
+            known = self._changes.get(key)
+            if known is not None and abs(known.at - change.at) <= self.window_s:
+                change.first_seen = known.first_seen
+            self._changes[key] = change
+        self._forget(now)
+        links = _service_links(service_calls)
+        components = self._components(links)
+        incidents = self._match(components)
+        reports = []
+        for incident in incidents:
+            incident.ranking = _rank(incident.members.values(), facts, links)
+            if not incident.ranking:
+                continue
+            origin = incident.ranking[0][0]
+            groups = len(incident.groups)
+            if origin != incident.reported_origin or groups >= 2 * max(1, incident.reported_groups):
+                reports.append(self._pattern(incident))
+                incident.reported_origin, incident.reported_groups = origin, groups
+        self._incidents = incidents
+        return reports
+
+    def _forget(self, now: float) -> None:
+        stale = [k for k, c in self._changes.items() if now - c.last_seen > self.horizon_s or now - c.at > self.horizon_s]
+        for key in stale:
+            del self._changes[key]
+
+    def _components(self, links: Mapping[str, set[str]]) -> list[list[Change]]:
+        changes = sorted(self._changes.values(), key=lambda c: c.at)
+        parent = list(range(len(changes)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        services = [self._services_of(c.group) for c in changes]
+        for i, a in enumerate(changes):
+            for j in range(i + 1, len(changes)):
+                b = changes[j]
+                if b.at - a.at > self.window_s:
+                    break
+                if _related(services[i], services[j], links):
+                    parent[find(i)] = find(j)
+        by_root: dict[int, list[Change]] = {}
+        for i, change in enumerate(changes):
+            by_root.setdefault(find(i), []).append(change)
+        return [members for members in by_root.values() if len({c.group for c in members}) >= 2]
+
+    def _match(self, components: list[list[Change]]) -> list[_Incident]:
+        """Carry incident numbers (and what was reported) over to this cool's components."""
+        matched = []
+        previous = list(self._incidents)
+        for members in components:
+            keys = {(c.group, c.metric) for c in members}
+            same = next((i for i in previous if keys & set(i.members)), None)
+            if same is None:
+                self._numbers += 1
+                same = _Incident(self._numbers, {})
+            else:
+                previous.remove(same)
+            same.members = {(c.group, c.metric): c for c in members}
+            matched.append(same)
+        return matched
+
+    def _services_of(self, group: str) -> frozenset[str]:
+        facts = self._facts.get(group)
+        if facts is None:
+            return frozenset()
+        return frozenset((facts.service, facts.caller)) - {""}
+
+    # ---------------------------------------------------------------- folding
+    def explains(self, group: str, pattern: Pattern) -> bool:
+        """Whether ``pattern`` of ``group`` describes an incident's spans (then it is folded into it)."""
+        if pattern.kind not in FOLDED_KINDS:
+            return False
+        services = self._services_of(group)
+        latest = max((t.timestamp for t in pattern.involved), default=math.inf)
+        for incident in self._incidents:
+            if not incident.ranking:
+                continue
+            incident_services = set().union(*(self._services_of(g) for g in incident.groups))
+            if services & incident_services and latest >= incident.start - self.window_s:
+                return True
+        return False
+
+    def holds(self, group: str, pattern: Pattern, now: float) -> bool:
+        """Whether a change of ``group`` standing alone is still held back (see module docstring)."""
+        if pattern.kind is not PatternKind.PHASE_TRANSITION or not pattern.metrics:
+            return False
+        change = self._changes.get((group, pattern.metrics[0]))
+        return change is not None and change.pattern is pattern and now - change.first_seen < self.hold_s
+
+    # ---------------------------------------------------------------- reading
+    def open_incidents(self) -> int:
+        return len(self._incidents)
+
+    # ---------------------------------------------------------------- pattern
+    def _pattern(self, incident: _Incident) -> Pattern:
+        ranking = incident.ranking
+        origin, score, evidence = ranking[0]
+        runner_up = ranking[1][1] if len(ranking) > 1 else 0.0
+        members = sorted(incident.members.values(), key=lambda c: -c.strength)
+        services = {s for c in members for s in self._services_of(c.group)}
+        origin_changes = [c for c in members if origin in self._services_of(c.group)]
+        affected = [c for c in members if origin not in self._services_of(c.group)]
+        # Confidence: the origin's evidence, discounted when another candidate is nearly as strong.
+        margin = (score - runner_up) / score if score > 0 else 0.0
+        confidence = evidence.confidence * (0.5 + 0.5 * margin)
+        statistics: dict[str, float] = {
+            "start_timestamp": incident.start,
+            "groups_changed": len(incident.groups),
+            "services_changed": len(services),
+            "origin_score": score,
+            "origin_ratio": evidence.ratio,
+            "runner_up_score": runner_up,
+        }
+        for number, (name, candidate_score, _) in enumerate(ranking[:_SHOWN_CANDIDATES], start=1):
+            statistics[f"candidate_{number}_score"] = candidate_score
+        origin_facts = self._facts.get(evidence.group) or GroupFacts(origin)
+        operation = _operation_of(evidence.group, origin_facts)
+        explanation = {
+            "origin.service": origin,
+            "origin.operation": operation,
+            "origins": ", ".join(f"{name} ({s:.2f})" for name, s, _ in ranking[:_SHOWN_CANDIDATES]),
+            "groups": ", ".join(sorted(incident.groups)[:20]),
+        }
+        involved = self._involved(origin_changes, affected)
+        return Pattern(
+            kind=PatternKind.INCIDENT,
+            description=self._describe(incident, origin, evidence, origin_changes, affected, services),
+            confidence=confidence,
+            metrics=tuple(sorted({c.metric for c in members})),
+            statistics=statistics,
+            involved=involved,
+            explanation=explanation,
+            key=f"incident:{incident.number}",
+            group=evidence.group,
+        )
+
+    def _involved(self, origin_changes: list[Change], affected: list[Change]) -> tuple[InvolvedTask, ...]:
+        """The origin's evidence first (half the links), then the most affected other groups'."""
+        budget = self.max_involved
+        chosen: list[InvolvedTask] = []
+        seen = set()
+
+        def take(changes: list[Change], role: str, limit: int) -> None:
+            per_change = max(1, limit // max(1, len(changes)))
+            for change in changes:
+                for task in change.evidence[:per_change]:
+                    if len(chosen) >= budget or task.identity in seen:
+                        continue
+                    seen.add(task.identity)
+                    chosen.append(InvolvedTask(task.label, role, task.index, task.timestamp, task.identity))
+
+        take(origin_changes[:4], "origin", budget // 2 if affected else budget)
+        take(affected[:8], "affected", budget - len(chosen))
+        return tuple(chosen)
+
+    def _describe(self, incident: _Incident, origin: str, evidence: Change, origin_changes: list[Change],
+                  affected: list[Change], services: set[str]) -> str:
+        facts = self._facts
+        what = []
+        own = [c for c in origin_changes if c.metric != CALL_GAP and not (facts.get(c.group) or GroupFacts(origin)).is_edge]
+        waits = [c for c in origin_changes if c.metric == CALL_GAP]
+        if own:
+            best = max(own, key=lambda c: c.strength)
+            noun = "own time" if best.metric == SELF_TIME else "time"
+            what.append(f"its {noun} {_moved(best)} in {_operation_of(best.group, facts.get(best.group))}")
+        if waits:
+            best = max(waits, key=lambda c: c.strength)
+            caller = (facts.get(best.group) or GroupFacts(origin)).caller
+            if caller == origin:
+                what.append(f"its calls to other services wait {_factor(best)} longer")
+            else:
+                what.append(f"calls into it from {caller} wait {_factor(best)} longer")
+        if not what:
+            what.append(f"{_operation_of(evidence.group, facts.get(evidence.group))} {_moved(evidence)}")
+        by_service: dict[str, Change] = {}
+        for change in affected:
+            for service in self._services_of(change.group) - {origin}:
+                if service not in by_service or change.strength > by_service[service].strength:
+                    by_service[service] = change
+        effects = ", ".join(f"{s} {_factor(c)}" for s, c in
+                            sorted(by_service.items(), key=lambda item: -item[1].strength)[:4])
+        text = (f"{origin} is the likely origin: {' and '.join(what)}; since {_when(incident.start)}, "
+                f"{len(incident.groups)} groups in {len(services)} services changed")
+        if effects:
+            text += f" (also slower: {effects})"
+        others = [f"{name} ({score:.1f})" for name, score, _ in incident.ranking[1:3]]
+        if others:
+            text += f"; other candidates: {', '.join(others)}"
+        return text
+
+
+# ------------------------------------------------------------------ ranking
+def _service_links(edges: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+    """Caller service <-> callee service, both directions."""
+    links: dict[str, set[str]] = {}
+    for caller, callee in edges:
+        links.setdefault(caller, set()).add(callee)
+        links.setdefault(callee, set()).add(caller)
+    return links
+
+
+def _related(a: frozenset[str], b: frozenset[str], links: Mapping[str, set[str]]) -> bool:
+    if a & b:
+        return True
+    return any(links.get(s, set()) & b for s in a)
+
+
+def _rank(changes: Iterable[Change], facts: Mapping[str, GroupFacts],
+          links: Mapping[str, set[str]]) -> list[tuple[str, float, Change]]:
+    """Candidate origin services, best first: (service, score, its strongest change)."""
+    own: dict[str, Change] = {}
+    effects: dict[str, Change] = {}
+    gaps: list[tuple[str, str, Change]] = []  # (caller, callee, change)
+    changes = list(changes)
+
+    def keep(table: dict[str, Change], service: str, change: Change) -> None:
+        if service not in table or change.strength > table[service].strength:
+            table[service] = change
+
+    for change in changes:
+        info = facts.get(change.group)
+        if info is None:
+            continue
+        if change.metric == CALL_GAP and info.is_edge:
+            gaps.append((info.caller, info.service, change))
+        elif change.metric == SELF_TIME:
+            keep(own, info.service, change)
+        elif info.kind == "client" and not info.calls_out:
+            keep(own, info.peer or f"{info.service} -> {_operation_of(change.group, info)}", change)
+        elif info.has_self_time or info.calls_out or info.kind == "client":
+            keep(effects, info.service, change)  # its time went to its children: an effect
+        else:
+            keep(own, info.service, change)  # a span without children: its duration is its own time
+    callers_into: dict[str, set[str]] = {}
+    callees_of: dict[str, set[str]] = {}
+    for caller, callee, _ in gaps:
+        callers_into.setdefault(callee, set()).add(caller)
+        callees_of.setdefault(caller, set()).add(callee)
+    waits: dict[str, Change] = {}
+    for caller, callee, change in gaps:
+        lone_edge = len(callers_into[callee]) == 1 and callee not in own
+        starved_caller = caller in own or len(callees_of[caller]) >= 2
+        keep(waits, caller if lone_edge and starved_caller else callee, change)
+    scores: dict[str, tuple[float, Change]] = {}
+    for service in set(own) | set(waits):
+        a = own[service].strength if service in own else 0.0
+        b = waits[service].strength if service in waits else 0.0
+        best = own[service] if a >= b else waits[service]
+        scores[service] = (max(a, b) + _CORROBORATION * min(a, b), best)
+    # A service whose spans only got longer because their children did is an effect, unless
+    # nothing it calls changed: then the change is its own after all (at half weight).
+    changed = set(scores)
+    for service, change in effects.items():
+        if service not in scores and not (links.get(service, set()) & changed):
+            scores[service] = (0.5 * change.strength, change)
+    ranked = sorted(scores.items(), key=lambda item: -item[1][0])
+    # A callee nearly as strong as its caller ranks first: the caller's wait may be the callee's doing.
+    for i in range(len(ranked) - 1):
+        (first, (s1, _)), (second, (s2, _)) = ranked[i], ranked[i + 1]
+        if s2 >= _NEAR_TIE * s1 and _calls(first, second, changes, facts):
+            ranked[i], ranked[i + 1] = ranked[i + 1], ranked[i]
+    return [(service, score, change) for service, (score, change) in ranked if score > 0]
+
+
+def _calls(caller: str, callee: str, changes: list[Change], facts: Mapping[str, GroupFacts]) -> bool:
+    return any((info := facts.get(c.group)) is not None and info.caller == caller and info.service == callee
+               for c in changes)
+
+
+def _operation_of(group: str, facts: GroupFacts | None) -> str:
+    """The part of a group name after its service ("svc | op" -> "op"; edge "a -> svc | op" -> "a -> op")."""
+    name = group.split(" -> ", 1)[-1]
+    operation = name.split(" | ", 1)[1] if " | " in name else name
+    if facts is not None and facts.caller:
+        return f"calls from {facts.caller} to {operation}"
+    return operation
+
+
+def _factor(change: Change) -> str:
+    ratio = change.ratio
+    return f"x{ratio:.2g}" if ratio >= 1 else f"x{ratio:.2g}"
+
+
+def _moved(change: Change) -> str:
+    verb = "rose" if change.after > change.before else "fell"
+    return f"{verb} {_factor(change)} ({_ms(change.before)} -> {_ms(change.after)} median)"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3g} ms" if value < 1000 else f"{value / 1000:.3g} s"
+
+
+def _when(timestamp: float) -> str:
+    if timestamp >= 1e9:
+        return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%H:%M:%SZ")
+    return f"t={timestamp:g}"
