@@ -253,11 +253,15 @@ def test_a_file_that_cannot_be_read_to_its_end_fails_the_run(tmp_path, capsys):
 
 # ------------------------------------------------------- the whole input, not a window
 def _slow_host_requests(n: int, seed: int = 0, *, hosts: bool = False):
-    """One group, ``n`` spans; every tenth span takes 3x as long: a cluster across the file (with ``hosts``,
-    the slow ones all come from host slow-1: an attribution)."""
+    """One group, ``n`` spans; every tenth span takes 3x as long and reads 3x the rows: a cluster across the file.
+
+    The slow spans stand apart on two measures (one measure with two modes is a stream's
+    usual shape); with ``hosts`` they all come from host slow-1: an attribution.
+    """
     rng = np.random.default_rng(seed)
     slow = np.arange(n) % 10 == 3
     duration = rng.lognormal(np.log(20), 0.1, n) * np.where(slow, 3.0, 1.0)
+    rows = rng.lognormal(np.log(100), 0.1, n) * np.where(slow, 3.0, 1.0)
     requests = []
     for first in range(0, n, SPANS_PER_REQUEST):
         request = trace_service_pb2.ExportTraceServiceRequest()
@@ -270,6 +274,7 @@ def _slow_host_requests(n: int, seed: int = 0, *, hosts: bool = False):
             span = scope_spans.spans.add(trace_id=trace_id.to_bytes(16, "big"), span_id=span_id.to_bytes(8, "big"),
                                          name="GET /cart", start_time_unix_nano=begin,
                                          end_time_unix_nano=begin + int(duration[index] * 1e6))
+            span.attributes.add(key="db.rows", value=common_pb2.AnyValue(double_value=float(rows[index])))
             if hosts:
                 span.attributes.add(key="host.name", value=_value("slow-1" if slow[index] else f"host-{index % 4}"))
         requests.append(request)

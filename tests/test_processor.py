@@ -8,6 +8,7 @@ import random
 import threading
 import time
 
+import numpy as np
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -364,8 +365,11 @@ def test_configure_attaches_once_and_exports_own_counters_as_metrics():
     assert configure(provider, meter_provider, exporter="console") is processor  # no second processor
     assert configure(TracerProvider(), meter_provider, enabled=False) is None
     tracer = provider.get_tracer("shop")
-    for _ in range(25):
-        tracer.start_span("GET /cart").end()
+    rng = np.random.default_rng(1)
+    for _ in range(25):  # records in = out + errors: a law to report
+        records, errors = int(rng.integers(50, 150)), int(rng.integers(0, 5))
+        tracer.start_span("process batch", attributes={"records_in": records, "records_out": records - errors,
+                                                       "errors": errors}).end()
     processor.force_flush()
     points = {}
     for resource_metrics in reader.get_metrics_data().resource_metrics:

@@ -109,7 +109,8 @@ class Furnace:
         self._incidents = IncidentTracker(hold_s=interval_s, max_involved=config.profile.max_involved)
         self._held: list[tuple[str, Pattern]] = []  # lone changes waiting for others to join them
         self._latest = 0.0  # newest task time seen: the incident layer's clock (span time, also offline)
-        self._patterns_folded = 0
+        self._patterns_folded = 0  # explained by an incident: part of it, not reported on its own
+        self._patterns_superseded = 0  # held back, then found again by a later cool of their group
         self._incidents_reported = 0
 
     # -------------------------------------------------------------- recording
@@ -236,6 +237,7 @@ class Furnace:
             held, self._held = self._held, []
             cooled = {name for name, _, _ in found}  # a group cooled again supersedes what it held
             waiting = [(name, self._groups[name], [p]) for name, p in held if name in self._groups and name not in cooled]
+            superseded = len(held) - len(waiting)
             for name, group, patterns in waiting + found:
                 visible = []
                 for pattern in patterns:
@@ -253,6 +255,7 @@ class Furnace:
                 self._patterns_detected += sum(len(p) for _, _, p in found) + len(incidents)
                 self._patterns_reported += len(reported)
                 self._patterns_folded += folded
+                self._patterns_superseded += superseded
                 self._incidents_reported += len(incidents)
                 self._reported_recent.extend(reported)
                 if found:
@@ -338,8 +341,10 @@ class Furnace:
                 "patterns_detected": self._patterns_detected,
                 "patterns_reported": self._patterns_reported,
                 "patterns_repeated": self._patterns_repeated,
-                # detected == reported + suppressed; today every suppressed pattern is a repeat
-                "patterns_suppressed": self._patterns_repeated,
+                # detected == reported + suppressed + held: a repeat, a part of an incident or held
+                # back and found again is suppressed; a lone change may be held for one interval.
+                "patterns_suppressed": self._patterns_repeated + self._patterns_folded + self._patterns_superseded,
+                "patterns_held": len(self._held),
                 "emit_errors": self._emit_errors,
                 "patterns_emit_failed": self._patterns_emit_failed,
                 "patterns_folded": self._patterns_folded,

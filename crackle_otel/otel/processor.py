@@ -328,9 +328,11 @@ class CrackleSpanProcessor(SpanProcessor):
     def stats(self) -> dict[str, Any]:
         """Own counters (the same ones selfmetrics exports as OTel metrics).
 
-        Patterns: ``patterns_detected == patterns_reported + patterns_suppressed`` (a
-        standing pattern is reported once), and with an emitter ``patterns_reported ==
-        patterns_exported + patterns_dropped + patterns_pending``.
+        Patterns: ``patterns_detected == patterns_reported + patterns_suppressed +
+        patterns_held`` (a standing pattern is reported once; a pattern an incident
+        explains is folded into it; a lone change may be held back for one interval),
+        and with an emitter ``patterns_reported == patterns_exported + patterns_dropped
+        + patterns_pending``.
         """
         ended = _counter_value(self._ended)  # read first: later reads can only make drops look smaller
         drained = self._drained
@@ -359,6 +361,10 @@ class CrackleSpanProcessor(SpanProcessor):
             "patterns_reported": furnace["patterns_reported"],
             "patterns_repeated": furnace["patterns_repeated"],
             "patterns_suppressed": furnace["patterns_suppressed"],
+            "patterns_held": furnace["patterns_held"],
+            "patterns_folded": furnace["patterns_folded"],
+            "incidents_reported": furnace["incidents_reported"],
+            "incidents_open": furnace["incidents_open"],
             "emit_errors": furnace["emit_errors"],
         }
         stats.update(delivery_counters(self.emitter, furnace))
