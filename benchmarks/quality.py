@@ -5,7 +5,13 @@ and cooled with the chosen profile. A reported pattern is a true positive when
 the scenario expects it or accepts it as a real secondary effect, a false
 positive otherwise; recall counts the expected findings that were made.
 
-    python benchmarks/quality.py [--seeds 5] [--profile default|fast|slow]
+The *attribution* suite (``crackle_otel.attribution_scenarios``) grows each
+scenario from 50 to 4,000 requests, 20 seeds at each size, and prints the
+recall at each size and the fewest requests from which it stays at 90 % or
+more; then the false attributions per cool on pure noise (50 extra string
+attributes of 2-200 values, 4,096 requests).
+
+    python benchmarks/quality.py [--seeds 5] [--profile default|fast|slow] [--suite standard|hard|attribution|all]
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections import defaultdict
 
 from crackle_otel import PatternKind, ThermalProfile
 from crackle_otel.detect import run_detectors
+from crackle_otel.attribution_scenarios import ATTRIBUTION_SCENARIOS, attribute_noise
 from crackle_otel.scenarios import HARD_SCENARIOS, SCENARIOS
 
 DETECTOR_OF_KIND = {
@@ -75,13 +82,17 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="list every false positive")
     parser.add_argument("--baseline", action="store_true",
                         help="also score the seed crate's detectors (benchmarks/crate_port.py) on the standard suite")
-    parser.add_argument("--suite", choices=["standard", "hard", "all"], default="all",
-                        help="standard: clear effects (tests hold every finding); hard: near-threshold, sparse, small")
+    parser.add_argument("--suite", choices=["standard", "hard", "attribution", "all"], default="all",
+                        help="standard: clear effects (tests hold every finding); hard: near-threshold, sparse, small; "
+                        "attribution: requests needed per attribution scenario, false attributions on noise")
+    parser.add_argument("--attribution-seeds", type=int, default=20, help="seeds per size in the attribution suite")
     args = parser.parse_args()
     suites = {"standard": SCENARIOS, "hard": HARD_SCENARIOS}
     for suite, scenarios in suites.items():
         if args.suite in (suite, "all"):
             report(suite, scenarios, args)
+    if args.suite in ("attribution", "all"):
+        report_attribution(PROFILES[args.profile](), args.attribution_seeds, args.profile)
     if args.baseline:
         from crate_port import crate_detect  # benchmarks/ is on sys.path when run as a script
 
@@ -92,7 +103,7 @@ def report(suite: str, scenarios: dict, args: argparse.Namespace, detect=None, w
     result = evaluate(PROFILES[args.profile](), args.seeds, scenarios, args.verbose, detect)
     print(f"\n[{suite} suite, {who}] profile={args.profile} seeds={args.seeds} scenarios={', '.join(scenarios)}")
     print(f"{'detector':<18}{'precision':>10}{'recall':>8}{'F1':>7}{'TP':>6}{'FP':>6}{'found/expected':>16}")
-    for detector in ("clustering", "phase_transition", "conservation", "correlation"):
+    for detector in ("clustering", "phase_transition", "conservation", "correlation", "attribution"):
         tp, fp = result["tp"][detector], result["fp"][detector]
         found, expected = result["found"][detector], result["expected"][detector]
         precision = tp / (tp + fp) if tp + fp else 1.0
@@ -105,6 +116,43 @@ def report(suite: str, scenarios: dict, args: argparse.Namespace, detect=None, w
               f"mean {sum(noise) / len(noise):.2f}, max {max(noise)} over {len(noise)} cools")
     for line in result["problems"]:
         print("  -", line)
+
+
+REQUESTS = (50, 100, 150, 200, 300, 400, 600, 800, 1000, 1500, 2000, 3000, 4000)
+NOISE_REQUESTS = 4096  # the default kiln capacity: one full window per cool
+RECALL_GOAL = 0.9
+
+
+def attribution_only(profile: ThermalProfile) -> ThermalProfile:
+    """The attribution detector alone: consolidation only ever folds other patterns into an attribution."""
+    return profile.without_clustering().without_phase_transitions().without_conservation().without_correlations()
+
+
+def report_attribution(profile: ThermalProfile, seeds: int, name: str) -> None:
+    profile = attribution_only(profile)
+    print(f"\n[attribution suite] profile={name} seeds={seeds} per size; recall of the planted attribution by requests")
+    print(f"{'scenario':<16}" + "".join(f"{n:>6}" for n in REQUESTS) + f"{'needed':>9}{'false/cool':>12}")
+    for scenario_name, make in ATTRIBUTION_SCENARIOS.items():
+        recalls, false = [], 0
+        for n in REQUESTS:
+            found = 0
+            for seed in range(seeds):
+                scenario = make(seed=seed, n=n)
+                patterns, _ = run_detectors(scenario.matrix, profile)
+                found += not scenario.missing(patterns)
+                false += sum(not any(e.matches(p) for e in scenario.expected) for p in patterns)
+            recalls.append(found / seeds)
+        needed = next((n for i, n in enumerate(REQUESTS) if min(recalls[i:]) >= RECALL_GOAL), None)
+        print(f"{scenario_name:<16}" + "".join(f"{r:>6.2f}" for r in recalls)
+              + f"{needed if needed else '>' + str(REQUESTS[-1]):>9}{false / (seeds * len(REQUESTS)):>12.3f}")
+    noise_cools = max(seeds, 50)
+    false_noise = []
+    for seed in range(noise_cools):
+        patterns, _ = run_detectors(attribute_noise(seed=seed, n=NOISE_REQUESTS).matrix, profile)
+        false_noise.append(len(patterns))
+    print(f"false attributions per cool on noise ({NOISE_REQUESTS} requests, 55 string attributes of which 50 noise "
+          f"of 2-200 values, 1 high-cardinality): mean {sum(false_noise) / noise_cools:.3f}, "
+          f"max {max(false_noise)} over {noise_cools} cools")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ class AttributeTable(Sequence[Mapping[str, str] | None]):
         self.keys: tuple[str, ...] = tuple(keys)
         self.codes: np.ndarray = codes  # (n, len(keys)); 0 absent, NOT_KEPT, else 1 + index into values[key]
         self.values: tuple[tuple[str, ...], ...] = tuple(tuple(v) for v in values)
-        #: Names whose values were not all kept (the store found too many distinct values).
+        #: Names whose values were not all kept (too many distinct values: now, or still in the window).
         self.high_cardinality = frozenset(high_cardinality)
         self._index = {key: j for j, key in enumerate(self.keys)}
         if codes.ndim != 2 or codes.shape[1] != len(self.keys) or len(self.values) != len(self.keys):
@@ -273,5 +273,7 @@ class AttributeStore:
     def table(self, slots: np.ndarray) -> AttributeTable:
         """The attributes of the tasks at ``slots`` (in that order)."""
         names = tuple(self._keys)
-        high = frozenset(name for name, j in self._keys.items() if self._high_since[j] is not None)
-        return AttributeTable(names, self._codes[slots, : len(names)].copy(), self._values, high)
+        codes = self._codes[slots, : len(names)].copy()
+        not_kept = (codes == NOT_KEPT).any(axis=0)
+        high = frozenset(name for name, j in self._keys.items() if self._high_since[j] is not None or not_kept[j])
+        return AttributeTable(names, codes, self._values, high)

@@ -21,18 +21,23 @@ START_TIME = 1_790_000_000.0  # a fixed epoch so timestamps are reproducible
 
 @dataclass(frozen=True)
 class Expectation:
-    """A pattern of ``kind`` (or one of ``alternatives``) whose metrics include every name in ``metrics``."""
+    """A pattern of ``kind`` (or one of ``alternatives``) whose metrics include every name in ``metrics``.
+
+    With ``key``, only the pattern of that key (e.g. ``attribution:host.name=db-7``) matches.
+    """
 
     kind: PatternKind
     metrics: frozenset[str]
     alternatives: frozenset[PatternKind] = frozenset()
+    key: str = ""
 
     def matches(self, pattern: Pattern) -> bool:
-        return (pattern.kind is self.kind or pattern.kind in self.alternatives) and self.metrics <= set(pattern.metrics)
+        return ((pattern.kind is self.kind or pattern.kind in self.alternatives)
+                and self.metrics <= set(pattern.metrics) and (not self.key or pattern.key == self.key))
 
     def __str__(self) -> str:
         kinds = " or ".join(str(kind) for kind in (self.kind, *sorted(self.alternatives, key=str)))
-        return f"{kinds} on {', '.join(sorted(self.metrics))}"
+        return f"{kinds} on {', '.join(sorted(self.metrics))}" + (f" ({self.key})" if self.key else "")
 
 
 def expect(kind: PatternKind, *metrics: str) -> Expectation:

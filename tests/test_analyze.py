@@ -331,3 +331,32 @@ def test_version(capsys):
     except SystemExit as exit_:
         assert exit_.code == 0
     assert capsys.readouterr().out.strip() == f"crackle-otel {__version__}"
+
+def test_a_failing_route_in_a_file_is_named_by_its_error_rate(tmp_path, capsys):
+    # One span group, four routes; /pay fails 6 % of the time (status ERROR + an exception event),
+    # the others 0.3 %. Resources are two hosts, which do not matter.
+    rng = np.random.default_rng(3)
+    routes = ("/cart", "/search", "/pay", "/home")
+    requests = []
+    for first in range(0, 3000, SPANS_PER_REQUEST):
+        request = trace_service_pb2.ExportTraceServiceRequest()
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.attributes.add(key="service.name", value=_value(SERVICE))
+        resource_spans.resource.attributes.add(key="host.name", value=_value(f"web-{first // 600 % 2}"))
+        scope_spans = resource_spans.scope_spans.add()
+        for index in range(first, first + SPANS_PER_REQUEST):
+            route = routes[int(rng.integers(0, 4))]
+            begin = START_NS + index * STEP_NS
+            span = scope_spans.spans.add(trace_id=int(index + 1).to_bytes(16, "big"), span_id=int(index + 1).to_bytes(8, "big"),
+                                         name="POST /api", start_time_unix_nano=begin,
+                                         end_time_unix_nano=begin + int(rng.lognormal(3, 0.3) * 1e6))
+            span.attributes.add(key="http.route", value=_value(route))
+            if rng.random() < (0.06 if route == "/pay" else 0.003):
+                span.status.code = 2  # STATUS_CODE_ERROR
+                span.events.add(name="exception", time_unix_nano=begin)
+        requests.append(request)
+    path = write_json_lines(tmp_path / "spans.jsonl", requests)
+    assert main(["analyze", str(path)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[attribution]")]
+    assert len(lines) == 1 and lines[0].startswith("[attribution] http.route=/pay: errors "), lines
+    assert "exceptions, event_count alike" in lines[0] and f"group={SERVICE} | POST /api" in lines[0]

@@ -131,3 +131,9 @@ def test_flask_app_under_opentelemetry_instrument_reports_the_degradation(tmp_pa
         if "records_in - records_out - records_failed" in line and in_checkout in line
     ]
     assert lost_records, f"no conservation violation on the records:\n{output}"
+    # The slow database host is named as such, with how much slower its checkouts are.
+    slow_host = [
+        line for line in pattern_lines(output, "attribution")
+        if re.match(r"\[attribution\] db\.host=db-7: .*db\.time_ms \d+(\.\d)?x the rest", line) and in_checkout in line
+    ]
+    assert slow_host, f"no attribution of the slow host db-7:\n{output}"

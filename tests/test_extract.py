@@ -200,3 +200,45 @@ def test_identifier_attributes_are_denied_by_default_and_suffix_patterns_work():
     custom = ExtractionRules(deny=("*_bytes", "db.*"))
     assert not custom.allows("request_bytes") and not custom.allows("db.rows")
     assert custom.allows("net.peer.port")  # a given deny list replaces the default one
+
+
+def test_failure_signals_of_a_span_are_recorded_as_bits_by_every_adapter():
+    from crackle_otel.failures import Failure
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    cases = [
+        ({}, None, False, 0),
+        ({}, StatusCode.ERROR, False, Failure.ERROR_STATUS),
+        ({"http.response.status_code": 503}, None, False, Failure.HTTP_5XX),
+        ({"http.status_code": 404}, None, False, Failure.HTTP_4XX),  # the old attribute name
+        ({"http.response.status_code": 200}, None, True, Failure.EXCEPTION),  # recorded, handled, status unset
+        ({"rpc.grpc.status_code": 14}, StatusCode.ERROR, True, Failure.GRPC_ERROR | Failure.ERROR_STATUS | Failure.EXCEPTION),
+        ({"rpc.grpc.status_code": 0, "http.response.status_code": "500"}, None, False, 0),  # a string code is no number
+    ]
+    for attributes, status, thrown, _ in cases:
+        span = tracer.start_span("op", attributes=attributes)
+        if thrown:
+            span.record_exception(ValueError("boom"))
+        span.add_event("log line")
+        if status is not None:
+            span.set_status(Status(status))
+        span.end()
+    spans = exporter.get_finished_spans()
+    rules = ExtractionRules()
+    from_sdk = [from_readable_span(s, rules).failures for s in spans]
+    from_proto = [from_proto_span(p, r, scope, rules).failures for p, r, scope in proto_spans_of(spans)]
+    assert from_sdk == from_proto == [int(bits) for *_, bits in cases]
+
+
+def test_instance_attributes_are_kept_when_a_span_has_more_strings_than_the_cap():
+    from crackle_otel.otel.extract import MAX_DESCRIPTIVE_ATTRIBUTES
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "checkout", "host.name": "web-7"}))
+    span = provider.get_tracer("t").start_span("op", attributes={f"tag.{k}": "x" for k in range(40)})
+    span.end()
+    attributes = from_readable_span(span, ExtractionRules()).attributes
+    assert attributes["host.name"] == "web-7"  # which instance it ran on is never pushed out
+    assert len(attributes) == MAX_DESCRIPTIVE_ATTRIBUTES

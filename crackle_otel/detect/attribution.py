@@ -77,11 +77,13 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
     if not attributes:
         return []
     layout = _Layout(attributes, rows.size)
-    tests = _metric_tests(matrix, rows, layout, minimum) + _rate_tests(matrix, rows, layout, minimum)
-    if not tests:
+    outcomes: dict[bytes, _Batch] = {}
+    batches = _rate_tests(matrix, rows, layout, outcomes)
+    batches += _metric_tests(matrix, rows, layout, minimum, outcomes)
+    if not batches:
         return []
-    family = _Family(tests, rate.significance)
-    context = _Context(matrix, rows, layout, profile, Explainer(matrix), len(tests), skipped)
+    family = _Family(batches, rate.significance)
+    context = _Context(matrix, rows, layout, profile, Explainer(matrix), family.size, skipped)
     differences = [d for d in (_difference(t, layout.members(t.slot), None, context) for t in family.significant()) if d]
     differences = family.confirm(_against_peers(differences, context, family.cutoff))
     differences = _one_side_of_two_values(differences, layout)
@@ -91,7 +93,7 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
     for difference in differences:
         by_value.setdefault(difference.test.slot, []).append(difference)
     candidates = [_Candidate.of(slot, found, context) for slot, found in by_value.items()]
-    candidates = _merge_aliases(candidates, layout)
+    candidates = _explained_away(_merge_aliases(candidates, layout), context, family.cutoff)
     candidates.sort(key=lambda c: (-c.confidence, c.key))
     return [c.pattern(context) for c in candidates[:_MAX_PATTERNS]]
 
@@ -193,6 +195,7 @@ class _Test:
     column: int = -1  # rank, share: the metric's column
     mode: float = math.nan  # share: the metric's usual value
     q: float = math.nan
+    alike: tuple[str, ...] = ()  # other signals (or 0/1 metrics) that hit exactly the same tasks
 
 
 def _metric_columns(matrix: MetricMatrix, rows: np.ndarray, minimum: int) -> np.ndarray:
@@ -202,8 +205,37 @@ def _metric_columns(matrix: MetricMatrix, rows: np.ndarray, minimum: int) -> np.
     return np.array([j for j in usable if matrix.metric_names[j] not in FAILURE_METRICS], dtype=np.intp)
 
 
-def _metric_tests(matrix: MetricMatrix, rows: np.ndarray, layout: _Layout, minimum: int) -> list[_Test]:
-    tests: list[_Test] = []
+@dataclass
+class _Batch:
+    """The tests of one metric or failure signal over many slots, as arrays (only significant ones become _Test)."""
+
+    kind: str
+    name: str
+    slots: np.ndarray
+    p: np.ndarray
+    effect: np.ndarray
+    column: int = -1
+    mode: float = math.nan
+    value_rate: np.ndarray | None = None
+    rest_rate: np.ndarray | None = None
+    hits: np.ndarray | None = None
+    rest_hits: np.ndarray | None = None
+    alike: list[str] = field(default_factory=list)
+
+    def test(self, i: int, q: float = math.nan) -> _Test:
+        higher = bool(self.effect[i] > (0.5 if self.kind == "rank" else 1.0))
+        test = _Test(int(self.slots[i]), self.kind, self.name, float(self.p[i]), higher, float(self.effect[i]),
+                     column=self.column, mode=self.mode, q=q, alike=tuple(self.alike))
+        if self.hits is not None:
+            test.value_rate, test.rest_rate = float(self.value_rate[i]), float(self.rest_rate[i])
+            test.value_hits, test.rest_hits = int(self.hits[i]), int(self.rest_hits[i])
+        return test
+
+
+def _metric_tests(matrix: MetricMatrix, rows: np.ndarray, layout: _Layout, minimum: int,
+                  outcomes: dict[bytes, _Batch]) -> list[_Batch]:
+    """Rank (or share) tests of every metric; ``outcomes``: 0/1 outcomes already tested, by their bytes."""
+    batches: list[_Batch] = []
     all_counts = layout.sums(None, None)
     for j in _metric_columns(matrix, rows, minimum):
         column = matrix.values[rows, j]
@@ -218,13 +250,18 @@ def _metric_tests(matrix: MetricMatrix, rows: np.ndarray, layout: _Layout, minim
         slots, n1, n2 = layout.eligible[testable], n1[testable], n2[testable]
         if slots.size == 0:
             continue
+        name = matrix.metric_names[j]
         levels, level_counts = np.unique(x, return_counts=True)
         mode_at = int(np.argmax(level_counts))
         if level_counts[mode_at] > _MAX_MODE_SHARE * total:
             away = (x != levels[mode_at]).astype(float)
+            same = outcomes.get(away.astype(bool).tobytes()) if everywhere else None
+            if same is not None:  # event_count == exceptions: one hypothesis, tested once
+                same.alike.append(name)
+                continue
             hits = layout.sums(None if everywhere else present, away)[slots]
-            tests.extend(_proportion_tests(slots, "share", matrix.metric_names[j], hits, n1, float(away.sum()),
-                                           total, two_sided=True, column=int(j), mode=float(levels[mode_at])))
+            batches.append(_proportion_tests(slots, "share", name, hits, n1, float(away.sum()), total,
+                                             two_sided=True, column=int(j), mode=float(levels[mode_at])))
             continue
         ranks = rankdata(x)
         rank_sums = layout.sums(None if everywhere else present, ranks)[slots]
@@ -234,19 +271,19 @@ def _metric_tests(matrix: MetricMatrix, rows: np.ndarray, layout: _Layout, minim
         sd = np.sqrt(n1 * n2 / 12 * ((total + 1) - ties / (total * (total - 1))))
         z = (np.abs(u - mean) - 0.5) / sd
         p = np.minimum(1.0, 2 * norm.sf(np.maximum(z, 0)))
-        superiority = u / (n1 * n2)
-        name = matrix.metric_names[j]
-        tests.extend(_Test(int(s), "rank", name, float(pv), bool(a > 0.5), float(a), column=int(j))
-                     for s, pv, a in zip(slots, p, superiority))
-    return tests
+        batches.append(_Batch("rank", name, slots, p, u / (n1 * n2), column=int(j)))
+    return batches
 
 
-def _proportion_tests(slots, kind, name, hits, n1, total_hits, total, two_sided, column=-1, mode=math.nan) -> list[_Test]:
+def _proportion_tests(slots, kind, name, hits, n1, total_hits, total, two_sided, column=-1, mode=math.nan) -> _Batch:
     """Value vs rest on a 0/1 outcome: Fisher's exact test (hypergeometric), one- or two-sided."""
+    slots = np.asarray(slots, dtype=np.intp)
     hits = np.rint(hits).astype(np.int64)
-    n1 = n1.astype(np.int64)
+    n1 = np.asarray(n1).astype(np.int64)
     k_total = int(round(total_hits))
-    upper = hypergeom.sf(hits - 1, total, k_total, n1)
+    upper = np.ones(hits.size)
+    some = hits > 0  # P(X >= 0) = 1: no need to ask scipy
+    upper[some] = hypergeom.sf(hits[some] - 1, total, k_total, n1[some])
     if two_sided:
         lower = hypergeom.cdf(hits, total, k_total, n1)
         p = np.minimum(1.0, 2 * np.minimum(upper, lower))
@@ -254,75 +291,115 @@ def _proportion_tests(slots, kind, name, hits, n1, total_hits, total, two_sided,
         p = upper
     rest_hits = k_total - hits
     n2 = total - n1
-    value_rate, rest_rate = hits / n1, rest_hits / n2
     ratio = ((hits + 0.5) / (n1 + 1)) / ((rest_hits + 0.5) / (n2 + 1))  # smoothed: finite when a side has none
-    return [
-        _Test(int(s), kind, name, float(pv), bool(r > 1), float(r), float(vr), float(rr), int(h), int(rh), column, mode)
-        for s, pv, r, vr, rr, h, rh in zip(slots, p, ratio, value_rate, rest_rate, hits, rest_hits)
-    ]
+    return _Batch(kind, name, slots, np.asarray(p, dtype=float), ratio, column, mode, hits / n1, rest_hits / n2,
+                  hits, rest_hits)
 
 
-def _rate_tests(matrix: MetricMatrix, rows: np.ndarray, layout: _Layout, minimum: int) -> list[_Test]:
+def _rate_tests(matrix: MetricMatrix, rows: np.ndarray, layout: _Layout, outcomes: dict[bytes, _Batch]) -> list[_Batch]:
+    """One-sided exact tests of every failure signal's rate; signals failing the same tasks are tested once."""
     bits = matrix.failure_bits[rows]
     if not bits.any():
         return []
     counts = layout.sums(None, None)
-    tests: list[_Test] = []
+    batches: list[_Batch] = []
     for signal in Failure:
         failed = (bits & signal) != 0
         total_failed = int(failed.sum())
         if total_failed == 0:
             continue
-        slots = layout.eligible[[not _describes_failure(layout, int(s), failed) for s in layout.eligible]]
+        same = outcomes.get(failed.tobytes())
+        if same is not None:
+            same.alike.append(RATE_NAMES[signal])
+            continue
+        describing = np.array([_describes_failure(attribute, failed) for attribute in layout.attributes])
+        slots = layout.eligible[~describing[layout.attribute_of[layout.eligible]]]
         if slots.size == 0:
             continue
         hits = layout.sums(None, failed.astype(float))[slots]
-        tests.extend(_proportion_tests(slots, "rate", RATE_NAMES[signal], hits, counts[slots], total_failed,
-                                       layout.n_rows, two_sided=False))
-    return tests
+        batches.append(_proportion_tests(slots, "rate", RATE_NAMES[signal], hits, counts[slots], total_failed,
+                                         layout.n_rows, two_sided=False))
+        outcomes[failed.tobytes()] = batches[-1]
+    return batches
 
 
-def _describes_failure(layout: _Layout, slot: int, failed: np.ndarray) -> bool:
-    """Whether the slot's attribute is set because tasks fail (error.type ...): no finding about failures."""
-    attribute = layout.attributes[int(layout.attribute_of[slot])]
+def _describes_failure(attribute: _Attribute, failed: np.ndarray) -> bool:
+    """Whether an attribute is set because tasks fail (error.type ...): no finding about failures."""
     if attribute.name.startswith(_FAILURE_ATTRIBUTES):
         return True
     carriers = attribute.codes > 0
-    return carriers.sum() < layout.n_rows and failed[carriers].mean() >= _DESCRIBES_FAILURE
+    carried = int(carriers.sum())
+    return 0 < carried < carriers.size and failed[carriers].mean() >= _DESCRIBES_FAILURE
 
 
 class _Family:
-    """One Benjamini-Hochberg family over every test of the cool."""
+    """Every test of the cool, controlled as one family of attribute values (Benjamini-Bogomolov).
 
-    def __init__(self, tests: list[_Test], q: float) -> None:
-        p = np.array([t.p for t in tests])
-        # BH step-up: q_i = min over j >= i of p_(j) m / j, in p order.
-        order = np.argsort(p, kind="stable")
-        ranked = p[order] * p.size / np.arange(1, p.size + 1)
-        adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
-        for test, value in zip((tests[i] for i in order), np.minimum(adjusted, 1.0)):
-            test.q = float(value)
-        self.tests = tests
+    A finding is an attribute value, so the false discoveries that matter are
+    values: each value's tests (metrics, rates) are combined into one Simes
+    p-value, Benjamini-Hochberg selects values across all attributes at the
+    profile's level, and within a selected value its differences are tested at
+    that level scaled by the share of values selected. A strongly attributed
+    value with ten differing metrics does not lower the bar for other values,
+    as one flat family of tests would let it.
+    """
+
+    def __init__(self, batches: list[_Batch], q: float) -> None:
+        self.batches = batches
         self.level = q
-        significant = [t.p for t in tests if t.q <= q]
+        p = np.concatenate([batch.p for batch in batches])
+        slots = np.concatenate([batch.slots for batch in batches])
+        self.size = p.size
+        order = np.lexsort((p, slots))  # by value, then p
+        by_value, p_sorted = slots[order], p[order]
+        starts = np.flatnonzero(np.r_[True, by_value[1:] != by_value[:-1]])
+        sizes = np.diff(np.r_[starts, p.size])
+        rank = np.arange(p.size) - np.repeat(starts, sizes) + 1
+        tests = np.repeat(sizes, sizes)
+        self.values = by_value[starts]
+        self.value_p = np.minimum(np.minimum.reduceat(p_sorted * tests / rank, starts), 1.0)  # Simes
+        self.value_q = _bh_adjusted(self.value_p)
+        selected = self.value_q <= q
+        within = q * selected.sum() / self.values.size
+        passing = np.where(p_sorted <= within * rank / tests, rank, 0)
+        held_rank = np.repeat(np.maximum.reduceat(passing, starts), sizes)  # step-up within the value
+        significant = np.zeros(p.size, dtype=bool)
+        significant[order] = (rank <= held_rank) & np.repeat(selected, sizes)
+        self.significant_mask = significant
+        self.q_of_value = dict(zip(self.values.tolist(), self.value_q.tolist()))
         #: The largest p-value the family rejects at (a re-test must do at least as well).
-        self.cutoff = max(significant) if significant else 0.0
+        self.cutoff = float(p[significant].max()) if significant.any() else 0.0
 
     def significant(self) -> list[_Test]:
-        return [t for t in self.tests if t.q <= self.level]
+        tests, start = [], 0
+        for batch in self.batches:
+            mask = self.significant_mask[start:start + batch.p.size]
+            tests.extend(batch.test(int(i), self.q_of_value[int(batch.slots[i])]) for i in np.flatnonzero(mask))
+            start += batch.p.size
+        return tests
 
     def confirm(self, differences: list["_Difference"]) -> list["_Difference"]:
-        """The step-up again, counting only the differences that held as discoveries.
+        """The values' step-up again, counting only values whose differences held as discoveries.
 
         Differences dropped after the first pass (too small, or only against a
         rest another value skews) must not lower the bar for the others, as
         Benjamini-Hochberg's adaptivity to many discoveries would.
         """
-        p = np.array([d.test.p for d in differences])
-        order = np.argsort(p, kind="stable")
-        passing = p[order] <= self.level * np.arange(1, p.size + 1) / len(self.tests)
-        held = int(np.flatnonzero(passing)[-1]) + 1 if passing.any() else 0
-        return [differences[i] for i in sorted(order[:held])]
+        p_of = {slot: float(self.value_p[np.searchsorted(self.values, slot)]) for slot in {d.test.slot for d in differences}}
+        held = sorted(p_of, key=p_of.get)
+        p = np.array([p_of[slot] for slot in held])
+        passing = p <= self.level * np.arange(1, p.size + 1) / self.values.size
+        kept = set(held[: int(np.flatnonzero(passing)[-1]) + 1] if passing.any() else [])
+        return [d for d in differences if d.test.slot in kept]
+
+
+def _bh_adjusted(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values)."""
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * p.size / np.arange(1, p.size + 1)
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    return adjusted
 
 
 def _against_peers(differences: list["_Difference"], context: "_Context", cutoff: float) -> list["_Difference"]:
@@ -364,20 +441,26 @@ def _against_peers(differences: list["_Difference"], context: "_Context", cutoff
 
 
 def _retest(test: _Test, members: np.ndarray, rest: np.ndarray, context: "_Context") -> _Test | None:
-    """``test`` computed again with ``rest`` as the comparison (None: too few tasks left to compare with)."""
+    """``test`` computed again on ``members`` against ``rest`` (None: too few tasks to compare)."""
+    minimum = context.profile.rate.min_attributed_tasks
+    if test.kind == "rate":
+        n1, n2 = int(members.sum()), int(rest.sum())
+        if n1 < minimum or n2 < minimum:
+            return None
+        failed = (context.matrix.failure_bits[context.rows] & _signal_of(test.name)) != 0
+        hits, rest_hits = int(failed[members].sum()), int(failed[rest].sum())
+        return _proportion_tests([test.slot], "rate", test.name, np.array([hits]), np.array([n1]),
+                                 hits + rest_hits, n1 + n2, False).test(0, test.q)
     column = context.matrix.values[context.rows, test.column]
     present = np.isfinite(column)
     value_side, rest_side = column[members & present], column[rest & present]
-    minimum = context.profile.rate.min_attributed_tasks
     if value_side.size < minimum or rest_side.size < minimum:
         return None
     if test.kind == "share":
         hits, rest_hits = int(np.sum(value_side != test.mode)), int(np.sum(rest_side != test.mode))
         n1 = np.array([value_side.size])
-        (again,) = _proportion_tests([test.slot], "share", test.name, np.array([hits]), n1, hits + rest_hits,
-                                     value_side.size + rest_side.size, True, test.column, test.mode)
-        again.q = test.q
-        return again
+        return _proportion_tests([test.slot], "share", test.name, np.array([hits]), n1, hits + rest_hits,
+                                 value_side.size + rest_side.size, True, test.column, test.mode).test(0, test.q)
     result = mannwhitneyu(value_side, rest_side, alternative="two-sided", method="asymptotic")
     superiority = float(result.statistic) / (value_side.size * rest_side.size)
     return dataclasses.replace(test, p=float(result.pvalue), effect=superiority, higher=superiority > 0.5)
@@ -445,10 +528,11 @@ class _Candidate:
             statistics["sample_size"] = n
         for difference in self.differences:
             statistics.update(difference.statistics)
-        phrases = [d.phrase for d in self.differences[:_MAX_PHRASES]]
-        more = len(self.differences) - len(phrases)
+        phrases = [_phrase(d) for d in self.differences]
+        more = len(phrases) - _MAX_PHRASES
+        phrases = phrases[:_MAX_PHRASES]
         description = (f"{self.attribute}={self.value}: " + ", ".join(phrases)
-                       + (f" (+{more} more)" if more else "") + f"; {count / n:.0%} of tasks ({count} of {n})")
+                       + (f" (+{more} more)" if more > 0 else "") + f"; {count / n:.0%} of tasks ({count} of {n})")
         explanation = dict(context.explainer.over_represented(rows[self.members], noun="them"))
         explanation.pop(self.attribute, None)
         if self.aliases:
@@ -457,12 +541,21 @@ class _Candidate:
             kind=PatternKind.ATTRIBUTION,
             description=description,
             confidence=self.confidence,
-            metrics=tuple(dict.fromkeys(d.test.name for d in self.differences)),
+            metrics=tuple(dict.fromkeys(name for d in self.differences for name in (d.test.name, *d.test.alike))),
             statistics=statistics,
             involved=_involved(self, context),
             explanation=explanation,
             key=self.key,
         )
+
+
+def _phrase(difference: _Difference) -> str:
+    """The difference's phrase, naming the signals that hit exactly the same tasks."""
+    alike = difference.test.alike
+    if not alike:
+        return difference.phrase
+    names = ", ".join(RATE_PHRASES[_signal_of(name)] if name in _RATE_NAMES else name for name in alike)
+    return f"{difference.phrase[:-1]}; {names} alike)"
 
 
 def _importance(difference: _Difference) -> tuple:
@@ -544,6 +637,9 @@ def _signal_of(rate_name: str) -> Failure:
     return next(signal for signal, name in RATE_NAMES.items() if name == rate_name)
 
 
+_RATE_NAMES = frozenset(RATE_NAMES.values())
+
+
 def _involved(candidate: _Candidate, context: _Context) -> tuple[InvolvedTask, ...]:
     """The value's worst tasks on its leading difference, then a few typical tasks of the rest."""
     matrix, rows, limit = context.matrix, context.rows, context.profile.max_involved
@@ -599,9 +695,48 @@ def _merge_aliases(candidates: list[_Candidate], layout: _Layout) -> list[_Candi
 
 
 def _alias_rank(candidate: _Candidate, layout: _Layout) -> tuple:
-    # Among names of the same tasks: an attribute other than the label, with fewer values, named shortest.
+    # Among names of the same tasks: an attribute other than the label, the most specific (most values;
+    # http.route over http.request.method), named shortest.
     attribute = layout.attributes[int(layout.attribute_of[candidate.slot])]
-    return candidate.attribute == LABEL, len(attribute.values), len(candidate.attribute)
+    return candidate.attribute == LABEL, -len(attribute.values), len(candidate.attribute)
+
+
+def _explained_away(candidates: list[_Candidate], context: _Context, cutoff: float) -> list[_Candidate]:
+    """Differences that hold apart from stronger attributions, not only because they share tasks with one.
+
+    After a deploy, every value more common among the new version's (slower)
+    requests looks slower too. Strongest first, a difference of a weaker
+    value is tested again within the tasks outside (or, when too few, inside)
+    each stronger attribution of another attribute on the same metric; one
+    that no longer holds there was that attribution's, and is dropped.
+    """
+    ordered = sorted(candidates, key=lambda c: (-c.confidence, min(d.test.q for d in c.differences), c.key))
+    kept: list[_Candidate] = []
+    for candidate in ordered:
+        held = [d for d in candidate.differences
+                if all(_holds_apart(d, candidate, stronger, context, cutoff) for stronger in kept
+                       if stronger.attribute != candidate.attribute
+                       and any(s.test.name == d.test.name for s in stronger.differences))]
+        if held:
+            candidate.differences = held
+            candidate.confidence = max(d.strength * (1 - d.test.q) for d in held)
+            kept.append(candidate)
+    return kept
+
+
+def _holds_apart(difference: _Difference, candidate: _Candidate, stronger: _Candidate, context: _Context,
+                 cutoff: float) -> bool:
+    minimum = context.profile.rate.min_attributed_tasks
+    for stratum in (~stronger.members, stronger.members):
+        members, rest = candidate.members & stratum, ~candidate.members & stratum
+        if members.sum() < minimum or rest.sum() < minimum:
+            continue
+        retested = _retest(difference.test, members, rest, context)
+        if retested is None:
+            continue
+        again = _difference(retested, members, rest, context)
+        return again is not None and again.test.p <= cutoff and again.test.higher == difference.test.higher
+    return True  # no stratum to tell: the difference stands
 
 
 # ------------------------------------------------------------ reusable half

@@ -121,7 +121,8 @@ def _absorb(attribution: Pattern, others: list[Pattern], matrix: MetricMatrix, p
             worst = other.statistics.get(f"{metric}.worst_z")
             if worst is not None:
                 figures["worst_z"] = worst
-            notes.append(f"{int(figures.get('count', len(other.involved)))} of them are outliers on {metric}")
+            count = int(figures.get("count", len(other.involved)))
+            notes.append(f"{count} of them are outliers on {metric}" if count > 1 else f"one of them is an outlier on {metric}")
         statistics.update({f"{prefix}.{name}": value for name, value in figures.items()})
         metrics.extend(name for name in other.metrics if name not in metrics)
         for key, text in other.explanation.items():

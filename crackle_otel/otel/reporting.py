@@ -5,7 +5,11 @@ re-sending it every interval would bury the news. A pattern (by ``key``) is
 reported when it first appears and again when its confidence or one of its
 substantive statistics moves. Bookkeeping figures do not count: sample sizes
 grow as a window fills and positions shift as it slides, without the pattern
-saying anything new.
+saying anything new. Nor do figures of the baseline a pattern is compared with
+(``rest_*``: the rest of the group) and ratios to it: they move with the whole
+group (which the phase detector reports) or with a handful of events among
+thousands (a 0.4 % error rate elsewhere is 0.2 % in the next window); the
+pattern's own figures decide.
 """
 
 from __future__ import annotations
@@ -25,16 +29,19 @@ _MAX_REMEMBERED = 1024
 # p- and q-values (confidence covers them), counts and sample sizes, positions in the window.
 _BOOKKEEPING_NAMES = frozenset({
     "p_value", "pvalue", "q_value", "n", "effective_n", "sample_size", "tasks", "count", "size", "clusters",
-    "change_points", "min_segment", "expected_by_chance", "index", "timestamp",
+    "change_points", "min_segment", "expected_by_chance", "index", "timestamp", "tests", "high_cardinality_attributes",
 })
 _BOOKKEEPING_SUFFIXES = ("_index", "_timestamp", "_tasks", "_p_value")
 _CHANGE_PREFIX = re.compile(r"^change_\d+_")
+_BASELINE_PREFIX = "rest_"  # the rest of the group a pattern is compared with
+_RELATIVE_NAMES = frozenset({"ratio", "median_ratio"})  # a pattern's figure over the baseline's
 
 
 def is_bookkeeping(name: str) -> bool:
-    """Whether a statistic describes the sample rather than the pattern (see module docstring)."""
+    """Whether a statistic describes the sample or the baseline rather than the pattern (see module docstring)."""
     base = _CHANGE_PREFIX.sub("", name.rsplit(".", 1)[-1])
-    return base in _BOOKKEEPING_NAMES or base.startswith("tasks_") or base.endswith(_BOOKKEEPING_SUFFIXES)
+    return (base in _BOOKKEEPING_NAMES or base.startswith(("tasks_", _BASELINE_PREFIX)) or base in _RELATIVE_NAMES
+            or base.endswith(_BOOKKEEPING_SUFFIXES))
 
 
 def changed_materially(before: Pattern, after: Pattern) -> bool:

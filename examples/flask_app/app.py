@@ -25,7 +25,7 @@ What the endpoints do (all numbers go on the request's server span):
 - ``GET /checkout``: reads a cart from a simulated database on one of 8 hosts
   (``db.time_ms``, ``cart.items``) and processes its records
   (``records_in`` = ``records_out`` + ``records_failed``). Host ``db-7`` is always
-  3x slower: a slow subset.
+  3x slower: crackle names it (``[attribution] db.host=db-7: ...``).
 - ``POST /admin/degrade`` (body ``on`` or ``off``): when on, database time grows
   ~2.5x (a latency shift) and checkouts start losing records
   (``records_in`` > ``records_out`` + ``records_failed``: the law breaks).

@@ -1,0 +1,111 @@
+"""Descriptive attributes in the kiln: dictionary-encoded, bounded, read back as they were recorded."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+
+from crackle_otel import Kiln
+from crackle_otel.attributes import MAX_VALUE_LENGTH, MAX_VALUES_PER_ATTRIBUTE, TABLE_SIZE, AttributeTable
+
+
+def record(kiln, i, attributes):
+    kiln.record("GET /x", {"duration_ms": float(i % 7)}, timestamp=float(i), attributes=attributes)
+
+
+def test_recorded_attributes_read_back_per_task_from_the_matrix_and_tasks():
+    kiln = Kiln(capacity=8, seal_on_cool=False)
+    rows = [{"host.name": "a", "http.route": "/x"}, None, {"http.route": "/y"}, {"host.name": "b", "tier": "gold"}]
+    for i, row in enumerate(rows):
+        record(kiln, i, row)
+    matrix = kiln.snapshot()
+    assert list(matrix.attributes) == rows
+    assert matrix.attributes == tuple(rows)  # compares as the sequence of mappings it stands for
+    assert [t.metadata for t in kiln.tasks()] == [row or {} for row in rows]
+    table = matrix.attribute_table
+    assert table.keys == ("host.name", "http.route", "tier")
+    values, codes = table.column("host.name")
+    assert [values[c - 1] if c > 0 else None for c in codes] == ["a", None, None, "b"]
+
+
+def test_the_ring_buffer_overwrites_attributes_with_the_row():
+    kiln = Kiln(capacity=3, seal_on_cool=False)
+    for i in range(5):
+        record(kiln, i, {"n": str(i)} if i != 3 else None)
+    assert list(kiln.snapshot().attributes) == [{"n": "2"}, None, {"n": "4"}]
+
+
+def test_a_high_cardinality_attribute_stops_keeping_values_and_is_counted():
+    kiln = Kiln(capacity=2000, seal_on_cool=False)
+    for i in range(2000):
+        record(kiln, i, {"user.name": f"user-{i}", "host.name": f"h{i % 4}"})
+    stats = kiln.stats()
+    assert stats.attribute_values_not_kept == 2000 - TABLE_SIZE
+    table = kiln.snapshot().attribute_table
+    assert table.high_cardinality == {"user.name"}
+    assert len(table.column("user.name")[0]) <= TABLE_SIZE  # memory: values held per name are bounded
+    assert {row["host.name"] for row in table} == {"h0", "h1", "h2", "h3"}  # other names are untouched
+    assert all("user.name" not in row for row in table[TABLE_SIZE:])
+
+
+def test_values_that_come_and_go_are_compacted_not_taken_for_high_cardinality():
+    # Pods replaced over time: 10 live at once, 1,000 over the kiln's life.
+    kiln = Kiln(capacity=200, seal_on_cool=False)
+    for i in range(5000):
+        record(kiln, i, {"k8s.pod.name": f"pod-{i // 50 * 10 + i % 10}"})
+    assert kiln.stats().attribute_values_not_kept == 0
+    matrix = kiln.snapshot()
+    assert matrix.attribute_table.high_cardinality == frozenset()
+    expected = [f"pod-{i // 50 * 10 + i % 10}" for i in range(4800, 5000)]
+    assert [row["k8s.pod.name"] for row in matrix.attributes] == expected
+    assert len(matrix.attribute_table.column("k8s.pod.name")[0]) <= TABLE_SIZE
+
+
+def test_a_burst_of_ids_is_forgotten_once_the_window_has_turned_over():
+    kiln = Kiln(capacity=500, seal_on_cool=False)
+    for i in range(1000):
+        record(kiln, i, {"client": f"scanner-{i}"})  # a scan: every request a new value
+    assert "client" in kiln.snapshot().attribute_table.high_cardinality
+    for i in range(1000, 2200):
+        record(kiln, i, {"client": f"app-{i % 3}"})
+    table = kiln.snapshot().attribute_table
+    assert table.high_cardinality == frozenset()
+    assert {row["client"] for row in table} == {"app-0", "app-1", "app-2"}
+
+
+def test_names_beyond_the_cap_are_skipped_and_counted_and_odd_values_never_raise():
+    kiln = Kiln(capacity=10, seal_on_cool=False)
+    record(kiln, 0, {f"k{j}": "v" for j in range(40)})
+    record(kiln, 1, {"long": "x" * 1000, "number": 7, "list": [1, 2]})
+    stats = kiln.stats()
+    assert stats.rejected_attribute_names == 8 + 3  # 40 - 32 names; then 3 new ones, no room left
+    first, second = kiln.snapshot().attributes
+    assert len(first) == 32
+    assert second is None
+
+    roomy = Kiln(capacity=10, seal_on_cool=False)
+    record(roomy, 0, {"long": "x" * 1000, "number": 7, "list": [1, 2]})
+    (row,) = roomy.snapshot().attributes
+    assert row == {"long": "x" * MAX_VALUE_LENGTH, "number": "7", "list": "[1, 2]"}
+
+
+def test_attributes_cost_a_few_bytes_per_task_not_a_dictionary():
+    kiln = Kiln(capacity=4096, seal_on_cool=False)
+    rng = np.random.default_rng(0)
+    record(kiln, 0, {f"attr.{j}": "v" for j in range(16)})  # names and the code matrix: a fixed cost
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(8192):
+        # Fresh strings every span, as a gateway decodes them.
+        record(kiln, i, {f"attr.{j}": "".join(["value-", str(rng.integers(0, 6)), "-" * 20]) for j in range(16)})
+    per_task = (tracemalloc.get_traced_memory()[0] - before) / 4096
+    tracemalloc.stop()
+    assert per_task < 150, per_task  # a dict of 16 fresh strings per task kept ~2,500 bytes
+
+
+def test_tables_built_from_mappings_mark_nothing_high_cardinality_but_keep_every_value():
+    rows = [{"id": f"i{k}"} for k in range(3 * MAX_VALUES_PER_ATTRIBUTE)]
+    table = AttributeTable.from_mappings(rows)
+    assert list(table) == rows and table.high_cardinality == frozenset()
+    assert table.take(np.array([2, 0])) == [rows[2], rows[0]]
