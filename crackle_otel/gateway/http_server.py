@@ -100,7 +100,12 @@ class OTLPHTTPServer(ThreadingHTTPServer):
         self.settings = settings
         self.intake = intake
         self.stats = stats
-        super().__init__((host, port), _OTLPRequestHandler)
+        try:
+            super().__init__((host, port), _OTLPRequestHandler)
+        except OSError as error:  # say which address: "[Errno 98] Address already in use" alone names none
+            named = OSError(f"cannot bind OTLP/HTTP endpoint {settings.endpoint}: {error.strerror or error}")
+            named.errno = error.errno
+            raise named from None
         if settings.tls_cert_file:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)

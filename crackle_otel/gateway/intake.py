@@ -147,7 +147,13 @@ class Intake:
         except queue.Full:
             return False
         worker.join(max(0.0, deadline - time.monotonic()))
-        return not worker.is_alive()
+        # The worker may not have reached the sentinel yet; what matters is that every accepted request was consumed.
+        return not worker.is_alive() or self.unconsumed() == 0
+
+    def unconsumed(self) -> int:
+        """Accepted requests the consumer has not finished (queued or in progress)."""
+        with self._lock:
+            return self._counters["requests_accepted"] - self._counters["requests_consumed"]
 
     @property
     def accepting(self) -> bool:

@@ -158,7 +158,7 @@ class OTLPReceiver:
                 self._http_thread.join(max(0.0, deadline - time.monotonic()))
             self._drained = self._intake.drain(max(0.0, deadline - time.monotonic()))
             if not self._drained:
-                logger.warning("OTLP receiver stopped with %d requests not consumed", self._intake.stats()["queue_depth"])
+                logger.warning("OTLP receiver stopped with %d requests not consumed", self._intake.unconsumed())
         finally:
             self._stopped.set()
         return self._drained
