@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 from .forking import reinit_after_fork
 
@@ -102,6 +103,9 @@ class CountingExporter:
         self._stop_lock = threading.Lock()
 
     def export(self, batch: Sequence[Any]) -> Any:
+        if self._stopped:  # after interrupt() the real exporter is closed: the batch fails without a try
+            self._ledger.settle(len(batch), sum(self._cost_of(item) for item in batch), False)
+            return None
         try:
             result = self._exporter.export(batch)
         except Exception:  # e.g. an item the exporter cannot encode: isolate it
@@ -183,3 +187,48 @@ def delivery_counters(emitter: Any, analysis: dict[str, Any]) -> dict[str, int]:
         counters[key] = int(emitted.get(key, 0))
     counters["patterns_dropped"] += int(analysis.get("patterns_emit_failed", 0))
     return counters
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An emitter's outcome in words, for the summaries of demo, analyze and serve: only what the
+    backend confirmed counts as exported, drops are named, "nothing arrived" is a verdict for the exit status."""
+
+    patterns: int  # handed to the emitter
+    exported: int  # patterns whose span the backend accepted
+    dropped: int  # patterns that will never arrive (queue full, export failed, shutdown)
+    pending: int  # still queued
+    events_exported: int  # crackle.pattern events the backend accepted
+    events_dropped: int
+    failing: bool  # the latest export of some signal failed
+
+    @classmethod
+    def of(cls, stats: Mapping[str, int]) -> "Delivery":
+        return cls(
+            patterns=int(stats.get("patterns_received", 0)),
+            exported=int(stats.get("patterns_exported", 0)),
+            dropped=int(stats.get("patterns_dropped", 0)),
+            pending=int(stats.get("patterns_pending", 0)),
+            events_exported=int(stats.get("events_exported", 0)),
+            events_dropped=int(stats.get("events_dropped", 0)),
+            failing=int(stats.get("consecutive_export_failures", 0)) > 0,
+        )
+
+    @property
+    def nothing_delivered(self) -> bool:
+        """There was something to send and none of it arrived (no span, no event)."""
+        return self.patterns > 0 and self.exported == 0 and self.events_exported == 0
+
+    def describe(self) -> str:
+        """E.g. '13 of 13 patterns exported as spans and 0 as events (13 events dropped)'."""
+        lost = [f"{self.dropped} pattern{_s(self.dropped)} dropped"] if self.dropped else []
+        if self.events_dropped:
+            lost.append(f"{self.events_dropped} event{_s(self.events_dropped)} dropped")
+        if self.pending:
+            lost.append(f"{self.pending} still queued")
+        return (f"{self.exported} of {self.patterns} pattern{_s(self.patterns)} exported as spans and "
+                f"{self.events_exported} as events" + (f" ({', '.join(lost)})" if lost else ""))
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"

@@ -29,8 +29,18 @@ _attached: "weakref.WeakKeyDictionary[Any, CrackleSpanProcessor]" = weakref.Weak
 _attach_lock = threading.Lock()
 
 
-def build_emitter(config: CrackleConfig, resource: Resource | None = None) -> Emitter | None:
-    """The emitter ``config.exporter`` names: OTLP (standard OTEL_EXPORTER_OTLP_* variables), console or none."""
+def build_emitter(
+    config: CrackleConfig,
+    resource: Resource | None = None,
+    *,
+    endpoint: str | None = None,
+    protocol: str | None = None,
+) -> Emitter | None:
+    """The emitter ``config.exporter`` names: OTLP, console or none.
+
+    OTLP goes to ``endpoint`` over ``protocol``; what they leave unset comes from the standard
+    OTEL_EXPORTER_OTLP_* variables.
+    """
     from .emit import ConsoleEmitter, PatternEmitter  # the OTLP exporters load only when needed
 
     if config.exporter == "none":
@@ -38,7 +48,8 @@ def build_emitter(config: CrackleConfig, resource: Resource | None = None) -> Em
     if config.exporter == "console":
         return ConsoleEmitter()
     return PatternEmitter.otlp(
-        resource=resource, max_links=config.max_links, export_timeout_millis=config.export_timeout_millis
+        endpoint=endpoint, protocol=protocol, resource=resource,  # type: ignore[arg-type]
+        max_links=config.max_links, export_timeout_millis=config.export_timeout_millis,
     )
 
 
