@@ -343,10 +343,55 @@ def test_sigterm_stops_cleanly_after_emitting_the_patterns(sink):
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, rest
+    assert f"patterns to http://{sink.grpc_endpoint} (grpc); cooling every 3600 s" in banner
     assert "2200 spans received" in rest
     pattern_spans = [s for s in sink.spans() if s.name.startswith("crackle.pattern ")]  # flushed before exit
     assert_expected_patterns(pattern_spans)
     assert all((link.trace_id, link.span_id) in identities for s in pattern_spans for link in s.links)
+    # The final cool has its line; the stop line counts what the backend confirmed.
+    assert re.search(r"cooled 3 groups in [\d.]+ s: \d+ patterns? found, \d+ reported", rest), rest
+    assert f"{len(pattern_spans)} pattern spans and" in rest and "0 failed" in rest, rest
+
+
+def test_a_failing_backend_shows_in_health_every_cool_line_and_the_exit_status(tmp_path):
+    with socket.socket() as sock:  # bound then closed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    http_port = free_port()
+    command = [sys.executable, "-m", "crackle_otel.cli", "serve", "--grpc-endpoint", "127.0.0.1:0",
+               "--http-endpoint", f"127.0.0.1:{http_port}", "--export-endpoint", dead, "--profile", "fast",
+               "--cool-interval", "1", "--self-metrics-interval", "0", "--shutdown-timeout", "5"]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "CRACKLE_EXPORT_TIMEOUT_MILLIS": "1000"}
+    log = tmp_path / "serve.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, stderr=output, text=True, env=environment, cwd=REPO)
+    try:
+        assert wait_until(lambda: "listening on" in log.read_text(), 120), log.read_text()
+        port = re.search(r"grpc [\d.]+:(\d+)", log.read_text()).group(1)
+        send_with_sdk(GrpcSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True), SERVICE, run_workload)
+
+        def health():
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health", timeout=5) as response:
+                return response.status, json.load(response)
+
+        assert wait_until(lambda: health()[1]["status"] == "degraded", 30), health()
+        status, body = health()
+        assert status == 200 and body["stats"]["export_failures"] > 0 and body["stats"]["spans_exported"] == 0
+        # The next cool's line carries the failures so far.
+        send_with_sdk(GrpcSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True), SERVICE, run_workload)
+        assert wait_until(lambda: re.search(r"exported, [1-9]\d* failed", log.read_text()), 60), log.read_text()
+        assert re.search(r"cooled \d+ groups? .*0 pattern spans and 0 events exported, [1-9]\d* failed",
+                         log.read_text()), log.read_text()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=40)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = log.read_text()
+    assert process.returncode == 1, text
+    assert re.search(r"stopped; 4400 spans received.*0 pattern spans and 0 events exported, [1-9]\d* failed", text)
+    assert f"nothing reached {dead}" in text
+    assert "Traceback" not in text
 
 
 # --------------------------------------------------- scale-out behind a router
@@ -476,3 +521,9 @@ def test_serves_otlp_over_tls(sink, tmp_path):
         assert gateway.force_flush(timeout_s=30)
         assert gateway.stats()["tasks_recorded"] == len(identities)
         assert_expected_patterns(pattern_spans_of(sink, gateway.stats()["patterns_reported"]))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -110,7 +110,7 @@ class PassThrough:
         self._abort = threading.Event()  # shutdown deadline passed: stop retrying
         self._counters = dict.fromkeys(
             ("requests_forwarded", "spans_forwarded", "requests_failed", "spans_failed",
-             "requests_dropped", "spans_dropped", "retries"), 0)
+             "requests_dropped", "spans_dropped", "retries", "failing"), 0)
         self._channel: grpc.Channel | None = None
         self._call = None
         self._http: http.client.HTTPConnection | None = None
@@ -146,6 +146,7 @@ class PassThrough:
             with self._lock:
                 self._counters[outcome[0]] += 1
                 self._counters[outcome[1]] += spans
+                self._counters["failing"] = int(outcome[0] == "requests_failed")  # the latest send failed
 
     def _send_with_retries(self, payload: bytes) -> bool:
         for attempt in range(self.max_attempts):

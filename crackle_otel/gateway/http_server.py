@@ -164,7 +164,10 @@ class _OTLPRequestHandler(BaseHTTPRequestHandler):
             self._send_status(HTTPStatus.NOT_FOUND, CODE_UNIMPLEMENTED, "no such path", JSON)
             return
         serving = self.server.intake.accepting
-        body = json.dumps({"status": "ok" if serving else "stopping", "stats": self.server.stats()}).encode()
+        stats = self.server.stats()
+        # Degraded: still serving (so still 200), but the latest export downstream failed.
+        status = ("degraded" if stats.get("degraded") else "ok") if serving else "stopping"
+        body = json.dumps({"status": status, "stats": stats}).encode()
         self._send(HTTPStatus.OK if serving else HTTPStatus.SERVICE_UNAVAILABLE, body, JSON)
 
     def do_POST(self) -> None:  # noqa: N802

@@ -20,21 +20,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from opentelemetry.sdk.resources import Resource
 
 from ..otel.config import CrackleConfig, CrackleConfigError, parse_boolean
-from ..otel.delivery import delivery_counters
+from ..otel.delivery import Delivery, delivery_counters
 from ..otel.extract import ExtractionRules
 from ..otel.furnace import Emitter, Furnace
 from ..otel.selfmetrics import register_self_metrics
+from ..patterns import Pattern
 from ..report.findings import FindingLedger
 from ..report.live import LivePatterns
 from .defaults import DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT
@@ -184,7 +186,10 @@ class GatewayService:
         *,
         emitter: Emitter | None = None,
         meter_provider: Any = None,
+        report: Callable[[str], None] | None = None,
     ) -> None:
+        #: Where the gateway's one-line reports go (start, every cool): the log by default.
+        self.report = report if report is not None else logger.info
         self.settings = settings if settings is not None else GatewaySettings.load()
         self.config = config if config is not None else CrackleConfig.load()
         self.resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME})
@@ -277,8 +282,30 @@ class GatewayService:
                 )
         self._cooler.start()
         self._start_own_metrics()
-        logger.info("crackle gateway listening (grpc port %s, http port %s)", self.grpc_port, self.http_port)
+        self.report(f"listening on {self.listen_addresses()}; {self.export_target()}; "
+                    f"cooling every {self.config.cool_interval_millis / 1000:g} s")
         return self
+
+    def listen_addresses(self) -> str:
+        """E.g. 'grpc 127.0.0.1:4317, http 127.0.0.1:4318' (the ports really bound)."""
+        return ", ".join(
+            f"{name} {endpoint.rpartition(':')[0]}:{port}"
+            for name, endpoint, port in (("grpc", self.settings.grpc_endpoint, self.grpc_port),
+                                         ("http", self.settings.http_endpoint, self.http_port))
+            if endpoint is not None
+        )
+
+    def export_target(self) -> str:
+        """Where patterns (and forwarded spans) go, in words."""
+        if self.config.exporter == "console":
+            target = "patterns to the console"
+        elif self.config.exporter == "none" or self.emitter is None:
+            target = "patterns not exported (--exporter none)"
+        else:
+            target = f"patterns to {with_scheme(self.settings.export_endpoint or '')} ({self.settings.export_protocol})"
+        if self.pass_through is not None:
+            target += f", every received span forwarded to {self.pass_through.downstream.target}"
+        return target
 
     def _forwards_to_itself(self, downstream: Downstream) -> bool:
         target = downstream.target if downstream.protocol == "grpc" else downstream.target.split("://", 1)[1]
@@ -304,10 +331,10 @@ class GatewayService:
                 return
             try:
                 if time.monotonic() >= next_cool:
-                    self.furnace.cool()
+                    self.cool()
                     next_cool = time.monotonic() + interval
                 else:
-                    self.furnace.cool(only_filled=True)
+                    self.cool(only_filled=True)
             except Exception:  # the cooler must survive anything
                 logger.exception("crackle gateway cooler: unexpected error")
 
@@ -321,7 +348,7 @@ class GatewayService:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.01)
-        self.furnace.cool(deadline=deadline, final=True)
+        self.cool(deadline=deadline, final=True)
         if self.emitter is None:
             return True
         return bool(self.emitter.force_flush(max(0, int((deadline - time.monotonic()) * 1000))))
@@ -345,7 +372,7 @@ class GatewayService:
         if self._cooler.is_alive():
             self._cooler.join(remaining())
         try:
-            self.furnace.cool(deadline=deadline, final=True)
+            self.cool(deadline=deadline, final=True)
         except Exception:
             logger.exception("crackle gateway: final cool failed")
         forwarded = True
@@ -377,11 +404,50 @@ class GatewayService:
         analysis = self.furnace.stats()
         stats.update(analysis)
         stats.update(delivery_counters(self.emitter, analysis))
+        emitted = self.emitter.stats() if self.emitter is not None else {}
+        for key in ("patterns_received", "events_exported", "events_dropped"):  # for Delivery summaries
+            stats[key] = int(emitted.get(key, 0))
         forwarded = self.pass_through.stats() if self.pass_through is not None else {}
         for key in ("requests_forwarded", "spans_forwarded", "requests_failed", "spans_failed",
-                    "requests_dropped", "spans_dropped", "retries", "queue_depth"):
+                    "requests_dropped", "spans_dropped", "retries", "queue_depth", "failing"):
             stats[f"pass_through_{key}"] = int(forwarded.get(key, 0))
+        # Serving, but the latest export or forward failed: /health says "degraded" while this is 1.
+        stats["degraded"] = int(bool(stats["consecutive_export_failures"] or stats["pass_through_failing"]))
         return stats
+
+    def cool(self, *, only_filled: bool = False, deadline: float = math.inf, final: bool = False) -> list[Pattern]:
+        """Cool (see ``Furnace.cool``) and report one line on what it found and what was delivered so far."""
+        before = self.furnace.stats()
+        reported = self.furnace.cool(only_filled=only_filled, deadline=deadline, final=final)
+        after = self.furnace.stats()
+        groups = after["group_cools"] - before["group_cools"]
+        if groups:
+            found = after["patterns_detected"] - before["patterns_detected"]
+            self.report(f"cooled {groups} group{_s(groups)} in {after['cool_seconds_last']:.2f} s: {found} "
+                        f"pattern{_s(found)} found, {len(reported)} reported; {self.delivery_so_far()}")
+        return reported
+
+    def delivery_so_far(self) -> str:
+        """What left the gateway until now, e.g. '3 pattern spans and 3 events exported, 0 failed'."""
+        stats = self.stats()
+        if self.config.exporter == "console":
+            text = f"{stats['patterns_exported']} patterns printed"
+        elif self.emitter is None:
+            text = "patterns not exported"
+        else:
+            text = Delivery.of(stats).describe()
+        if self.pass_through is not None:
+            text += (f"; {stats['pass_through_spans_forwarded']} spans forwarded, "
+                     f"{stats['pass_through_spans_failed']} failed, {stats['pass_through_spans_dropped']} dropped")
+        return text
+
+    def delivered_nothing(self) -> bool:
+        """Something was to be sent downstream and none of it arrived (the exit status says so)."""
+        stats = self.stats()
+        if self.emitter is not None and self.config.exporter == "otlp" and Delivery.of(stats).nothing_delivered:
+            return True
+        lost = stats["pass_through_spans_failed"] + stats["pass_through_spans_dropped"]
+        return self.pass_through is not None and lost > 0 and stats["pass_through_spans_forwarded"] == 0
 
 
 def _otlp_metric_exporter(endpoint: str, protocol: str) -> Any:
@@ -399,7 +465,10 @@ def _otlp_metric_exporter(endpoint: str, protocol: str) -> Any:
 
 # --------------------------------------------------------------------- the command
 def run_serve(args: argparse.Namespace) -> int:
-    """`crackle-otel serve`: run until SIGTERM/SIGINT, then shut down cleanly and return 0."""
+    """`crackle-otel serve`: run until SIGTERM/SIGINT, then shut down cleanly.
+
+    Exit status 0, or 1 when nothing that was to go downstream (patterns, forwarded spans) arrived there.
+    """
     try:
         settings = GatewaySettings.load(
             grpc_endpoint=args.grpc_endpoint,
@@ -414,7 +483,7 @@ def run_serve(args: argparse.Namespace) -> int:
             shutdown_timeout_s=args.shutdown_timeout,
         )
         config = CrackleConfig.load(**analysis_overrides(args))
-        service = GatewayService(settings, config)
+        service = GatewayService(settings, config, report=_print_line)
     except (CrackleConfigError, ValueError) as error:
         print(f"crackle-otel serve: {error}", file=sys.stderr)
         return 2
@@ -426,13 +495,6 @@ def run_serve(args: argparse.Namespace) -> int:
         except (CrackleConfigError, OSError) as error:
             print(f"crackle-otel serve: {error}", file=sys.stderr)
             return 2
-        listening = ", ".join(
-            f"{name} {endpoint.rpartition(':')[0]}:{port}"
-            for name, endpoint, port in (("grpc", settings.grpc_endpoint, service.grpc_port),
-                                         ("http", settings.http_endpoint, service.http_port))
-            if endpoint is not None
-        )
-        print(f"crackle-otel serve: listening on {listening}", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
         print("crackle-otel serve: stopping (cooling what was received)", file=sys.stderr, flush=True)
@@ -440,15 +502,28 @@ def run_serve(args: argparse.Namespace) -> int:
         stats = service.stats()
         print(
             f"crackle-otel serve: stopped; {stats['spans_received']} spans received, {stats['tasks_recorded']} "
-            f"tasks analysed in {stats['groups']} groups, {stats['patterns_reported']} patterns reported"
+            f"tasks analysed in {stats['groups']} groups, {stats['patterns_reported']} patterns reported; "
+            f"{service.delivery_so_far()}"
             + ("" if clean else " (shutdown timeout reached: some requests or spans were not handled)"),
             file=sys.stderr,
             flush=True,
         )
+        if service.delivered_nothing():
+            print(f"crackle-otel serve: nothing reached {service.settings.export_endpoint}", file=sys.stderr,
+                  flush=True)
+            return 1
         return 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _print_line(line: str) -> None:
+    print(f"crackle-otel serve: {line}", file=sys.stderr, flush=True)
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
 
 
 def analysis_overrides(args: argparse.Namespace) -> dict[str, Any]:

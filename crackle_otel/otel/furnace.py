@@ -93,6 +93,7 @@ class Furnace:
         self._overflowed = 0
         self._filled = 0  # groups that reached cool_after new tasks since their last cool
         self._cools = 0
+        self._group_cools = 0  # groups cooled, summed over cools
         self._cools_skipped = 0
         self._cools_interrupted = 0
         self._last_cool_seconds = 0.0
@@ -295,6 +296,7 @@ class Furnace:
                 self._filled -= 1
             group.new_tasks = 0
             group.cools += 1
+            self._group_cools += 1
         try:
             return group.kiln.cool_with_matrix(should_stop=stop)
         except CoolInterrupted:
@@ -334,6 +336,7 @@ class Furnace:
                 "tasks_overflowed": self._overflowed,
                 "groups": len(groups),
                 "cools": self._cools,
+                "group_cools": self._group_cools,
                 "cools_skipped": self._cools_skipped,
                 "cools_interrupted": self._cools_interrupted,
                 "cool_seconds_last": self._last_cool_seconds,
