@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+import socket
 import tracemalloc
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from crackle_otel.gateway.analyze import analyze_files
 from crackle_otel.gateway.otlp_files import write_length_prefixed
 from crackle_otel.gateway.otlp_json import message_to_otlp_json
 from crackle_otel.otel.config import CrackleConfig
+from otlp_sink import OTLPSink
 
 SERVICE = "etl"
 START_NS = 1_790_000_000 * 10**9
@@ -360,3 +363,33 @@ def test_a_failing_route_in_a_file_is_named_by_its_error_rate(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[attribution]")]
     assert len(lines) == 1 and lines[0].startswith("[attribution] http.route=/pay: errors "), lines
     assert "exceptions, event_count alike" in lines[0] and f"group={SERVICE} | POST /api" in lines[0]
+
+
+def test_export_endpoint_says_what_was_delivered(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CRACKLE_PROFILE", "fast")
+    path = write_json_lines(tmp_path / "spans.jsonl", workload()[0])
+    with OTLPSink() as sink:
+        assert main(["analyze", str(path), "--export-endpoint", sink.grpc_endpoint]) == 0
+        spans = sink.wait_for_spans(lambda s: s.name.startswith("crackle.pattern "), count=2)
+    err = capsys.readouterr().err
+    assert f"to {sink.grpc_endpoint}: {len(spans)} of {len(spans)} patterns exported as spans and {len(spans)} as events\n" in err
+
+
+def test_export_endpoint_that_takes_nothing_fails_the_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CRACKLE_PROFILE", "fast")
+    monkeypatch.setenv("CRACKLE_EXPORT_TIMEOUT_MILLIS", "1000")
+    path = write_json_lines(tmp_path / "spans.jsonl", workload()[0])
+    with socket.socket() as sock:  # bound then closed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    assert main(["analyze", str(path), "--export-endpoint", dead]) == 1
+    err = capsys.readouterr().err
+    assert re.search(rf"to {dead}: 0 of (\d+) patterns exported as spans and 0 as events \(\1 patterns dropped", err), err
+    assert f"nothing reached {dead}" in err
+
+
+def test_a_bad_crackle_variable_is_named_not_ignored(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CRACKLE_EXPORTER", "jaeger")
+    path = write_json_lines(tmp_path / "spans.jsonl", workload()[0])
+    assert main(["analyze", str(path)]) == 2
+    assert "CRACKLE_EXPORTER='jaeger': expected one of otlp, console, none" in capsys.readouterr().err

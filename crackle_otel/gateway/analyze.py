@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Sequence
 
 from ..otel.config import CrackleConfig, CrackleConfigError
-from ..otel.delivery import written_stats
+from ..otel.delivery import Delivery, written_stats
 from ..otel.emit import ConsoleEmitter, span_context_of
 from ..otel.extract import ExtractionRules
 from ..otel.furnace import Emitter, Furnace
@@ -281,7 +281,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     from .service import analysis_overrides, with_scheme
 
     try:
-        config = CrackleConfig.load(**{**analysis_overrides(args), "exporter": "none"})
+        # CRACKLE_EXPORTER is validated like every variable, though analyze prints (and exports with a flag).
+        config = CrackleConfig.load(**analysis_overrides(args))
     except CrackleConfigError as error:
         print(f"crackle-otel analyze: {error}", file=sys.stderr)
         return 2
@@ -320,10 +321,10 @@ def run_analyze(args: argparse.Namespace) -> int:
     failed = False
     if exporter is not None:
         exporter.shutdown(timeout_millis=config.export_timeout_millis)
-        exported = exporter.stats()
-        if exported.get("export_failures") or exported.get("patterns_dropped"):
-            print(f"crackle-otel analyze: exporting to {args.export_endpoint} failed for some patterns "
-                  f"({exported})", file=sys.stderr)
+        delivery = Delivery.of(exporter.stats())
+        print(f"crackle-otel analyze: to {args.export_endpoint}: {delivery.describe()}", file=sys.stderr)
+        if delivery.nothing_delivered:
+            print(f"crackle-otel analyze: nothing reached {args.export_endpoint}", file=sys.stderr)
             failed = True
     if render is not None:
         try:
@@ -335,5 +336,6 @@ def run_analyze(args: argparse.Namespace) -> int:
     if summary.spans == 0:
         print("crackle-otel analyze: no span could be read from the input", file=sys.stderr)
         return 1
-    # Exit 1 when some input was not analysed: a file that could not be opened or read to its end.
+    # Exit 1 when some input was not analysed (a file that could not be opened or read to its end),
+    # or when none of the patterns reached --export-endpoint.
     return 1 if failed or summary.unreadable or summary.incomplete else 0
