@@ -1,4 +1,5 @@
-"""Shared fixtures. ``browser``: a real headless Chromium (see tests/browser.py)."""
+"""Shared fixtures. ``browser``: a real headless Chromium (see tests/browser.py). ``pipeline_binaries``:
+the real OpenTelemetry Collector and Jaeger built by tools/build_test_infra.sh (see tests/pipeline_infra.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Iterator
 import pytest
 
 from browser import Browser, browser_required, launch, unavailable_reason
+from pipeline_infra import REQUIRED_VARIABLE, locate_binaries, pipeline_required
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +38,14 @@ def browser(_browser_session: Browser) -> Iterator[Browser]:
     _browser_session.clear_console()
     yield _browser_session
     _browser_session.driver.get("about:blank")
+
+
+@pytest.fixture(scope="session")
+def pipeline_binaries() -> dict[str, Path]:
+    """{"crackle-otelcol": path, "jaeger": path}; skips (fails under CRACKLE_PIPELINE_TESTS=required) without them."""
+    binaries, reason = locate_binaries()
+    if binaries is None:
+        if pipeline_required():
+            pytest.fail(f"pipeline tests are required here ({REQUIRED_VARIABLE}=required) but {reason}")
+        pytest.skip(reason)
+    return binaries

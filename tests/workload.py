@@ -11,6 +11,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 STEP_NS = 10_000_000  # 10 ms between spans of one group
 
@@ -61,4 +64,14 @@ def run_workload(tracer, seed=11) -> set[tuple[int, int]]:
     latency_shift(tracer, identities, rng)
     slow_host(tracer, identities, rng)
     records_lost(tracer, identities, rng)
+    return identities
+
+
+def send_with_sdk(exporter, service: str, workload) -> set[tuple[int, int]]:
+    """Run ``workload(tracer)`` in a provider for ``service`` whose spans go out through ``exporter``."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=4096, max_export_batch_size=512))
+    identities = workload(provider.get_tracer("shop.app"))
+    assert provider.force_flush(30_000)
+    provider.shutdown()
     return identities

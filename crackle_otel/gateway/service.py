@@ -441,13 +441,16 @@ class GatewayService:
                      f"{stats['pass_through_spans_failed']} failed, {stats['pass_through_spans_dropped']} dropped")
         return text
 
-    def delivered_nothing(self) -> bool:
-        """Something was to be sent downstream and none of it arrived (the exit status says so)."""
+    def undelivered(self) -> list[str]:
+        """What was to go downstream and never arrived at all (the exit status says so): e.g. ['no pattern']."""
         stats = self.stats()
+        missing = []
         if self.emitter is not None and self.config.exporter == "otlp" and Delivery.of(stats).nothing_delivered:
-            return True
+            missing.append("no pattern")
         lost = stats["pass_through_spans_failed"] + stats["pass_through_spans_dropped"]
-        return self.pass_through is not None and lost > 0 and stats["pass_through_spans_forwarded"] == 0
+        if self.pass_through is not None and lost > 0 and stats["pass_through_spans_forwarded"] == 0:
+            missing.append("no forwarded span")
+        return missing
 
 
 def _otlp_metric_exporter(endpoint: str, protocol: str) -> Any:
@@ -508,9 +511,10 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        if service.delivered_nothing():
-            print(f"crackle-otel serve: nothing reached {service.settings.export_endpoint}", file=sys.stderr,
-                  flush=True)
+        missing = service.undelivered()
+        if missing:
+            print(f"crackle-otel serve: {' and '.join(missing)} reached {service.settings.export_endpoint}",
+                  file=sys.stderr, flush=True)
             return 1
         return 0
     finally:
