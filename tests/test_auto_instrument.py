@@ -95,6 +95,10 @@ def test_instrumented_app_gets_the_processor_and_prints_patterns(app_env):
     ]
     assert shift_lines, result.stdout + result.stderr
     assert "group=auto-demo | GET /cart" in shift_lines[0]
+    # One line says crackle attached, and where its patterns go.
+    attached = [line for line in result.stderr.splitlines() if "crackle: span processor attached" in line]
+    assert attached == ["crackle: span processor attached; patterns to the console; cooling every 3600 s"], \
+        result.stderr
 
 
 def test_not_enabled_without_crackle_enabled(app_env):
@@ -110,6 +114,7 @@ def test_a_bad_setting_is_reported_and_the_app_runs_on(app_env):
     assert result.returncode == 0, result.stderr
     assert "attached: False" in result.stdout
     assert "CRACKLE_MAX_GROUPS='many'" in result.stderr
+    assert "span processor attached" not in result.stderr
 
 
 def test_post_instrument_attaches_to_the_global_sdk_provider_in_process():
