@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="OTLP/HTTP listen address (default 127.0.0.1:4318; '' turns HTTP off)")
     serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
     serve.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
+    serve.add_argument("--tls-client-ca", metavar="FILE",
+                       help="mutual TLS: require client certificates signed by this CA (PEM; needs --tls-cert)")
+    serve.add_argument("--auth-token-file", metavar="FILE",
+                       help="require 'authorization: Bearer <token>' on every export; the token is this file's "
+                            "content (or CRACKLE_GATEWAY_AUTH_TOKEN)")
     _add_export_options(serve, "the pattern spans and events (and forwarded spans)",
                         "default OTEL_EXPORTER_OTLP_ENDPOINT")
     serve.add_argument("--exporter", choices=("otlp", "console", "none"),
@@ -72,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also forward every received span unchanged to --export-endpoint (sit inline)")
     serve.add_argument("--max-queue-size", type=int, metavar="N",
                        help="export requests queued before senders are told to retry (default 128)")
+    serve.add_argument("--max-queue-bytes", type=int, metavar="BYTES",
+                       help="bytes of requests accepted and not yet analysed before senders are told to retry "
+                            "(default 64 MiB)")
+    serve.add_argument("--max-connections", type=int, metavar="N",
+                       help="open HTTP connections and gRPC calls in flight (default 512)")
     serve.add_argument("--cool-interval", type=float, metavar="SECONDS",
                        help="cool every group with new spans this often (default 60)")
     serve.add_argument("--self-metrics-interval", type=float, metavar="SECONDS",

@@ -70,3 +70,15 @@ def test_side_branch_keeps_the_backend_on_the_main_path():
     pipelines = _load(CONFIG_DIR / "side_branch.yaml")["service"]["pipelines"]
     assert "otlp_grpc/backend" in pipelines["traces"]["exporters"]
     assert "otlp_grpc/crackle" in pipelines["traces"]["exporters"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_exports_to_a_gateway_carry_its_bearer_token(path):
+    """The gateways listen on 0.0.0.0 in these topologies, so they run with --auth-token-file."""
+    for name, exporter in _load(path)["exporters"].items():
+        if "crackle" not in name:
+            continue
+        settings = exporter.get("protocol", {}).get("otlp", exporter)
+        assert settings.get("headers", {}).get("authorization") == "Bearer ${env:CRACKLE_GATEWAY_TOKEN}", name
+        text = path.read_text()
+        assert "--auth-token-file" in text

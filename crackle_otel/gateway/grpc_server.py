@@ -1,31 +1,37 @@
-"""OTLP/gRPC transport: TraceService, MetricsService and LogsService Export.
+"""OTLP/gRPC transport: TraceService, MetricsService and LogsService Export, on grpc.aio.
 
-The servicers derive from opentelemetry-proto's generated classes, but are
-registered by hand instead of with ``add_*Servicer_to_server`` because:
+Why asyncio: with grpc's thread-pool server, a call holds a worker thread from
+the moment its headers arrive until its message does, so 8 callers that send
+headers and hold back the message froze every other export. Here a call that
+waits for its message is a coroutine on the network loop; it gets
+``request_timeout_s`` to deliver it (then DEADLINE_EXCEEDED, counted), and only
+a complete message goes to the bounded decode pool. ``max_concurrent_calls``
+caps calls in flight (grpc answers RESOURCE_EXHAUSTED past it).
+
+The servicers are registered by hand instead of with ``add_*Servicer_to_server``:
 - the generated handler deserialises inside grpc, where a malformed payload
   becomes INTERNAL; the OTLP spec asks for INVALID_ARGUMENT, so we take raw
   bytes and parse them ourselves;
 - a message over ``grpc.max_receive_message_length`` is refused by grpc core
   (RESOURCE_EXHAUSTED) before a unary handler runs, so we could not count it.
   Registered as stream-unary (identical on the wire for a one-message call),
-  the handler does run and sees an empty request stream in that case.
+  the handler does run and sees the request stream end empty in that case.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Iterator
+import asyncio
+from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+import grpc.aio
 
+from .auth import BearerToken, TLSFiles
+from .decode import Malformed, decode_export
 from .intake import Intake
-from .rpc_status import grpc_status
-from .signals import LOGS, METRICS, TRACES, Signal
+from .netloop import NetworkLoop
+from .rpc_status import GrpcStatus, grpc_status
+from .signals import SIGNALS, Signal
 
 
 @dataclass(frozen=True)
@@ -33,99 +39,130 @@ class GrpcSettings:
     endpoint: str
     max_message_bytes: int
     retry_after_s: float
-    max_workers: int = 8
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
+    tls: TLSFiles | None = None
+    token: BearerToken = field(default_factory=lambda: BearerToken(None))
+    request_timeout_s: float = 10.0  # from the call's start until its message has arrived
+    max_concurrent_calls: int = 512
 
 
 class _ExportHandler:
-    """The Export method shared by the three servicers."""
+    """The Export method of one signal's service."""
 
-    def __init__(self, signal: Signal, intake: Intake, settings: GrpcSettings) -> None:
+    def __init__(self, signal: Signal, intake: Intake, settings: GrpcSettings, network: NetworkLoop) -> None:
         self._signal = signal
         self._intake = intake
         self._settings = settings
+        self._network = network
 
-    def Export(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> bytes:  # noqa: N802 (gRPC name)
+    async def Export(self, request_iterator, context: grpc.aio.ServicerContext) -> bytes:  # noqa: N802 (gRPC name)
+        if not self._settings.token.allows(_metadata(context, "authorization")):
+            self._intake.note_unauthenticated("grpc")
+            await _abort(context, grpc_status(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token"))
         try:
-            payload = next(request_iterator, None)
-        except grpc.RpcError:  # the call was terminated before its message arrived
-            payload = None
-        if payload is None:
+            payload = await asyncio.wait_for(context.read(), self._settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            self._intake.note_timeout("grpc")
+            await _abort(context, grpc_status(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"request message not received within {self._settings.request_timeout_s:g} s"))
+        except (grpc.RpcError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            payload = grpc.aio.EOF  # the call was terminated before its message arrived
+        if payload is grpc.aio.EOF or payload is None:
             # grpc core has already answered RESOURCE_EXHAUSTED for a message over
-            # max_receive_message_length; the stream then ends empty or raises,
-            # depending on timing. A client cancelling before its one message is
-            # sent looks the same here and is (rarely) counted as oversized too.
+            # max_receive_message_length; the stream then ends empty. A client cancelling
+            # before its one message is sent looks the same here and is (rarely) counted too.
             self._intake.note_oversized("grpc", self._signal, None, self._settings.max_message_bytes)
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "request larger than the receiver's limit")
+            await _abort(context, grpc_status(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                              "request larger than the receiver's limit"))
+        reservation = self._intake.reserve(len(payload))
+        if isinstance(reservation, str):
+            await self._refuse(context, reservation)
         try:
-            request = self._signal.request_type.FromString(payload)
-        except (DecodeError, ValueError) as error:
+            decoded, items = await self._network.decode(decode_export, self._signal, payload)
+        except Malformed as error:
+            self._intake.release(reservation)
             self._intake.note_malformed("grpc", self._signal, error)
-            context.abort_with_status(
-                grpc_status(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {self._signal.request_type.__name__}: {error}")
-            )
-        verdict = self._intake.submit(self._signal, request)
-        if verdict.accepted:
-            return self._signal.response(verdict.rejected_items, verdict.message).SerializeToString()
-        if verdict.refusal == "full":
-            context.abort_with_status(
-                grpc_status(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    "receiver queue is full, retry later",
-                    retry_delay_s=self._settings.retry_after_s,
-                )
-            )
-        context.abort_with_status(
-            grpc_status(grpc.StatusCode.UNAVAILABLE, "receiver is shutting down", retry_delay_s=self._settings.retry_after_s)
+            await _abort(context, grpc_status(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
+        except BaseException:
+            self._intake.release(reservation)
+            raise
+        del payload
+        verdict, done = self._intake.submit(self._signal, decoded, items, reservation)
+        if not verdict.accepted:
+            await self._refuse(context, verdict.refusal)
+        rejected, message = 0, ""
+        if done is not None:
+            try:
+                rejected, message = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)),
+                                                           self._intake.partial_success_wait_s)
+            except asyncio.TimeoutError:
+                pass  # queued; the consumer's answer comes too late to be reported
+        return self._signal.response(rejected, message).SerializeToString()
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, refusal: str) -> None:
+        if refusal == "full":
+            await _abort(context, grpc_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "receiver queue is full, retry later",
+                                              retry_delay_s=self._settings.retry_after_s))
+        await _abort(context, grpc_status(grpc.StatusCode.UNAVAILABLE, "receiver is shutting down",
+                                          retry_delay_s=self._settings.retry_after_s))
+
+
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return value if isinstance(value, str) else None
+    return None
+
+
+async def _abort(context: grpc.aio.ServicerContext, status: GrpcStatus) -> None:
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+class OTLPGrpcServer:
+    """Binds in ``start()`` (on the network loop); ``port`` is the bound port."""
+
+    def __init__(self, intake: Intake, settings: GrpcSettings, network: NetworkLoop) -> None:
+        self._intake = intake
+        self._settings = settings
+        self._network = network
+        self._credentials = settings.tls.grpc_credentials() if settings.tls else None  # clear TLS errors first
+        self._server: grpc.aio.Server | None = None
+        self.port: int | None = None
+
+    def start(self) -> int:
+        self.port = self._network.run(self._start())
+        return self.port
+
+    async def _start(self) -> int:
+        settings = self._settings
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                # grpc enables SO_REUSEPORT by default: a second receiver on a busy
+                # port would then bind "successfully" and share its traffic.
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=settings.max_concurrent_calls,
         )
+        for signal in SIGNALS:
+            handler = grpc.stream_unary_rpc_method_handler(
+                _ExportHandler(signal, self._intake, settings, self._network).Export)
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(signal.grpc_service,
+                                                                                  {"Export": handler}),))
+        try:
+            if self._credentials is not None:
+                port = server.add_secure_port(settings.endpoint, self._credentials)
+            else:
+                port = server.add_insecure_port(settings.endpoint)
+        except RuntimeError as error:  # grpc raises RuntimeError when it cannot bind
+            raise OSError(f"cannot bind OTLP/gRPC endpoint {settings.endpoint}: {error}") from None
+        if not port:
+            raise OSError(f"cannot bind OTLP/gRPC endpoint {settings.endpoint}")
+        await server.start()
+        self._server = server
+        return port
 
-
-class TraceServicer(_ExportHandler, trace_service_pb2_grpc.TraceServiceServicer):
-    pass
-
-
-class MetricsServicer(_ExportHandler, metrics_service_pb2_grpc.MetricsServiceServicer):
-    pass
-
-
-class LogsServicer(_ExportHandler, logs_service_pb2_grpc.LogsServiceServicer):
-    pass
-
-
-_SERVICERS = ((TRACES, TraceServicer), (METRICS, MetricsServicer), (LOGS, LogsServicer))
-
-
-def start_grpc_server(intake: Intake, settings: GrpcSettings) -> tuple[grpc.Server, int]:
-    """Bind and start the gRPC server; returns it and the bound port."""
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="crackle-otlp-grpc"),
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            # grpc enables SO_REUSEPORT by default: a second receiver on a busy
-            # port would then bind "successfully" and share its traffic.
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    for signal, servicer_class in _SERVICERS:
-        servicer = servicer_class(signal, intake, settings)
-        handler = grpc.stream_unary_rpc_method_handler(servicer.Export)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": handler}),))
-    port = _bind(server, settings)
-    server.start()
-    return server, port
-
-
-def _bind(server: grpc.Server, settings: GrpcSettings) -> int:
-    try:
-        if settings.tls_cert_file:
-            with open(settings.tls_key_file or "", "rb") as key, open(settings.tls_cert_file, "rb") as cert:
-                credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
-            port = server.add_secure_port(settings.endpoint, credentials)
-        else:
-            port = server.add_insecure_port(settings.endpoint)
-    except RuntimeError as error:  # grpc raises RuntimeError when it cannot bind
-        raise OSError(f"cannot bind OTLP/gRPC endpoint {settings.endpoint}: {error}") from None
-    if not port:
-        raise OSError(f"cannot bind OTLP/gRPC endpoint {settings.endpoint}")
-    return port
+    def stop(self, grace_s: float) -> None:
+        """New calls are refused at once; calls in flight get ``grace_s``."""
+        if self._server is not None:
+            self._network.run(self._server.stop(grace_s), timeout_s=grace_s + 1.0)

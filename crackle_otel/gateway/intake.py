@@ -1,20 +1,24 @@
-"""The bounded queue between the network threads and the consumer.
+"""The bounded queue between the network side and the consumer.
 
-Network threads only decode, count and enqueue; ONE worker thread calls the
-consumer, so a slow consumer costs queue space, never a network thread. A full
-queue is refused (the transport tells the sender to retry), never dropped.
+The network side only decodes, counts and enqueues; ONE worker thread calls the
+consumer, so a slow consumer costs queue space, never a network thread. The
+queue is bounded in requests and in bytes: a request's bytes are reserved
+(``reserve``) before its body is read or decoded, held while it waits and
+released once it is consumed, so everything accepted and not yet consumed fits
+in ``max_queue_bytes``. A full queue is refused (the transport tells the sender
+to retry), never dropped. Queued requests are kept as their protobuf wire bytes
+(a parsed request takes several times its wire size) and parsed by the worker.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-
-from google.protobuf.message import Message
 
 from .signals import SIGNALS, Signal
 
@@ -33,15 +37,14 @@ class Verdict:
     message: str = ""
 
 
-class _PendingVerdict:
-    """Lets a network thread wait briefly for the consumer's partial-success answer."""
+class Reservation:
+    """Bytes of the budget held for one request, from before its body is read until it is consumed."""
 
-    __slots__ = ("done", "rejected_items", "message")
+    __slots__ = ("size", "released")
 
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.rejected_items = 0
-        self.message = ""
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.released = False
 
 
 class RateLimitedLog:
@@ -77,6 +80,8 @@ _COUNTERS = (
     "rejected_malformed",
     "rejected_oversized",
     "rejected_stopping",
+    "rejected_unauthenticated",
+    "rejected_timeout",
     "consumer_rejected_items",
     "consumer_errors",
 )
@@ -102,17 +107,22 @@ class Intake:
         consumer: Any,
         *,
         max_queue_size: int,
+        max_queue_bytes: int,
         partial_success_wait_s: float,
         log: RateLimitedLog,
     ) -> None:
         if max_queue_size < 1:
             raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+        if max_queue_bytes < 1:
+            raise ValueError(f"max_queue_bytes must be >= 1, got {max_queue_bytes}")
         if partial_success_wait_s < 0:
             raise ValueError(f"partial_success_wait_s must be >= 0, got {partial_success_wait_s}")
         self._handlers = {signal.name: getattr(consumer, signal.consumer_method, None) for signal in SIGNALS}
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue_size)
         self._max_queue_size = max_queue_size
-        self._partial_success_wait_s = partial_success_wait_s
+        self._max_queue_bytes = max_queue_bytes
+        self._reserved_bytes = 0
+        self.partial_success_wait_s = partial_success_wait_s
         self._log = log
         # One lock for counters and for the accepting flag, so no request can
         # slip into the queue after drain() has put the sentinel. Re-entrant
@@ -160,30 +170,75 @@ class Intake:
         return self._accepting
 
     # -- network side --------------------------------------------------------
-    def submit(self, signal: Signal, request: Message) -> Verdict:
-        items = signal.count_items(request)
-        pending = _PendingVerdict() if self._partial_success_wait_s > 0 else None
+    def reserve(self, size: int) -> Reservation | str:
+        """Hold ``size`` bytes of the budget for a request about to be read; "full" or "stopping" if refused.
+
+        A refusal counts as a request. A lone request larger than the budget is
+        let in when nothing else is held (the message size limit bounds it).
+        """
+        with self._lock:
+            if self._accepting and (self._reserved_bytes == 0 or self._reserved_bytes + size <= self._max_queue_bytes):
+                self._reserved_bytes += size
+                return Reservation(size)
+            self._counters["requests"] += 1
+            refusal = "stopping" if not self._accepting else "full"
+            self._counters["rejected_stopping" if refusal == "stopping" else "rejected_full"] += 1
+        if refusal == "full":
+            self._log.warning("full", "OTLP receiver queue full (%d bytes held); asking senders to retry",
+                              self._max_queue_bytes)
+        return refusal
+
+    def release(self, reservation: Reservation) -> None:
+        with self._lock:
+            if not reservation.released:
+                reservation.released = True
+                self._reserved_bytes -= reservation.size
+
+    def submit(self, signal: Signal, payload: bytes, items: int,
+               reservation: Reservation) -> tuple[Verdict, concurrent.futures.Future | None]:
+        """Queue a decoded request (its protobuf bytes). With a future: the consumer's partial-success answer.
+
+        The reservation is resized to the payload and released when the request is
+        consumed (or at once, if it is refused here).
+        """
+        done: concurrent.futures.Future | None = concurrent.futures.Future() if self.partial_success_wait_s > 0 else None
         with self._lock:
             self._counters["requests"] += 1
             if not self._accepting:
                 self._counters["rejected_stopping"] += 1
-                return Verdict(accepted=False, refusal="stopping")
-            try:
-                self._queue.put_nowait((signal, request, items, pending))
-            except queue.Full:
-                self._counters["rejected_full"] += 1
-                self._counters["rejected_full_items"] += items
-                full = True
+                refusal = "stopping"
             else:
-                self._counters["requests_accepted"] += 1
-                self._counters[signal.received_stat] += items
-                full = False
-        if full:
-            self._log.warning("full", "OTLP receiver queue full (%d requests); asking senders to retry", self._max_queue_size)
-            return Verdict(accepted=False, refusal="full")
-        if pending is not None and pending.done.wait(self._partial_success_wait_s):
-            return Verdict(accepted=True, rejected_items=pending.rejected_items, message=pending.message)
-        return Verdict(accepted=True)
+                try:
+                    self._queue.put_nowait((signal, payload, items, done, reservation))
+                except queue.Full:
+                    self._counters["rejected_full"] += 1
+                    self._counters["rejected_full_items"] += items
+                    refusal = "full"
+                else:
+                    self._reserved_bytes += len(payload) - reservation.size
+                    reservation.size = len(payload)
+                    self._counters["requests_accepted"] += 1
+                    self._counters[signal.received_stat] += items
+                    return Verdict(accepted=True), done
+        self.release(reservation)
+        if refusal == "full":
+            self._log.warning("full", "OTLP receiver queue full (%d requests); asking senders to retry",
+                              self._max_queue_size)
+        return Verdict(accepted=False, refusal=refusal), None
+
+    def note_unauthenticated(self, transport: str) -> None:
+        with self._lock:
+            self._counters["requests"] += 1
+            self._counters["rejected_unauthenticated"] += 1
+        self._log.warning("unauthenticated", "rejected an OTLP request over %s without the expected bearer token",
+                          transport)
+
+    def note_timeout(self, transport: str) -> None:
+        """A call whose request did not arrive within the per-call deadline (a stalled or trickling sender)."""
+        with self._lock:
+            self._counters["requests"] += 1
+            self._counters["rejected_timeout"] += 1
+        self._log.warning("timeout", "gave up on an OTLP request over %s: its message did not arrive in time", transport)
 
     def note_malformed(self, transport: str, signal: Signal | None, error: object) -> None:
         with self._lock:
@@ -202,8 +257,10 @@ class Intake:
     def stats(self) -> dict[str, int]:
         with self._lock:
             counters = dict(self._counters)
+            counters["queue_bytes"] = self._reserved_bytes
         counters["queue_depth"] = self._queue.qsize()
         counters["queue_capacity"] = self._max_queue_size
+        counters["queue_bytes_capacity"] = self._max_queue_bytes
         return counters
 
     # -- worker side ---------------------------------------------------------
@@ -212,21 +269,22 @@ class Intake:
             entry = self._queue.get()
             if entry is _STOP:
                 return
-            signal, request, items, pending = entry
-            rejected, message = self._consume(signal, request, items)
+            signal, payload, items, done, reservation = entry
+            rejected, message = self._consume(signal, payload, items)
+            del payload, entry
+            self.release(reservation)
             with self._lock:
                 self._counters["requests_consumed"] += 1
                 self._counters["consumer_rejected_items"] += rejected
-            if pending is not None:
-                pending.rejected_items, pending.message = rejected, message
-                pending.done.set()
+            if done is not None and not done.done():
+                done.set_result((rejected, message))
 
-    def _consume(self, signal: Signal, request: Message, items: int) -> tuple[int, str]:
+    def _consume(self, signal: Signal, payload: bytes, items: int) -> tuple[int, str]:
         handler = self._handlers[signal.name]
         if handler is None:
             return 0, ""
         try:
-            return parse_consumer_result(handler(request), items)
+            return parse_consumer_result(handler(signal.request_type.FromString(payload)), items)
         except Exception as error:  # a consumer bug must not kill the worker
             with self._lock:
                 self._counters["consumer_errors"] += 1

@@ -43,7 +43,14 @@ from .defaults import DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT
 from .feed import RequestFeeder
 from .forward import Downstream, PassThrough
 from .own_metrics import COUNTERS, GAUGES
-from .receiver import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_QUEUE_SIZE, OTLPReceiver
+from .auth import read_token_file
+from .receiver import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_QUEUE_BYTES,
+    DEFAULT_MAX_QUEUE_SIZE,
+    OTLPReceiver,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +69,20 @@ class GatewaySettings:
     | grpc_endpoint             | CRACKLE_GATEWAY_GRPC_ENDPOINT ("" = off)     | 127.0.0.1:4317   |
     | http_endpoint             | CRACKLE_GATEWAY_HTTP_ENDPOINT ("" = off)     | 127.0.0.1:4318   |
     | tls_cert_file, tls_key_file | CRACKLE_GATEWAY_TLS_CERT_FILE / _KEY_FILE | (plain text)     |
+    | tls_client_ca_file        | CRACKLE_GATEWAY_TLS_CLIENT_CA_FILE (mTLS)   | (no client certs)|
+    | auth_token_file           | CRACKLE_GATEWAY_AUTH_TOKEN_FILE             | (no token)       |
+    | auth_token                | CRACKLE_GATEWAY_AUTH_TOKEN                  | (no token)       |
     | export_endpoint           | CRACKLE_GATEWAY_EXPORT_ENDPOINT, then OTEL_EXPORTER_OTLP_ENDPOINT | —  |
     | export_protocol           | CRACKLE_GATEWAY_EXPORT_PROTOCOL, then OTEL_EXPORTER_OTLP_PROTOCOL | grpc |
     | pass_through              | CRACKLE_GATEWAY_PASS_THROUGH                 | false            |
     | pass_through_queue_size   | CRACKLE_GATEWAY_PASS_THROUGH_QUEUE_SIZE      | 64 (requests)    |
     | max_queue_size            | CRACKLE_GATEWAY_MAX_QUEUE_SIZE               | 128 (requests)   |
+    | max_queue_bytes           | CRACKLE_GATEWAY_MAX_QUEUE_BYTES              | 64 MiB           |
     | max_message_bytes         | CRACKLE_GATEWAY_MAX_MESSAGE_BYTES            | 4 MiB            |
+    | max_connections           | CRACKLE_GATEWAY_MAX_CONNECTIONS (HTTP conns, gRPC calls) | 512   |
+    | request_timeout_s         | CRACKLE_GATEWAY_REQUEST_TIMEOUT_S (gRPC: until the message arrived) | 10 |
+    | header_timeout_s          | CRACKLE_GATEWAY_HEADER_TIMEOUT_S (HTTP headers; idle keep-alive) | 10 |
+    | body_timeout_s            | CRACKLE_GATEWAY_BODY_TIMEOUT_S (HTTP body)   | 30               |
     | self_metrics_interval_s   | CRACKLE_GATEWAY_SELF_METRICS_INTERVAL_S (0 = off) | 60          |
     | shutdown_timeout_s        | CRACKLE_GATEWAY_SHUTDOWN_TIMEOUT_S           | 10               |
     """
@@ -76,25 +91,48 @@ class GatewaySettings:
     http_endpoint: str | None = DEFAULT_HTTP_ENDPOINT
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    auth_token_file: str | None = None
+    auth_token: str | None = None
     export_endpoint: str | None = None
     export_protocol: str = "grpc"
     pass_through: bool = False
     pass_through_queue_size: int = 64
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    request_timeout_s: float = 10.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
     self_metrics_interval_s: float = 60.0
     shutdown_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.export_protocol not in PROTOCOLS:
             raise CrackleConfigError(f"export_protocol={self.export_protocol!r}: expected one of {', '.join(PROTOCOLS)}")
-        for name in ("pass_through_queue_size", "max_queue_size", "max_message_bytes"):
+        for name in ("pass_through_queue_size", "max_queue_size", "max_queue_bytes", "max_message_bytes",
+                     "max_connections"):
             if getattr(self, name) < 1:
                 raise CrackleConfigError(f"{name}={getattr(self, name)!r}: expected a positive integer")
+        for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise CrackleConfigError(f"{name}={getattr(self, name)!r}: expected a positive number of seconds")
+        if self.auth_token_file and self.auth_token:
+            raise CrackleConfigError("give the bearer token once: auth_token_file or auth_token")
         if self.self_metrics_interval_s < 0 or self.shutdown_timeout_s < 0:
             raise CrackleConfigError("self_metrics_interval_s and shutdown_timeout_s must be >= 0")
         if self.pass_through and not self.export_endpoint:
             raise CrackleConfigError("pass_through needs an export_endpoint to forward to")
+
+    def token(self) -> str | None:
+        """The bearer token senders must present, if any (read from ``auth_token_file``)."""
+        if self.auth_token_file:
+            try:
+                return read_token_file(self.auth_token_file)
+            except ValueError as error:
+                raise CrackleConfigError(str(error)) from None
+        return self.auth_token or None
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "GatewaySettings":
@@ -136,6 +174,10 @@ def _parse(name: str, raw: str) -> Any:
     except ValueError:
         raise CrackleConfigError(f"CRACKLE_GATEWAY_{name.upper()}={raw!r}: expected a {kind}") from None
     return raw
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def with_scheme(endpoint: str) -> str:
@@ -212,9 +254,16 @@ class GatewayService:
             grpc_endpoint=self.settings.grpc_endpoint,
             http_endpoint=self.settings.http_endpoint,
             max_queue_size=self.settings.max_queue_size,
+            max_queue_bytes=self.settings.max_queue_bytes,
             max_message_bytes=self.settings.max_message_bytes,
+            max_connections=self.settings.max_connections,
             tls_cert_file=self.settings.tls_cert_file,
             tls_key_file=self.settings.tls_key_file,
+            tls_client_ca_file=self.settings.tls_client_ca_file,
+            auth_token=self.settings.token(),
+            request_timeout_s=self.settings.request_timeout_s,
+            header_timeout_s=self.settings.header_timeout_s,
+            body_timeout_s=self.settings.body_timeout_s,
             pages=self.live.pages(),
         )
         self._meter_provider = meter_provider
@@ -284,7 +333,18 @@ class GatewayService:
         self._start_own_metrics()
         self.report(f"listening on {self.listen_addresses()}; {self.export_target()}; "
                     f"cooling every {self.config.cool_interval_millis / 1000:g} s")
+        for endpoint in self.open_endpoints():
+            logger.warning("crackle gateway: %s is reachable beyond this host and accepts spans from anyone; "
+                           "require a bearer token (--auth-token-file) and/or client certificates "
+                           "(--tls-client-ca)", endpoint)
         return self
+
+    def open_endpoints(self) -> list[str]:
+        """Listen addresses beyond loopback that require no authentication."""
+        if self.receiver.authenticated:
+            return []
+        endpoints = (self.settings.grpc_endpoint, self.settings.http_endpoint)
+        return [e for e in endpoints if e is not None and not _is_loopback(e.rpartition(":")[0].strip("[]"))]
 
     def listen_addresses(self) -> str:
         """E.g. 'grpc 127.0.0.1:4317, http 127.0.0.1:4318' (the ports really bound)."""
@@ -478,10 +538,14 @@ def run_serve(args: argparse.Namespace) -> int:
             http_endpoint=args.http_endpoint,
             tls_cert_file=args.tls_cert,
             tls_key_file=args.tls_key,
+            tls_client_ca_file=args.tls_client_ca,
+            auth_token_file=args.auth_token_file,
             export_endpoint=args.export_endpoint,
             export_protocol=args.export_protocol,
             pass_through=True if args.pass_through else None,
             max_queue_size=args.max_queue_size,
+            max_queue_bytes=args.max_queue_bytes,
+            max_connections=args.max_connections,
             self_metrics_interval_s=args.self_metrics_interval,
             shutdown_timeout_s=args.shutdown_timeout,
         )
@@ -495,7 +559,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         try:
             service.start()
-        except (CrackleConfigError, OSError) as error:
+        except (CrackleConfigError, OSError, ValueError) as error:  # ValueError: TLSConfigError among others
             print(f"crackle-otel serve: {error}", file=sys.stderr)
             return 2
         while not stop.wait(0.5):
