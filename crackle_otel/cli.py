@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_options(analyze, "the patterns as spans and events", "optional")
     analyze.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                          help="progress line on stderr (default: on a terminal, for inputs of 16 MiB or more)")
+    analyze.add_argument("--max-record-bytes", type=int, metavar="BYTES",
+                         help="longest record (JSON line, protobuf frame) read; longer ones are skipped and "
+                              "reported with their line number (default 16 MiB): memory stays bounded")
     _add_analysis_options(analyze)
     analyze.set_defaults(handler=_analyze)
     return parser

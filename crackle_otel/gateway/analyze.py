@@ -33,7 +33,7 @@ from ..otel.furnace import Emitter, Furnace
 from ..patterns import Pattern
 from ..report.findings import Finding, FindingLedger, SpanPositions
 from .feed import RequestFeeder
-from .otlp_files import FileFormatError, OTLPFile, ProblemLog
+from .otlp_files import DEFAULT_MAX_RECORD_BYTES, FileFormatError, OTLPFile, ProblemLog
 
 _PROGRESS_MIN_BYTES = 16 * 1024 * 1024  # "auto" shows progress for files at least this large
 _PROGRESS_INTERVAL_S = 0.25
@@ -173,6 +173,7 @@ def analyze_files(
     progress: ProgressLine | None = None,
     max_problems_kept: int = 10,
     evidence: bool = False,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> AnalysisSummary:
     """Stream every file through a feeder and furnace; at the end, one pattern per standing finding goes to
     ``emitter`` (most confident first) and the findings are in the summary (with plot data if ``evidence``)."""
@@ -194,7 +195,7 @@ def analyze_files(
     summary = AnalysisSummary(problems=ProblemLog(keep=max_problems_kept))
     for path in paths:
         try:
-            source = OTLPFile(path, summary.problems)
+            source = OTLPFile(path, summary.problems, max_record_bytes=max_record_bytes)
         except OSError as error:
             summary.unreadable.append(f"{path}: {error.strerror or error}")
             continue
@@ -217,6 +218,8 @@ def analyze_files(
             progress.finish()
         summary.requests += source.counters.requests
         summary.skipped_records += source.counters.skipped_records
+        if source.size and not source.counters.requests and not source.counters.skipped_records:
+            summary.unreadable.append(f"{path}: no OTLP record found in it")
     furnace.cool(final=True)
     summary.spans = feeder.spans_seen
     summary.findings = ledger.findings()
@@ -314,6 +317,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         total = sum(os.path.getsize(p) for p in args.files if os.path.isfile(p))
         show_progress = sys.stderr.isatty() and total >= _PROGRESS_MIN_BYTES
     summary = analyze_files(args.files, config, exporter, progress=ProgressLine(enabled=show_progress),
+                            max_record_bytes=args.max_record_bytes or DEFAULT_MAX_RECORD_BYTES,
                             evidence=render is not None)
     _print_findings(summary.findings, args.json)
     summary.stats["max_groups"] = config.max_groups

@@ -15,9 +15,15 @@ Formats, told apart by their first bytes (after an optional gzip layer):
   ``resource_spans``), e.g. a captured request body. It is read one
   ResourceSpans at a time, so even a large one is never held whole.
 
-Memory does not grow with the file: one line / frame / ResourceSpans at a time.
-Malformed records are skipped and reported to a ``ProblemLog`` (with the line or
-record number); framing that cannot be trusted any more ends that file, reported.
+Memory does not grow with the file, nor with a line: one line / frame /
+ResourceSpans at a time, none longer than ``max_record_bytes`` (16 MiB by
+default; a longer line is skipped in 1 MiB pieces, reported with its line
+number). Malformed records are skipped and reported to a ``ProblemLog`` (with
+the line or record number); framing that cannot be trusted any more ends that
+file, reported, and so do ``GIVE_UP_AFTER`` malformed records in a row before
+any good one (not an OTLP file). A run of zero bytes where a length prefix
+belongs (a preallocated or zero-filled file) is skipped at memory speed and
+reported once, not read as millions of empty records.
 zstd (the file exporter's ``compression: zstd``) needs the ``zstandard`` package.
 """
 
@@ -44,8 +50,11 @@ Record = Union[TraceRequest, MetricsRequest, JSONTraces]
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _RESOURCE_SPANS_TAG = 0x0A  # field 1, length-delimited
-DEFAULT_MAX_RECORD_BYTES = 256 * 1024 * 1024  # larger "records" mean the framing is not what we think
+DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024  # the file exporter writes one batch per record: far smaller
+GIVE_UP_AFTER = 1000  # malformed records in a row, none good before them: not an OTLP file
 _HEAD_BYTES = 64  # where a JSON line names its signal
+_CHUNK = 1 << 20  # how an over-long line or a zero run is skipped
+_ZEROS = bytes(_CHUNK)
 
 
 class FileFormatError(Exception):
@@ -70,6 +79,13 @@ class ProblemLog:
 class ReadCounters:
     requests: int = 0
     skipped_records: int = 0  # well-formed but not traces or metrics (e.g. logs)
+    oversized_records: int = 0  # longer than max_record_bytes: skipped
+    malformed_records: int = 0
+    malformed_in_a_row: int = 0
+
+
+class NotOTLP(FileFormatError):
+    """Only malformed records so far, too many of them: this file is not what we read."""
 
 
 class _CountingReader(io.RawIOBase):
@@ -123,12 +139,12 @@ class OTLPFile:
         self._json_views = json_views
         with open(self.path, "rb", buffering=0) as raw_file:
             self._counting = _CountingReader(raw_file)
-            raw = io.BufferedReader(self._counting, buffer_size=1 << 16)
+            raw = io.BufferedReader(self._counting, buffer_size=_CHUNK)
             magic = raw.peek(4)[:4]
             if magic.startswith(GZIP_MAGIC):
-                stream: BinaryIO = io.BufferedReader(gzip.GzipFile(fileobj=raw), buffer_size=1 << 16)
+                stream: BinaryIO = io.BufferedReader(gzip.GzipFile(fileobj=raw), buffer_size=_CHUNK)
             elif magic == ZSTD_MAGIC:
-                stream = io.BufferedReader(_zstd_stream(raw), buffer_size=1 << 16)
+                stream = io.BufferedReader(_zstd_stream(raw), buffer_size=_CHUNK)
             else:
                 stream = raw
             kind, blank_lines = _detect_format(stream)
@@ -141,12 +157,27 @@ class OTLPFile:
 
     # ------------------------------------------------------------ JSON lines
     def _json_lines(self, stream: BinaryIO, first_line: int) -> Iterator[Record]:
-        for number, line in enumerate(stream, first_line):
+        limit = self.max_record_bytes
+        number = first_line - 1
+        while True:
+            line = stream.readline(limit + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > limit and not line.endswith(b"\n"):
+                skipped = len(line) + _skip_rest_of_line(stream)
+                self._oversized(f"{self.path}:{number}", skipped)
+                continue
             if not line.strip():
                 continue
             request = self._decode_json(line, f"{self.path}:{number}")
             if request is not None:
                 yield request
+
+    def _oversized(self, where: str, size: int) -> None:
+        self.counters.oversized_records += 1
+        self.problems.add(where, f"record of {size:,} bytes or more is longer than the limit of "
+                                 f"{self.max_record_bytes:,} (--max-record-bytes); skipped")
 
     def _decode_json(self, document: bytes, where: str) -> Record | None:
         head = document.lstrip()[:_HEAD_BYTES]
@@ -160,10 +191,22 @@ class OTLPFile:
             else:
                 request = decode_json_traces(document)
         except OTLPJSONError as error:
-            self.problems.add(where, _short(str(error)))
+            self._malformed(where, _short(str(error)))
             return None
-        self.counters.requests += 1
+        self._good()
         return request
+
+    def _good(self) -> None:
+        self.counters.requests += 1
+        self.counters.malformed_in_a_row = 0
+
+    def _malformed(self, where: str, message: str) -> None:
+        counters = self.counters
+        counters.malformed_records += 1
+        counters.malformed_in_a_row += 1
+        self.problems.add(where, message)
+        if counters.requests == 0 and counters.malformed_in_a_row >= GIVE_UP_AFTER:
+            raise NotOTLP(f"{GIVE_UP_AFTER:,} malformed records and no good one: not an OTLP file")
 
     # ------------------------------------------------------ length-prefixed
     def _length_prefixed(self, stream: BinaryIO) -> Iterator[Record]:
@@ -179,9 +222,15 @@ class OTLPFile:
                 self.problems.add(where, "truncated length prefix at end of file")
                 return
             size = int.from_bytes(prefix, "big")
+            if size == 0:  # an empty record, or (much likelier) a run of zeros: skip the run at once
+                zeros = 4 + _skip_zero_words(stream)
+                offset += zeros
+                self.problems.add(where, f"{zeros:,} zero bytes (empty records) skipped")
+                continue
             if size > self.max_record_bytes:
-                self.problems.add(where, f"record length {size} is not plausible; not a length-prefixed OTLP file "
-                                         "past this point (stopped reading it)")
+                self.counters.oversized_records += 1
+                self.problems.add(where, f"record length {size:,} is over the limit of {self.max_record_bytes:,} "
+                                         "(--max-record-bytes) or not a length at all; stopped reading this file")
                 return
             payload = stream.read(size)
             offset += 4 + len(payload)
@@ -201,9 +250,12 @@ class OTLPFile:
         try:
             request = TraceRequest.FromString(payload)
         except (DecodeError, ValueError) as error:
-            self.problems.add(where, f"not an ExportTraceServiceRequest: {_short(str(error))}")
+            self._malformed(where, f"not an ExportTraceServiceRequest: {_short(str(error))}")
             return None
-        self.counters.requests += 1
+        if payload and not request.ListFields():  # every field unknown: bytes that merely parse
+            self._malformed(where, "not an ExportTraceServiceRequest: no known field")
+            return None
+        self._good()
         return request
 
     # ------------------------------------------------------ one bare request
@@ -241,9 +293,9 @@ class OTLPFile:
             try:
                 resource_spans = trace_pb2.ResourceSpans.FromString(payload)
             except (DecodeError, ValueError) as error:
-                self.problems.add(where, f"not a ResourceSpans: {_short(str(error))}")
+                self._malformed(where, f"not a ResourceSpans: {_short(str(error))}")
                 continue
-            self.counters.requests += 1
+            self._good()
             yield TraceRequest(resource_spans=[resource_spans])
 
 
@@ -268,6 +320,32 @@ def _detect_format(stream: BinaryIO) -> tuple[str | None, int]:
     if head[0] == _RESOURCE_SPANS_TAG:
         return "bare", 0
     return "framed", 0
+
+
+def _skip_rest_of_line(stream: BinaryIO) -> int:
+    """Read and drop up to and including the next newline, 1 MiB at a time; returns how many bytes."""
+    skipped = 0
+    while True:
+        piece = stream.readline(_CHUNK)
+        skipped += len(piece)
+        if not piece or piece.endswith(b"\n"):
+            return skipped
+
+
+def _skip_zero_words(stream: BinaryIO) -> int:
+    """Drop the zero bytes ahead, 4 at a time (a zero length prefix each), at memory speed; returns how many."""
+    skipped = 0
+    while True:
+        ahead = stream.peek(_CHUNK)[:_CHUNK]  # type: ignore[attr-defined]
+        # All zeros: one memcmp. Only the chunk where the run ends is scanned byte by byte.
+        zeros = len(ahead) if ahead == _ZEROS[: len(ahead)] else len(ahead) - len(ahead.lstrip(b"\0"))
+        words = zeros - zeros % 4  # a partial word of zeros begins the next length prefix
+        if not words:
+            return skipped
+        stream.read(words)
+        skipped += words
+        if words < len(ahead) - 3:
+            return skipped
 
 
 def _read_varint(stream: BinaryIO) -> int | None:
