@@ -46,21 +46,22 @@ def wait_until(condition, timeout_s: float) -> bool:
 
 def test_time_the_cooler_spends_waiting_is_not_charged_to_its_cpu_budget():
     # Extraction that waits 20 ms per span (as a cooler does while the app holds the GIL) but uses
-    # no CPU. Charged on wall time, the first wave would cost 0.4 s and pause the cooler for 3.6 s
-    # (share 0.1) before the second wave; charged on CPU time it goes on at once.
+    # no CPU. Charged on wall time, the first 10 spans (0.2 s) would pause the cooler for 1.8 s
+    # (share 0.1) before the next 10; charged on CPU time the next 10 are recorded at once.
     def slow_group(view):
         time.sleep(0.02)
         return "waits"
 
-    processor, provider = processor_on_provider(max_cooler_share=0.1, drain_batch_size=10, max_queue_size=100,
+    processor, provider = processor_on_provider(max_cooler_share=0.1, drain_batch_size=1, max_queue_size=100,
                                                 group_by=slow_group, cool_interval_millis=3_600_000)
     tracer = provider.get_tracer("t")
     try:
         for wave in range(2):
-            for i in range(20):
+            for i in range(10):
                 tracer.start_span("op", attributes={"x": i}).end()
-            assert wait_until(lambda: processor.stats()["spans_recorded"] == 20 * (wave + 1), 2.5), processor.stats()
+            assert wait_until(lambda: processor.stats()["spans_recorded"] == 10 * (wave + 1), 1.2), processor.stats()
     finally:
+        processor.shutdown(100)
         provider.shutdown()
 
 
