@@ -26,6 +26,7 @@ from crackle_otel.otel.config import CrackleConfig
 from crackle_otel.otel.furnace import Furnace
 from crackle_otel.otel.kept_spans import MAX_KEPT_SPAN_BYTES
 from crackle_otel.otel.processor import CrackleSpanProcessor
+from test_processor import wait_until
 
 
 def processor_on_provider(**config) -> tuple[CrackleSpanProcessor, TracerProvider]:
@@ -33,15 +34,6 @@ def processor_on_provider(**config) -> tuple[CrackleSpanProcessor, TracerProvide
     provider = TracerProvider(resource=Resource.create({"service.name": "stress"}))
     provider.add_span_processor(processor)
     return processor, provider
-
-
-def wait_until(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def test_time_the_cooler_spends_waiting_is_not_charged_to_its_cpu_budget():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..otel.selfmetrics import ANALYSIS_COUNTERS, ANALYSIS_GAUGES
+
 COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
     ("crackle.gateway.requests", "{request}", "OTLP export requests received (any outcome)", "requests"),
     (
@@ -20,6 +22,8 @@ COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
             "malformed": "rejected_malformed",
             "oversized": "rejected_oversized",
             "stopping": "rejected_stopping",
+            "unauthenticated": "rejected_unauthenticated",
+            "timeout": "rejected_timeout",
         },
     ),
     ("crackle.gateway.spans.received", "{span}", "Spans in accepted OTLP requests", "spans_received"),
@@ -38,17 +42,7 @@ COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
             "overflow": "tasks_overflowed",
         },
     ),
-    ("crackle.cools", "{cool}", "Cooler runs that cooled at least one group", "cools"),
-    ("crackle.cool.time", "s", "Total time spent cooling", "cool_seconds_total"),
-    ("crackle.patterns.detected", "{pattern}", "Patterns found by cools (repeats included)", "patterns_detected"),
-    ("crackle.patterns.reported", "{pattern}", "New or materially changed patterns handed to the emitter",
-     "patterns_reported"),
-    ("crackle.patterns.suppressed", "{pattern}", "Patterns detected again unchanged, not reported again",
-     "patterns_suppressed"),
-    ("crackle.patterns.exported", "{pattern}", "Reported patterns the backend accepted", "patterns_exported"),
-    ("crackle.patterns.dropped", "{pattern}", "Reported patterns lost: queue full, export failed, or shutdown",
-     "patterns_dropped"),
-    ("crackle.export.failures", "{export}", "Export calls to the pattern backend that failed", "export_failures"),
+    *ANALYSIS_COUNTERS,
     (
         "crackle.gateway.pass_through.spans",
         "{span}",
@@ -64,8 +58,9 @@ COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
 GAUGES: tuple[tuple[str, str, str, str], ...] = (
     ("crackle.groups", "{group}", "Groups being analysed (each has a kiln)", "groups"),
     ("crackle.gateway.queue.size", "{request}", "Requests waiting for the analyser", "queue_depth"),
+    ("crackle.gateway.queue.bytes", "By", "Bytes of requests accepted and not yet analysed", "queue_bytes"),
+    ("crackle.gateway.connections", "{connection}", "Open OTLP/HTTP connections", "connections_open"),
     ("crackle.gateway.pass_through.queue.size", "{request}", "Requests waiting to be forwarded",
      "pass_through_queue_depth"),
-    ("crackle.cool.duration", "s", "Duration of the last cool", "cool_seconds_last"),
-    ("crackle.patterns.pending", "{pattern}", "Reported patterns waiting to be exported", "patterns_pending"),
+    *ANALYSIS_GAUGES,
 )

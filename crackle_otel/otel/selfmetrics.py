@@ -14,6 +14,24 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 METER_NAME = "crackle_otel"
 
 # (instrument name, unit, description, stats key or {crackle.reason value: stats key})
+# Cooling and pattern counters: the same figures (and names) for the span processor and the gateway.
+ANALYSIS_COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
+    ("crackle.cools", "{cool}", "Cooler runs that cooled at least one group", "cools"),
+    ("crackle.cool.time", "s", "Total time spent cooling", "cool_seconds_total"),
+    ("crackle.patterns.detected", "{pattern}", "Patterns found by cools (repeats included)", "patterns_detected"),
+    ("crackle.patterns.reported", "{pattern}", "New or materially changed patterns handed to the emitter",
+     "patterns_reported"),
+    ("crackle.patterns.suppressed", "{pattern}", "Patterns detected but not reported (repeats, folded, superseded)",
+     "patterns_suppressed"),
+    ("crackle.patterns.exported", "{pattern}", "Reported patterns the backend accepted", "patterns_exported"),
+    ("crackle.patterns.dropped", "{pattern}", "Reported patterns lost: queue full, export failed, or shutdown",
+     "patterns_dropped"),
+    ("crackle.export.failures", "{export}", "Export calls to the pattern backend that failed", "export_failures"),
+)
+ANALYSIS_GAUGES: tuple[tuple[str, str, str, str], ...] = (
+    ("crackle.cool.duration", "s", "Duration of the last cool", "cool_seconds_last"),
+    ("crackle.patterns.pending", "{pattern}", "Reported patterns waiting to be exported", "patterns_pending"),
+)
 _COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
     ("crackle.spans.ended", "{span}", "Sampled spans handed to the crackle processor", "spans_ended"),
     ("crackle.spans.recorded", "{span}", "Spans recorded into a group's kiln", "spans_recorded"),
@@ -24,22 +42,12 @@ _COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
         "Spans not analysed, by crackle.reason",
         {"own": "spans_skipped_own", "rejected": "spans_rejected", "overflow": "spans_overflowed"},
     ),
-    ("crackle.cools", "{cool}", "Cooler runs that cooled at least one group", "cools"),
-    ("crackle.cool.time", "s", "Total time spent cooling", "cool_seconds_total"),
-    ("crackle.patterns.detected", "{pattern}", "Patterns found by cools (repeats included)", "patterns_detected"),
-    ("crackle.patterns.reported", "{pattern}", "New or materially changed patterns handed to the emitter", "patterns_reported"),
-    ("crackle.patterns.suppressed", "{pattern}", "Patterns detected again unchanged, not reported again",
-     "patterns_suppressed"),
-    ("crackle.patterns.exported", "{pattern}", "Reported patterns the backend accepted", "patterns_exported"),
-    ("crackle.patterns.dropped", "{pattern}", "Reported patterns lost: queue full, export failed, or shutdown",
-     "patterns_dropped"),
-    ("crackle.export.failures", "{export}", "Export calls to the pattern backend that failed", "export_failures"),
+    *ANALYSIS_COUNTERS,
 )
 _GAUGES: tuple[tuple[str, str, str, str], ...] = (
     ("crackle.groups", "{group}", "Span groups being analysed (each has a kiln)", "groups"),
     ("crackle.queue.size", "{span}", "Spans waiting for the cooler", "spans_pending"),
-    ("crackle.cool.duration", "s", "Duration of the last cool", "cool_seconds_last"),
-    ("crackle.patterns.pending", "{pattern}", "Reported patterns waiting to be exported", "patterns_pending"),
+    *ANALYSIS_GAUGES,
 )
 
 
