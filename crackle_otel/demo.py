@@ -68,10 +68,11 @@ def _end_batch(tracer, rng, i: int, start_ns: int) -> None:
     span.end(end_time=start_ns + int(rng.lognormal(np.log(80), 0.1) * 1e6))
 
 
-def run_workload(tracer, seed: int = 0) -> int:
-    """End the demo's spans; returns how many."""
+def run_workload(tracer, seed: int = 0, start_ns: int | None = None) -> int:
+    """End the demo's spans (from ``start_ns``, by default so that the last ends now); returns how many."""
     rng = np.random.default_rng(seed)
-    start_ns = time.time_ns() - int((CHECKOUTS + 1) * SIMULATED_SPAN_GAP_S * 1e9)
+    if start_ns is None:
+        start_ns = time.time_ns() - int((CHECKOUTS + 1) * SIMULATED_SPAN_GAP_S * 1e9)
     gap_ns = int(SIMULATED_SPAN_GAP_S * 1e9)
     batch_every = CHECKOUTS / BATCHES
     batches = 0

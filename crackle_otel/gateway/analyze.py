@@ -17,7 +17,6 @@ counts clusters and outliers over the whole input. The findings are printed
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -178,14 +177,9 @@ def analyze_files(
     """Stream every file through a feeder and furnace; at the end, one pattern per standing finding goes to
     ``emitter`` (most confident first) and the findings are in the summary (with plot data if ``evidence``)."""
     started = time.perf_counter()
-    profile = config.profile
     positions = SpanPositions(config.kiln_capacity)
-    ledger = FindingLedger(positions=positions, keep="widest", max_involved=profile.max_involved, evidence=evidence)
-    # Detectors list every member of a cluster (not only the most typical ones), so the ledger can
-    # count each task of the input once; what is printed keeps the profile's own limit.
-    counting = dataclasses.replace(config, profile=profile.with_max_involved(max(profile.max_involved,
-                                                                                 config.kiln_capacity)))
-    furnace = _PlacedFurnace(counting, positions, ledger)
+    ledger = FindingLedger(positions=positions, keep="widest", max_involved=config.profile.max_involved, evidence=evidence)
+    furnace = _PlacedFurnace(config, positions, ledger)
     feeder = RequestFeeder(
         furnace,
         ExtractionRules(allow=config.attributes_allow, deny=config.attributes_deny, group_by=config.group_by),
