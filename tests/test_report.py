@@ -13,7 +13,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -21,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from crackle_otel.cli import main
 from crackle_otel.demo import run_workload, save_spans
+from crackle_otel.gateway.otlp_json import message_to_otlp_json
 from crackle_otel.gateway.service import GatewayService, GatewaySettings
 from crackle_otel.otel.config import CrackleConfig
 
@@ -133,6 +137,54 @@ def test_report_lists_the_evidence_span_ids_of_the_file(report, demo_spans, brow
     button.click()
     browser.wait_until(lambda: button.text == "copied", what="the copy button")
     assert browser.console_errors() == []
+
+
+def _incident_spans(path: Path, n: int = 3000, seed: int = 0) -> Path:
+    """frontend (GET /home) calls backend (Query); halfway, backend gets 5x slower, and frontend with it."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as out:
+        for first in range(0, n, 200):
+            request = trace_service_pb2.ExportTraceServiceRequest()
+            scopes = {}
+            for service in ("frontend", "backend"):
+                resource_spans = request.resource_spans.add()
+                resource_spans.resource.attributes.add(key="service.name").value.string_value = service
+                scopes[service] = resource_spans.scope_spans.add()
+            for i in range(first, min(first + 200, n)):
+                backend_ms = rng.lognormal(np.log(10), 0.1) * (5.0 if i >= n // 2 else 1.0)
+                own_ms = rng.lognormal(np.log(5), 0.1)
+                trace_id = bytes(rng.integers(1, 256, 16, dtype=np.uint8))
+                front_id, back_id = bytes(rng.integers(1, 256, 8, dtype=np.uint8)), bytes(rng.integers(1, 256, 8, dtype=np.uint8))
+                begin = 1_790_000_000 * 10**9 + i * 50_000_000
+                scopes["frontend"].spans.add(
+                    trace_id=trace_id, span_id=front_id, name="GET /home", kind=trace_pb2.Span.SPAN_KIND_SERVER,
+                    start_time_unix_nano=begin, end_time_unix_nano=begin + int((own_ms + backend_ms) * 1e6))
+                scopes["backend"].spans.add(
+                    trace_id=trace_id, span_id=back_id, parent_span_id=front_id, name="Query",
+                    kind=trace_pb2.Span.SPAN_KIND_SERVER, start_time_unix_nano=begin + int(own_ms / 2 * 1e6),
+                    end_time_unix_nano=begin + int((own_ms / 2 + backend_ms) * 1e6))
+            out.write(message_to_otlp_json(request) + "\n")
+    return path
+
+
+def test_an_incident_is_drawn_as_a_timeline_of_its_groups_and_a_call_graph_with_the_origin(tmp_path, browser):
+    spans = _incident_spans(tmp_path / "incident.jsonl")
+    report = tmp_path / "incident.html"
+    assert main(["analyze", str(spans), "--report", str(report)]) == 0
+    browser.open(report.as_uri())
+    kinds = browser.script("return [...document.querySelectorAll('.pattern')].map(c => c.dataset.kind)")
+    assert kinds == ["incident"]  # the two groups' shifts are part of it, not patterns of their own
+    assert _render_every_plot(browser) == 1 and _plots_per_pattern(browser) == [1]
+    traces = browser.script("""
+        const plot = document.querySelector('[data-kind=incident] .js-plotly-plot');
+        return plot.data.map(t => ({name: t.name, y: t.y, text: t.text}));""")
+    timeline, _, services = traces
+    assert set(timeline["y"]) == {"backend | Query", "frontend | GET /home"}
+    assert "\u25b6 backend (origin)" in services["text"] and "frontend" in services["text"]
+    folded = browser.script("return [...document.querySelectorAll('[data-kind=incident] details.folded li')].map(li => li.textContent)")
+    assert len(folded) == 2 and all(text.startswith("[phase transition]") for text in folded)
+    assert browser.console_errors() == []
+    browser.screenshot("incident")
 
 
 def _post_json_lines(url: str, path: Path) -> None:

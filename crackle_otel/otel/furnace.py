@@ -279,9 +279,11 @@ class Furnace:
         """Show the observer every cooled group's window and findings (repeats and folded ones too)."""
         if self.observer is None:
             return
-        for name, window, patterns in windows:
+        cooled = {name for name, _, _ in windows}
+        for position, (name, window, patterns) in enumerate(windows):
             found = [dataclasses.replace(p, group=name) for p in patterns]
-            found += [p for p in incidents if p.group == name]
+            # An incident goes with its origin's window, or the first one when that group did not cool now.
+            found += [p for p in incidents if p.group == name or (position == 0 and p.group not in cooled)]
             try:
                 self.observer.cooled(name, window, found)
             except Exception:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -255,4 +255,70 @@ def _groups(pattern: Pattern, window: MetricMatrix, metrics: list[str],
         "rest": points(rest),
         "unlisted": unlisted,
         "centers": centers,
+    }
+
+
+# ------------------------------------------------------------------ incidents
+_EDGE = " -> "
+_GROUP = " | "
+
+
+def service_of(group: str) -> str:
+    """The service a group belongs to ("svc | op" -> "svc"; an edge group "a -> svc | op" -> "svc")."""
+    return group.split(_EDGE, 1)[-1].split(_GROUP, 1)[0]
+
+
+def edge_of(group: str) -> tuple[str, str] | None:
+    """(caller service, callee service) of an edge group ("a -> svc | op"), else None."""
+    if _EDGE not in group:
+        return None
+    caller, callee = group.split(_EDGE, 1)
+    return caller, callee.split(_GROUP, 1)[0]
+
+
+def _ranked_candidates(text: str) -> list[tuple[str, float]]:
+    """"svc-a (3.20), svc-b (1.10)" -> [("svc-a", 3.2), ("svc-b", 1.1)]."""
+    ranked = []
+    for match in re.finditer(r"([^,()]+?) \(([-+0-9.eE]+)\)", text):
+        try:
+            ranked.append((match.group(1).strip(), float(match.group(2))))
+        except ValueError:
+            continue
+    return ranked
+
+
+def incident_evidence(pattern: Pattern, changes: Mapping[str, Sequence[tuple[str, float, float, float]]],
+                      edges: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """An incident's timeline (when each of its groups changed, and by how much) and its call graph.
+
+    ``changes``: per group, its latest latency changes as (metric, time, median before, median after);
+    ``edges``: caller -> callee services seen so far. The graph keeps the incident's services and
+    their direct neighbours; the origin and the other candidates carry their scores.
+    """
+    explanation = pattern.explanation
+    groups = [g.strip() for g in explanation.get("groups", "").split(",") if g.strip()] or [pattern.group]
+    origin = explanation.get("origin.service") or service_of(pattern.group)
+    candidates = _ranked_candidates(explanation.get("origins", ""))
+    timeline = []
+    for group in groups:
+        for metric, at, before, after in changes.get(group, ()):
+            timeline.append({"group": group, "service": service_of(group), "metric": metric, "t": at,
+                             "before": _round([before])[0], "after": _round([after])[0],
+                             "origin": service_of(group) == origin})
+    timeline.sort(key=lambda row: row["t"])
+    involved_services = {service_of(g) for g in groups} | {origin} | {name for name, _ in candidates}
+    kept_edges = sorted({(a, b) for a, b in edges if a in involved_services or b in involved_services})
+    nodes = sorted(involved_services | {s for edge in kept_edges for s in edge})
+    return {
+        "plot": "incident",
+        "origin": origin,
+        "operation": explanation.get("origin.operation", ""),
+        "start": pattern.statistics.get("start_timestamp"),
+        "timeline": timeline,
+        "groups": groups,
+        "graph": {
+            "nodes": [{"service": name, "changed": name in {service_of(g) for g in groups},
+                       "score": dict(candidates).get(name)} for name in nodes],
+            "edges": [list(edge) for edge in kept_edges],
+        },
     }

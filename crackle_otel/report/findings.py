@@ -32,12 +32,13 @@ import numpy as np
 
 from ..matrix import MetricMatrix
 from ..patterns import InvolvedTask, Pattern, PatternKind
-from .evidence import attributed, evidence as plot_evidence
+from .evidence import attributed, edge_of, incident_evidence, service_of, evidence as plot_evidence
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_FINDINGS = 1000
 MAX_SPANS_LISTED = 128  # evidence span ids kept per finding
+_MAX_EDGES = 4096  # caller -> callee services remembered for incident call graphs
 _POSITION_STAT = re.compile(r"(?:^|_)index$")
 _TASK_POSITION = re.compile(r"\btask (\d+)\b")
 _TASK_POSITION_AND_TIME = re.compile(r"\btask (\d+) \((\d{4}-[^)]*)\)")
@@ -120,6 +121,7 @@ class Finding:
     group_tasks: int = 0  # tasks of the group analysed in the whole input (offline)
     positions: list[int] = field(default_factory=list)  # change positions as span ordinals (offline)
     places: dict[str, dict[str, Any]] = field(default_factory=dict)  # statistic -> {file, span, timestamp}
+    folded: list[str] = field(default_factory=list)  # an incident: the group patterns it explains
     scope: str = ""  # which part of the input the representative window covered
     order: int = 0
 
@@ -157,6 +159,7 @@ class Finding:
             "group_tasks": self.group_tasks,
             "places": self.places,
             "scope": self.scope,
+            "folded": self.folded,
             "spans": self.spans,
             "evidence": self.evidence,
         }
@@ -221,6 +224,10 @@ class FindingLedger:
         self._next_order = 0
         self._detections = 0
         self._errors = 0
+        # What an incident's plot needs from the groups around it: their latest latency changes
+        # and the calls between services seen so far (bounded: groups and edges are capped upstream).
+        self._changes: dict[str, list[tuple[str, float, float, float]]] = {}
+        self._edges: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------ observing
     def cooled(self, group: str, window: MetricMatrix, patterns: Sequence[Pattern]) -> None:
@@ -238,6 +245,7 @@ class FindingLedger:
         start, stop = float(window.timestamps[0]), float(window.timestamps[-1])
         with self._lock:
             self._detections += len(patterns)
+            self._note_context(group, window, patterns)
             for pattern in patterns:
                 try:
                     self._fold(pattern, window, ordinals, fresh_from, start, stop)
@@ -245,33 +253,20 @@ class FindingLedger:
                     self._errors += 1
                     logger.exception("crackle findings: could not keep a %s pattern of %s", pattern.kind, group)
 
-    def add(self, patterns: Iterable[Pattern]) -> None:
-        """Findings with no window of their own (e.g. spanning groups): kept as reported, plotted from their figures."""
-        with self._lock:
-            for pattern in patterns:
-                ident = (pattern.group, pattern.key)
-                existing = self._findings.get(ident)
-                times = [task.timestamp for task in pattern.involved] or [0.0]
-                if existing is None:
-                    self._insert(ident, Finding(pattern=self._trimmed(pattern), evidence={"plot": "figures"},
-                                                spans=span_ids(pattern.involved), first_seen=min(times),
-                                                last_seen=max(times)))
-                else:
-                    existing.pattern = self._trimmed(pattern)
-                    existing.spans = span_ids(pattern.involved)
-                    existing.last_seen = max(existing.last_seen, max(times))
-                    existing.windows += 1
-                    self._findings.move_to_end(ident)
-
     # ------------------------------------------------------------ reading
     def findings(self) -> list[Finding]:
-        """Every standing finding, most confident first; offline, with whole-input counts in the description."""
+        """Every standing finding, most confident first; offline, with whole-input counts in the description.
+
+        Changes, clusters and outliers an incident explains are not findings of their own: they are
+        listed in the incident (``Finding.folded``), as the incident layer folds them in a stream.
+        """
         with self._lock:
             found = list(self._findings.values())
             if self.positions is not None:
                 for finding in found:
                     self._count_in_description(finding)
-        return sorted(found, key=lambda f: (-f.pattern.confidence, f.order))
+            folded = _fold_into_incidents(found)
+        return sorted((f for f in found if id(f) not in folded), key=lambda f: (-f.pattern.confidence, f.order))
 
     def _count_in_description(self, finding: Finding) -> None:
         """"415 tasks (16.6%)" of one window becomes the count over the whole input (each task once)."""
@@ -288,10 +283,11 @@ class FindingLedger:
         finding.pattern = dataclasses.replace(finding.pattern, description=description)
 
     def recent(self, limit: int) -> list[Finding]:
-        """The ``limit`` most recently seen findings, newest first."""
+        """The ``limit`` most recently seen findings, newest first (those an incident explains in it)."""
         with self._lock:
-            found = list(self._findings.values())[-limit:]
-        return found[::-1]
+            found = list(self._findings.values())
+            folded = _fold_into_incidents(found)
+        return [f for f in found if id(f) not in folded][-limit:][::-1]
 
     @property
     def detections(self) -> int:
@@ -306,8 +302,40 @@ class FindingLedger:
         return len(self._findings)
 
     # ------------------------------------------------------------ folding
+    def _note_context(self, group: str, window: MetricMatrix, patterns: Sequence[Pattern]) -> None:
+        edge = edge_of(group)
+        if edge is not None and len(self._edges) < _MAX_EDGES:
+            self._edges.add(edge)
+        from ..incidents import changes_of  # the incident layer's own measure of a change
+
+        changes = changes_of([p for p in patterns if p.group == group], window, group, 0.0)
+        if changes:
+            self._changes[group] = [(c.metric, c.at, c.before, c.after) for c in changes]
+
+    def _fold_incident(self, pattern: Pattern) -> None:
+        """An incident spans groups: kept by its key, plotted as a timeline and a call graph."""
+        ident = (pattern.group, pattern.key)
+        finding = self._findings.get(ident)
+        times = [task.timestamp for task in pattern.involved] or [pattern.statistics.get("start_timestamp", 0.0)]
+        if finding is None:
+            finding = Finding(pattern=pattern, evidence={}, spans=[], first_seen=min(times), last_seen=max(times),
+                              windows=0)
+            self._insert(ident, finding)
+        else:
+            self._findings.move_to_end(ident)
+        finding.windows += 1
+        finding.first_seen = min(finding.first_seen, min(times))
+        finding.last_seen = max(finding.last_seen, max(times))
+        finding.pattern = self._trimmed(pattern)
+        finding.spans = span_ids(pattern.involved)
+        if self.evidence:
+            finding.evidence = incident_evidence(pattern, self._changes, self._edges)
+
     def _fold(self, pattern: Pattern, window: MetricMatrix, ordinals: np.ndarray | None,
               fresh_from: int, start: float, stop: float) -> None:
+        if pattern.kind is PatternKind.INCIDENT:
+            self._fold_incident(pattern)
+            return
         n = window.n_tasks
         changes = self._change_positions(pattern, window, ordinals)
         ident = self._match(pattern, changes, tolerance=max(16, n // 8))
@@ -446,3 +474,31 @@ def _in_time_terms(pattern: Pattern, window: MetricMatrix) -> Pattern:
 
     description = _TASK_POSITION_AND_TIME.sub(lambda m: m.group(2), pattern.description)
     return dataclasses.replace(pattern, description=_TASK_POSITION.sub(moment, description))
+
+
+def _fold_into_incidents(findings: Sequence[Finding]) -> set[int]:
+    """Findings an incident explains (its services, from shortly before it began), listed in it; their ids.
+
+    The same rule as ``IncidentTracker.explains``, applied to what a ledger kept: a group's change can
+    be kept before the incident it belongs to forms.
+    """
+    from ..incidents import FOLDED_KINDS, IncidentTracker
+
+    margin = IncidentTracker().window_s
+    incidents = [f for f in findings if f.pattern.kind is PatternKind.INCIDENT]
+    folded: set[int] = set()
+    for incident in incidents:
+        groups = [g.strip() for g in incident.pattern.explanation.get("groups", "").split(",") if g.strip()]
+        services = {service_of(g) for g in groups} | {e[0] for e in map(edge_of, groups) if e}
+        start = incident.pattern.statistics.get("start_timestamp", incident.first_seen)
+        incident.folded = []
+        for finding in findings:
+            pattern = finding.pattern
+            latest = max((task.timestamp for task in pattern.involved), default=finding.last_seen)
+            if pattern.kind not in FOLDED_KINDS or latest < start - margin:
+                continue
+            group_services = {service_of(pattern.group)} | ({edge_of(pattern.group)[0]} if edge_of(pattern.group) else set())
+            if group_services & services:
+                folded.add(id(finding))
+                incident.folded.append(f"[{pattern.kind}] {pattern.group}: {pattern.description}")
+    return folded

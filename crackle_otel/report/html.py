@@ -137,7 +137,7 @@ def analysis_summary_line(summary: "AnalysisSummary") -> str:
     stats = summary.stats
     line = (f"{summary.spans:,} spans from {summary.files} file(s), {stats.get('tasks_recorded', 0):,} analysed in "
             f"{stats.get('groups', 0)} groups, {_when(summary.first_timestamp)} to {_when(summary.last_timestamp)}; "
-            f"{len(summary.findings)} patterns")
+            f"{len(summary.findings)} pattern{'' if len(summary.findings) == 1 else 's'}")
     problems = summary.problems.count + len(summary.unreadable) + summary.incomplete
     if problems:
         line += f"; {problems} input problem(s), see the command's output"

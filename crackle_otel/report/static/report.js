@@ -68,8 +68,11 @@
         shapes.push({ type: "rect", xref: "x", yref: "paper", x0: ev.changes[0] * 1000, x1: ev.ramp_end * 1000,
                       y0: 0, y1: 1, fillcolor: color, opacity: 0.08, line: { width: 0 } });
       }
-      const annotations = ev.changes.map((t) => ({ x: t * 1000, y: 1, yref: "paper", text: "change " + when(t),
-                                                   showarrow: false, yanchor: "bottom", font: { color: color } }));
+      // Several changes close together: numbered labels (the times are in the description and on hover).
+      const many = ev.changes.length > 2;
+      const annotations = ev.changes.map((t, i) => ({ x: t * 1000, y: 1, yref: "paper", showarrow: false, yanchor: "bottom",
+                                                      text: many ? String(i + 1) : "change " + when(t),
+                                                      hovertext: "change " + when(t), font: { color: color } }));
       return { data, layout: layout(f, { xaxis: { type: "date" }, yaxis: { title: { text: ev.metric } }, shapes, annotations }) };
     },
     residual(f, ev) {
@@ -125,6 +128,63 @@
         return { data, layout: layout(f, { xaxis: { title: { text: a } }, yaxis: { title: { text: b } } }) };
       }
       return { data, layout: layout(f, { xaxis: { type: "date" }, yaxis: { title: { text: ev.metrics[0] } } }) };
+    },
+    incident(f, ev) {
+      // Left: when each group changed (latency after/before, the origin's in red); right: the call graph.
+      const rows = ev.timeline;
+      const data = [{
+        type: "scatter", mode: "markers", name: "change", xaxis: "x", yaxis: "y",
+        x: rows.map((r) => r.t * 1000), y: rows.map((r) => r.group),
+        text: rows.map((r) => `${r.metric} ${fmt(r.before)} \u2192 ${fmt(r.after)} (x${fmt(r.after / r.before)})`),
+        hovertemplate: "%{y}<br>%{text}<br>%{x}<extra></extra>",
+        marker: { size: rows.map((r) => 8 + 3 * Math.min(6, Math.abs(Math.log2(r.after / r.before)))),
+                  color: rows.map((r) => (r.origin ? "#b91c1c" : "#f59e0b")), line: { width: 1, color: "#fff" } },
+      }];
+      const nodes = ev.graph.nodes, edges = ev.graph.edges;
+      const incoming = new Map(nodes.map((n) => [n.service, 0]));
+      edges.forEach(([, b]) => incoming.set(b, (incoming.get(b) || 0) + 1));
+      const depth = new Map();
+      const queue = nodes.filter((n) => !incoming.get(n.service)).map((n) => n.service);
+      if (!queue.length && nodes.length) queue.push(nodes[0].service);
+      queue.forEach((s) => depth.set(s, 0));
+      while (queue.length) {
+        const s = queue.shift();
+        edges.filter(([a]) => a === s).forEach(([, b]) => { if (!depth.has(b)) { depth.set(b, depth.get(s) + 1); queue.push(b); } });
+      }
+      nodes.forEach((n) => { if (!depth.has(n.service)) depth.set(n.service, 0); });
+      const layers = new Map(), at = new Map();
+      nodes.forEach((n) => { const d = depth.get(n.service); const l = layers.get(d) || []; l.push(n.service); layers.set(d, l); });
+      layers.forEach((names, d) => names.forEach((name, i) => at.set(name, [d, i - (names.length - 1) / 2])));
+      const ex = [], ey = [];
+      edges.forEach(([a, b]) => { ex.push(at.get(a)[0], at.get(b)[0], null); ey.push(at.get(a)[1], at.get(b)[1], null); });
+      data.push({ type: "scatter", mode: "lines", name: "calls", xaxis: "x2", yaxis: "y2", x: ex, y: ey,
+                  hoverinfo: "skip", line: { color: "#94a3b8", width: 1.5 } });
+      data.push({
+        type: "scatter", mode: "markers+text", name: "services", xaxis: "x2", yaxis: "y2",
+        x: nodes.map((n) => at.get(n.service)[0]), y: nodes.map((n) => at.get(n.service)[1]),
+        text: nodes.map((n) => (n.service === ev.origin ? "\u25B6 " + n.service + " (origin)" : n.service)),
+        textposition: "top center", cliponaxis: false,
+        customdata: nodes.map((n) => (n.score === null || n.score === undefined ? "" : "origin score " + fmt(n.score))),
+        hovertemplate: "%{text}<br>%{customdata}<extra></extra>",
+        marker: { size: nodes.map((n) => (n.service === ev.origin ? 22 : n.changed ? 14 : 10)),
+                  color: nodes.map((n) => (n.service === ev.origin ? "#b91c1c" : n.changed ? "#f59e0b" : "#cbd5e1")),
+                  line: { width: 1, color: "#334155" } },
+      });
+      const arrows = edges.map(([a, b]) => ({ xref: "x2", yref: "y2", axref: "x2", ayref: "y2", x: at.get(b)[0], y: at.get(b)[1],
+                                              ax: at.get(a)[0], ay: at.get(a)[1], showarrow: true, arrowhead: 3, arrowsize: 1.2,
+                                              arrowcolor: "#94a3b8", standoff: 9, text: "" }));
+      const shapes = ev.start ? [Object.assign(vline(ev.start, "#b91c1c"), { xref: "x" })] : [];
+      // Changes a few ms apart still get a readable time axis: at least a minute either side.
+      const times = rows.map((r) => r.t).concat(ev.start ? [ev.start] : []);
+      const pad = times.length ? Math.max(60, 0.2 * (Math.max(...times) - Math.min(...times))) : 60;
+      const range = times.length ? [(Math.min(...times) - pad) * 1000, (Math.max(...times) + pad) * 1000] : undefined;
+      const hidden = { visible: false, zeroline: false, showgrid: false };
+      return { data, layout: layout(f, {
+        showlegend: false, margin: { l: 230, r: 20, t: 30, b: 42 }, annotations: arrows, shapes,
+        xaxis: { domain: [0, 0.5], type: "date", range }, yaxis: { automargin: true, type: "category" },
+        xaxis2: Object.assign({ domain: [0.58, 1], range: [-0.5, Math.max(...[...depth.values()], 0) + 0.5] }, hidden),
+        yaxis2: Object.assign({ anchor: "x2" }, hidden),
+      }) };
     },
     figures(f) {
       // No window to draw from (a finding across groups, or metrics the window no longer holds): its figures.
@@ -256,6 +316,9 @@
       el("p", { class: "desc", text: f.description }),
       why ? el("p", { class: "why", text: "why: " + why }) : null,
       el("p", { class: "where", text: where(f) }),
+      f.folded && f.folded.length ? el("details", { class: "folded" },
+        el("summary", {}, `explains ${f.folded.length} pattern${f.folded.length === 1 ? "" : "s"} of its groups`),
+        el("ul", {}, f.folded.map((text) => el("li", { text })))) : null,
       plot,
       spanList(f));
     return { node, plot, version: `${f.windows}|${f.last_seen}|${f.description}` };
