@@ -140,6 +140,7 @@ class AnalysisSummary:
     problems: ProblemLog = field(default_factory=ProblemLog)
     stats: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)  # one per standing pattern, most confident first
+    findings_kept: int = 0  # also those an incident explains (listed in it), as held in memory
     first_timestamp: float | None = None
     last_timestamp: float | None = None
     seconds: float = 0.0
@@ -217,6 +218,7 @@ def analyze_files(
     furnace.cool(final=True)
     summary.spans = feeder.spans_seen
     summary.findings = ledger.findings()
+    summary.findings_kept = len(ledger)
     if furnace.first_timestamp <= furnace.last_timestamp:
         summary.first_timestamp, summary.last_timestamp = furnace.first_timestamp, furnace.last_timestamp
     stats = furnace.stats()
