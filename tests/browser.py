@@ -22,9 +22,10 @@ import base64
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
+
+from pipeline_infra import wait_until  # tests/ is on sys.path (rootdir conftest)
 
 CHROMIUM = os.environ.get("CRACKLE_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CRACKLE_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -77,14 +78,7 @@ class Browser:
                         timeout=timeout, what=f"{url} to load")
 
     def wait_until(self, condition: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(0.05)
+        return wait_until(condition, timeout, what, interval=0.05)
 
     def script(self, source: str, *args: Any) -> Any:
         return self.driver.execute_script(source, *args)
