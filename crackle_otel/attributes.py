@@ -165,6 +165,9 @@ class AttributeStore:
         self._keys: dict[str, int] = {}
         self._tables: list[dict[str, int]] = []  # per key: value -> code
         self._values: list[list[str]] = []  # per key: code - 1 -> value
+        # (name, value) as a span carries it -> (column, code): one dict lookup per attribute on the
+        # recording path. Holds only kept values (at most TABLE_SIZE, and their uncut forms, per name).
+        self._pairs: dict[tuple[str, Any], tuple[int, int]] = {}
         self._high_since: list[int | None] = []  # per key: rows written when it turned high-cardinality
         self._written = 0  # rows ever written (the kiln's ring position)
         self._any = False
@@ -192,22 +195,36 @@ class AttributeStore:
             return
         self._any = True
         row = list(self._zeros)
-        keys, tables = self._keys, self._tables
-        for key, value in attributes.items():
-            j = keys.get(key)
-            if j is None:
-                j = self._add_key(key)
-                if j is None:
+        pairs = self._pairs
+        for item in attributes.items():
+            try:
+                found = pairs.get(item)
+            except TypeError:  # an unhashable value (a list): its string form is kept
+                found = None
+            if found is None:
+                found = self._encode(*item)
+                if found is None:
                     continue
                 row.extend(self._zeros[len(row):])  # the matrix may have widened
-            try:
-                code = tables[j].get(value)
-            except TypeError:  # an unhashable value (a list): its string form is kept
-                code = None
-            if code is None:
-                code = self._add_value(j, value)
-            row[j] = code
+            row[found[0]] = found[1]
         self._pack(self._buffer, slot * self._row_bytes, *row)
+
+    def _encode(self, key: str, value: Any) -> tuple[int, int] | None:
+        """(column, code) of a name and value not seen as such yet; None when the name gets no column."""
+        j = self._keys.get(key)
+        if j is None:
+            j = self._add_key(key)
+            if j is None:
+                return None
+        try:
+            code = self._tables[j].get(value)
+        except TypeError:
+            code = None
+        if code is None:
+            code = self._add_value(j, value)
+        if code > 0 and type(value) is str and len(value) <= MAX_VALUE_LENGTH:  # stored as it is: one entry per value
+            self._pairs[(key, value)] = (j, code)
+        return j, code
 
     def _add_key(self, key: str) -> int | None:
         if len(self._keys) >= self.max_keys:
@@ -263,6 +280,7 @@ class AttributeStore:
         values = [self._values[j][code - 1] for code in live.tolist()]
         self._values[j] = values
         self._tables[j] = {value: code for code, value in enumerate(values, start=1)}
+        self._pairs = {pair: found for pair, found in self._pairs.items() if found[0] != j}  # old codes
         return True
 
     def row(self, slot: int) -> dict[str, str]:

@@ -109,3 +109,18 @@ def test_tables_built_from_mappings_mark_nothing_high_cardinality_but_keep_every
     table = AttributeTable.from_mappings(rows)
     assert list(table) == rows and table.high_cardinality == frozenset()
     assert table.take(np.array([2, 0])) == [rows[2], rows[0]]
+
+
+def test_long_values_sharing_their_first_characters_are_one_value_and_cost_nothing_more():
+    kiln = Kiln(capacity=1000, seal_on_cool=False)
+    prefix = "select * from orders where " + "x" * MAX_VALUE_LENGTH
+    record(kiln, 0, {"db.statement": prefix + "id = 0"})
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(1, 5000):
+        record(kiln, i, {"db.statement": prefix + f"id = {i}"})
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    values, _ = kiln.snapshot().attribute_table.column("db.statement")
+    assert values == (prefix[:MAX_VALUE_LENGTH],)
+    assert grown < 50_000, grown  # no per-span entry anywhere (5,000 statements of ~170 characters)
