@@ -57,6 +57,7 @@ def free_port() -> int:
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """The first truthy value of ``condition()``; TimeoutError naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -96,7 +97,8 @@ class Process:
 
     def wait_listening(self, *addresses: str, timeout: float = 60.0) -> None:
         for address in addresses:
-            wait_until(lambda: self._alive_or_raise() and _listening(address), timeout, f"{self.name} on {address}")
+            wait_until(lambda: self._alive_or_raise() and _listening(address), timeout=timeout,
+                       what=f"{self.name} on {address}")
 
     def _alive_or_raise(self) -> bool:
         assert self.process is not None
@@ -227,7 +229,7 @@ class Jaeger(Process):
         def enough() -> list[dict] | None:
             found = [span for span in self.spans(service) if condition(span)]
             return found if len(found) >= count else None
-        return wait_until(enough, timeout, f"{count} matching spans of {service} in Jaeger", interval=0.5)
+        return wait_until(enough, timeout=timeout, what=f"{count} matching spans of {service} in Jaeger", interval=0.5)
 
     def holds_span(self, trace_id: str, span_id: str) -> bool:
         trace = self.trace(trace_id)
@@ -299,7 +301,8 @@ class Gateway(Process):
 
     def start(self) -> "Gateway":
         super().start()
-        wait_until(lambda: self._alive_or_raise() and _LISTENING.search(self.log()), 60, f"{self.name} to listen")
+        wait_until(lambda: self._alive_or_raise() and _LISTENING.search(self.log()), timeout=60,
+                   what=f"{self.name} to listen")
         return self
 
     def health(self) -> dict:

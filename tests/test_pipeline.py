@@ -128,8 +128,8 @@ def test_load_balancing_scale_out_two_gateways_jaeger_and_the_file_exporter(pipe
             sent = send(addresses["0.0.0.0:4317"], SERVICES[:2], shift_and_loss(rng))
             sent |= send(addresses["0.0.0.0:4317"], SERVICES[2:], shift(rng))
             total = sum(len(ids) for ids in sent.values())
-            wait_until(lambda: sum(g.health()["stats"]["spans_received"] for g in gateways) >= total, 60,
-                       "the gateways to receive every span")
+            wait_until(lambda: sum(g.health()["stats"]["spans_received"] for g in gateways) >= total, timeout=60,
+                   what="the gateways to receive every span")
             received = [g.health()["stats"]["spans_received"] for g in gateways]
         outcomes = [stop_gateway(g) for g in gateways]
 
@@ -179,8 +179,8 @@ def test_inline_forwards_every_span_unchanged_and_adds_linked_patterns(pipeline_
         with Collector(pipeline_binaries, "inline.yaml", tmp_path, addresses):
             sent = send(addresses["0.0.0.0:4317"], SERVICES[:3], shift(np.random.default_rng(4)))
             total = sum(len(ids) for ids in sent.values())
-            wait_until(lambda: gateway.health()["stats"]["pass_through_spans_forwarded"] >= total, 60,
-                       "the gateway to forward every span")
+            wait_until(lambda: gateway.health()["stats"]["pass_through_spans_forwarded"] >= total, timeout=60,
+                   what="the gateway to forward every span")
         status, log = stop_gateway(gateway)
         assert status == 0, log
         assert f"every received span forwarded to {jaeger.otlp_grpc}" in log
@@ -211,7 +211,8 @@ def test_side_branch_routes_findings_back_and_never_delays_the_main_path(pipelin
         with Collector(pipeline_binaries, "side_branch.yaml", tmp_path, addresses):
             sent = send(addresses["0.0.0.0:4317"], SERVICES[:2], shift(np.random.default_rng(5)))
             total = sum(len(ids) for ids in sent.values())
-            wait_until(lambda: gateway.health()["stats"]["spans_received"] >= total, 60, "the gateway")
+            wait_until(lambda: gateway.health()["stats"]["spans_received"] >= total, timeout=60,
+                   what="the gateway")
             status, log = stop_gateway(gateway)  # final cool: patterns go back through the collector
             assert status == 0, log
             reported = int(re.search(r"(\d+) patterns reported", log).group(1))
@@ -241,8 +242,8 @@ def test_a_backend_that_goes_down_mid_run_blocks_nothing_and_every_summary_says_
         with Collector(pipeline_binaries, "inline.yaml", tmp_path, addresses):
             rng = np.random.default_rng(7)
             before = send(addresses["0.0.0.0:4317"], SERVICES[:1], shift(rng))[SERVICES[0]]
-            wait_until(lambda: gateway.health()["stats"]["pass_through_spans_forwarded"] >= len(before), 60,
-                       "the first spans to be forwarded")
+            wait_until(lambda: gateway.health()["stats"]["pass_through_spans_forwarded"] >= len(before), timeout=60,
+                   what="the first spans to be forwarded")
             assert len(jaeger.wait_for_spans(SERVICES[0], count=len(before))) == len(before)
             assert gateway.health()["status"] == "ok"
             jaeger.stop()
@@ -250,11 +251,12 @@ def test_a_backend_that_goes_down_mid_run_blocks_nothing_and_every_summary_says_
             started = time.monotonic()  # the app's exports do not wait for the dead backend
             after = send(addresses["0.0.0.0:4317"], SERVICES[1:2], shift(rng))[SERVICES[1]]
             assert time.monotonic() - started < 10
-            health = wait_until(lambda: (h := gateway.health())["status"] == "degraded" and h, 90,
-                                "/health to say degraded")
+            health = wait_until(lambda: (h := gateway.health())["status"] == "degraded" and h, timeout=90,
+                   what="/health to say degraded")
             assert health["stats"]["pass_through_spans_forwarded"] == len(before)
             wait_until(lambda: (s := gateway.health()["stats"])["pass_through_spans_failed"]
-                       + s["pass_through_spans_dropped"] >= len(after), 90, "the lost forwards to be counted")
+                       + s["pass_through_spans_dropped"] >= len(after), timeout=90,
+                   what="the lost forwards to be counted")
         status, log = stop_gateway(gateway)
     finally:
         jaeger.stop()
