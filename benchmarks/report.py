@@ -11,8 +11,9 @@ file exporter's default), each timed ``--rounds`` times, the two ways interleave
 
 For each: ``plain`` = ``analyze_files`` as `crackle-otel analyze` runs without a report (the
 baseline, measured in the same run); ``report`` = the same with plot data kept (``evidence=True``)
-plus writing the HTML (``render_report``), i.e. what ``--report`` runs; the ratio report/plain; how
-long the HTML alone took; the report's size. Ranges are min-max over the rounds.
+plus writing the HTML (``render_report``), i.e. what ``--report`` runs; the ratio report/plain (in
+CPU seconds of this process, which a machine shared with other work disturbs less than wall time);
+how long the HTML alone took; the report's size. Ranges are min-max over the rounds.
 
     python benchmarks/report.py [--spans 100000] [--rounds 3] [--data ../shared/data/nezha]
 """
@@ -76,21 +77,23 @@ def nezha_file(path: Path, data: Path, spans: int) -> tuple[int, str] | None:
     return count, f"{fault.id} ({fault.fault_type} in {fault.service}), files {chosen[0].name}..{chosen[-1].name}"
 
 
-def timed_plain(path: Path, config: CrackleConfig) -> tuple[float, int]:
+def timed_plain(path: Path, config: CrackleConfig) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, findings) of analyze without a report."""
     gc.collect()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     summary = analyze_files([str(path)], config)
-    return time.perf_counter() - started, len(summary.findings)
+    return time.perf_counter() - started, time.process_time() - cpu, len(summary.findings)
 
 
-def timed_report(path: Path, config: CrackleConfig, out: Path) -> tuple[float, float, int]:
+def timed_report(path: Path, config: CrackleConfig, out: Path) -> tuple[float, float, float, int]:
+    """(wall seconds, CPU seconds, seconds writing the HTML, bytes) of analyze --report."""
     gc.collect()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     summary = analyze_files([str(path)], config, evidence=True)
     rendered = time.perf_counter()
     size = render_report(summary, str(out), title=path.name)
     done = time.perf_counter()
-    return done - started, done - rendered, size
+    return done - started, time.process_time() - cpu, done - rendered, size
 
 
 def span_range(values: list[float], unit: str = "s", scale: float = 1.0) -> str:
@@ -119,19 +122,22 @@ def main() -> None:
         print(f"analyze --report, {args.rounds} rounds each, plain and report interleaved "
               f"(plain = analyze without --report, the baseline)")
         for name, path, spans, what in inputs:
-            plain, report, html, sizes, findings = [], [], [], [], 0
+            plain, plain_cpu, report, report_cpu, html, sizes, findings = [], [], [], [], [], [], 0
             for _ in range(args.rounds):
-                seconds, findings = timed_plain(path, config)
+                seconds, cpu, findings = timed_plain(path, config)
                 plain.append(seconds)
-                total, render, size = timed_report(path, config, Path(tmp) / f"{name}.html")
+                plain_cpu.append(cpu)
+                total, cpu, render, size = timed_report(path, config, Path(tmp) / f"{name}.html")
                 report.append(total)
+                report_cpu.append(cpu)
                 html.append(render)
                 sizes.append(size)
-            ratios = [r / p for r, p in zip(report, plain)]
+            ratios = [r / p for r, p in zip(report_cpu, plain_cpu)]
             print(f"\n{name}: {spans:,} spans, {os.path.getsize(path) / 2**20:.0f} MiB of OTLP JSON; {what}")
             print(f"  findings            {findings}")
-            print(f"  plain analyze       {span_range(plain)}")
-            print(f"  analyze --report    {span_range(report)}  ({min(ratios):.2f}-{max(ratios):.2f}x plain)")
+            print(f"  plain analyze       {span_range(plain)} wall, {span_range(plain_cpu)} CPU")
+            print(f"  analyze --report    {span_range(report)} wall, {span_range(report_cpu)} CPU "
+                  f"({min(ratios):.2f}-{max(ratios):.2f}x plain in CPU)")
             print(f"  of which the HTML   {span_range(html, 'ms', 1000)}")
             print(f"  report size         {max(sizes) / 2**20:.2f} MiB "
                   f"({(max(sizes) - len_plotly()) / 2**10:.0f} KiB besides plotly.js)")
