@@ -44,7 +44,7 @@ def test_minimal_example_prints_the_latency_shift():
     assert result.returncode == 0, result.stderr
     shifts = [
         line for line in pattern_lines(result.stdout, "phase transition")
-        if line.startswith("[phase transition] duration_ms mean rose") and "group=minimal | resize" in line
+        if line.startswith("[phase transition] duration_ms slowed down") and "group=minimal | resize" in line
     ]
     assert shifts, f"no duration_ms phase transition printed:\n{result.stdout}"
     assert re.search(r"at task 50[01] ", shifts[0]), shifts[0]  # the shift starts at span 500
@@ -124,7 +124,8 @@ def test_flask_app_under_opentelemetry_instrument_reports_the_degradation(tmp_pa
     ]
     assert latency_shifts, f"no phase transition on the request span's duration_ms:\n{output}"
     # Degraded from request 200 of 400; the first checkout after /healthz is task 0.
-    positions = [int(m.group(1)) for m in (re.search(r"(?:at|from) task (\d+)", s) for s in latency_shifts) if m]
+    # Every change point of the pattern (a warm-up before it may come first).
+    positions = [int(p) for s in latency_shifts for p in re.findall(r"(?:at|from) task (\d+)", s)]
     assert any(180 <= p <= 220 for p in positions), latency_shifts
     lost_records = [
         line for line in pattern_lines(output, "conservation violation")

@@ -1,103 +1,324 @@
-"""Offline change-point search: binary segmentation over prefix-sum segment costs.
+"""Offline change-point search: penalised optimal partitioning under AR(1) noise.
 
-A cost says how badly one model fits a segment ``[start, end)`` of a series;
-splitting a segment at ``k`` gains ``cost(start, end) - cost(start, k) - cost(k, end)``.
-Every cost here is built from prefix sums, so the cost of any segment is O(1) and
-the best split of a segment is one vectorised pass over its candidate positions.
+A series is modelled as a piecewise mean (each segment flat, or a line when that
+pays for its slope) plus Gaussian AR(1) noise. ``segment`` finds the partition
+that minimises
 
-The search only considers block boundaries (at most ``MAX_BLOCKS`` of them), then
-backward-eliminates change points that no longer pay their penalty once their
-neighbours are known, and finally refines each survivor at full resolution
-within one block. Time: O(n) to build the sums plus O(blocks) per split.
+    sum over segments of (-2 log-likelihood in innovation-variance units)
+    + beta per change point + gamma per sloped segment
+
+exactly (dynamic programming over every candidate position), on a grid of at most
+``GRID`` candidate positions; with more points than that, each change point is
+then moved to its best position at full resolution.
+
+Why this shape:
+- **AR(1) likelihood, not an inflated penalty.** Each segment's cost is the exact
+  likelihood of a stationary AR(1) stretch around its mean (the first point
+  weighted by 1 - phi^2, the others through ``x_t - phi x_{t-1}``). Autocorrelated
+  noise then needs no penalty inflation, so there is no cliff where a smooth
+  background hides every real step; a step still shows as the jump of its first
+  point, which is what sets it apart from wandering noise.
+- **Noise from differences.** sigma and phi come from robust (MAD) variances of
+  lag-1 and lag-2 differences: Var(x_{t+k} - x_t) = 2 sigma^2 (1 - phi^k) for any
+  piecewise-constant mean, and a median ignores the few differences a change
+  touches. A trend shifts every difference alike, which the median removes too.
+- **Steps vs ramps by model comparison.** A ramp is one sloped segment (paying
+  ``gamma``), a staircase several flat ones (paying ``beta`` each): whichever
+  explains the data for less wins, so several steps stay several steps.
+- **Penalty calibrated by simulation.** ``beta`` is chosen per length and false-
+  change rate from a table measured on Gaussian white noise through this very
+  pipeline (noise estimation included): the probability that a change-free series
+  of length n gets any change point is ``alpha`` at every n (from 10 points up).
+  ``p_value`` reads the same table backwards. ``benchmarks/changepoints.py
+  --calibrate`` regenerates it.
 """
 
 from __future__ import annotations
 
-import heapq
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
-MAX_BLOCKS = 2000  # candidate positions per search pass; refinement restores full resolution
+GRID = 200  # candidate positions searched exactly; refinement restores full resolution
+MIN_POINTS = 10  # shortest series searched
+MIN_FLAT = 3  # fewest points in a flat segment
+MIN_SLOPED = 5  # fewest points in a sloped segment (shorter "ramps" are steps)
+MIN_SPREAD = 5  # fewest points in a segment of the spread search
+MAX_PHI = 0.95  # autocorrelation beyond this is treated as 0.95 (the likelihood stays proper)
+SLOPE_SHARE = 0.5  # a sloped segment pays this share of a change point's penalty
+MAD_TO_SIGMA = 1.4826
+
+# Null calibration: P(a change-free series of n points gets >= 1 change point at penalty beta)
+# ~ exp(-(beta - a) / b). Rows: n, a, b. The 90/95/98/99 % quantiles of the critical penalty were
+# simulated on 1200 Gaussian white-noise series per n (noise estimation, the second pass and the
+# minimum segment of ``phase`` included), then smoothed over n and alpha by least squares as
+# a = c0 + c1 ln n, b = c2 + c3 / ln n (benchmarks/changepoints.py --calibrate prints the simulated
+# quantiles and these rows). Interpolated in ln n; constant beyond 400 points, where the grid caps
+# the candidate positions and the minimum segment grows with n, so the null law stops moving.
+CALIBRATION = {
+    "level": (
+        (10, -2.226, 2.614),
+        (12, -1.822, 2.481),
+        (15, -1.327, 2.342),
+        (20, -0.688, 2.194),
+        (30, 0.211, 2.027),
+        (50, 1.344, 1.867),
+        (100, 2.882, 1.706),
+        (200, 4.420, 1.587),
+        (400, 5.957, 1.496),
+    ),
+    "spread": (
+        (10, -1.021, 2.137),
+        (12, -0.827, 2.158),
+        (15, -0.590, 2.181),
+        (20, -0.283, 2.205),
+        (30, 0.148, 2.231),
+        (50, 0.692, 2.257),
+        (100, 1.430, 2.283),
+        (200, 2.168, 2.302),
+        (400, 2.906, 2.317),
+    ),
+}
 
 
-class LinearTrendCost:
-    """Residual sum of squares of a least-squares line (level + slope) per segment.
+def _tail(stage: str, n: int) -> tuple[float, float]:
+    table = np.asarray(CALIBRATION[stage], dtype=float)
+    log_n = math.log(max(n, 2))
+    logs = np.log(table[:, 0])
+    return float(np.interp(log_n, logs, table[:, 1])), float(np.interp(log_n, logs, table[:, 2]))
 
-    A step is two flat segments, a ramp one sloped segment, so a gradual change
-    costs two change points (its start and end), not dozens of steps.
+
+def penalty(stage: str, n: int, alpha: float) -> float:
+    """beta for which a change-free series of ``n`` points gets a change point with probability ``alpha``."""
+    a, b = _tail(stage, n)
+    return a + b * math.log(1.0 / alpha)
+
+
+def p_value(stage: str, n: int, gain: float) -> float:
+    """Probability that noise alone gains ``gain`` from its best change point (searched positions included)."""
+    a, b = _tail(stage, n)
+    return float(min(1.0, math.exp(-(gain - a) / b)))
+
+
+# ----------------------------------------------------------------------- noise
+@dataclass(frozen=True)
+class Noise:
+    innovation_sd: float  # sd of what each point adds that its neighbour did not predict
+    phi: float  # lag-1 autocorrelation, in [0, MAX_PHI]
+
+    @property
+    def sigma(self) -> float:
+        """Marginal sd of the noise."""
+        return self.innovation_sd / math.sqrt(1.0 - self.phi**2)
+
+
+DIFFERENCE_CLIP = 3.0  # differences beyond this many robust sds (steps, outliers) are clipped
+CLIPPED_VARIANCE = 0.9733  # E[min(Z^2, 9)] for a standard normal Z: undoes the clipping's shrinkage
+
+
+def estimate_noise(x: np.ndarray) -> Noise:
+    """Innovation sd and phi of the noise, from the clipped first differences.
+
+    For AR(1) noise around a piecewise-constant (or linear) mean, differences have
+    variance 2 sigma^2 (1 - phi) and lag-1 autocorrelation -(1 - phi) / 2, so
+    phi = 1 + 2 rho_d and the innovation variance is Var(d) (1 + phi) / 2. A step
+    or an outlier is one or two extreme differences: clipping them at
+    DIFFERENCE_CLIP robust sds keeps them from posing as noise or correlation,
+    and the mean of the differences (a trend) drops out.
+    """
+    if x.size < 4:
+        return Noise(float(np.std(x)), 0.0)
+    d = np.diff(x)
+    centre = float(np.median(d))
+    scale = MAD_TO_SIGMA * float(np.median(np.abs(d - centre)))
+    # Mostly constant (MAD 0: errors, retries): the rare differences are the noise, kept whole.
+    clip = DIFFERENCE_CLIP * scale if scale > 0 else np.inf
+    clipped = np.clip(d - centre, -clip, clip)
+    clipped -= clipped.mean()
+    square = float(np.mean(clipped * clipped))
+    if square <= 0:
+        return Noise(0.0, 0.0)
+    rho = float(np.sum(clipped[1:] * clipped[:-1])) / (square * clipped.size)
+    phi = float(np.clip(1.0 + 2.0 * rho, 0.0, MAX_PHI))
+    correction = CLIPPED_VARIANCE if scale > 0 else 1.0
+    return Noise(math.sqrt(square / correction * (1.0 + phi) / 2.0), phi)
+
+
+WINSOR = 3.0  # values further than this many sigmas from their running median are pulled in
+RUNNING_HALF_WIDTH = 2  # the running median spans 2 h + 1 points: it follows steps, not single outliers
+SPREAD_FLOOR = 0.05  # |residual| below this share of sigma counts as this (log |r| has no floor)
+
+
+def winsorize(x: np.ndarray, noise: Noise) -> np.ndarray:
+    """``x`` with heavy-tailed excursions pulled to WINSOR sigmas of a running median.
+
+    A running median follows steps and ramps, so this trims outliers without
+    flattening a real change (a global clip would), and keeps a Gaussian cost
+    from seeing a change in every cluster of tail values.
+    """
+    if noise.sigma <= 0 or x.size < 2 * RUNNING_HALF_WIDTH + 1:
+        return x
+    h = RUNNING_HALF_WIDTH
+    padded = np.concatenate([np.full(h, x[0]), x, np.full(h, x[-1])])
+    centre = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1), axis=1)
+    bound = WINSOR * noise.sigma
+    return np.clip(x, centre - bound, centre + bound)
+
+
+def fit_level(x: np.ndarray, beta: float, *, min_size: int = MIN_FLAT, max_changes: int = 8,
+              robust: bool = True) -> tuple["Segmentation", np.ndarray, Noise]:
+    """Level segmentation of ``x``: (segmentation, the series searched, its noise).
+
+    Two passes: noise from differences, then, if the residuals show more
+    autocorrelation than that, once more with it. ``robust=False`` searches the
+    values as they are (mostly-constant metrics, whose rare values are the signal).
+    """
+    searched, noise = level_input(x) if robust else (x, estimate_noise(x))
+    if noise.innovation_sd <= 0:
+        return _constant(x.size), searched, noise
+    level = segment(searched, noise, beta, min_size=min_size, max_changes=max_changes)
+    refined = residual_noise(searched - level.fitted(), level.bounds, noise)
+    if refined is not noise:
+        noise = refined
+        level = segment(searched, noise, beta, min_size=min_size, max_changes=max_changes)
+    return level, searched, noise
+
+
+def _constant(n: int) -> "Segmentation":
+    return Segmentation(np.array([0, n]), np.array([False]), np.zeros(0), np.zeros(1), np.zeros(1))
+
+
+def level_input(x: np.ndarray) -> tuple[np.ndarray, Noise]:
+    """The series the level search runs on (outliers pulled in) and its noise."""
+    noise = estimate_noise(x)
+    return winsorize(x, noise), noise
+
+
+def residual_noise(residual: np.ndarray, bounds: np.ndarray, noise: Noise) -> Noise:
+    """The noise re-estimated from the residuals of a segmentation, where that shows more dependence.
+
+    phi from differences is robust to steps but loose when phi is high (its sd is
+    about 2 / sqrt(n)); the lag-1 autocorrelation of the residuals within
+    segments is tight there (sqrt((1 - phi^2) / n)), corrected for the bias of
+    centring each segment. The larger phi is kept: the safe side for a search.
+    """
+    starts = np.zeros(residual.size, dtype=bool)
+    starts[bounds[:-1]] = True
+    pairs = ~starts[1:]  # (t - 1, t) within one segment
+    squares = float(np.sum(residual * residual))
+    if squares <= 0 or not pairs.any():
+        return noise
+    rho = float(np.sum(residual[1:][pairs] * residual[:-1][pairs])) / squares
+    mean_length = residual.size / (bounds.size - 1)
+    rho += (1 + 3 * rho) / mean_length
+    phi = float(np.clip(rho, 0.0, MAX_PHI))
+    if phi <= noise.phi:
+        return noise
+    innovations = innovation_residuals(residual, bounds, phi)
+    return Noise(float(np.std(np.clip(innovations, -WINSOR * noise.sigma, WINSOR * noise.sigma))), phi)
+
+
+def innovation_residuals(residual: np.ndarray, bounds: np.ndarray, phi: float) -> np.ndarray:
+    """What each residual adds to its predecessor's (r_t - phi r_{t-1}); a segment's first, scaled alike."""
+    innovations = np.empty_like(residual)
+    innovations[1:] = residual[1:] - phi * residual[:-1]
+    starts = bounds[:-1]
+    innovations[starts] = residual[starts] * math.sqrt(1.0 - phi * phi)
+    return innovations
+
+
+def spread_input(residual: np.ndarray, level: "Segmentation", noise: Noise) -> tuple[np.ndarray, Noise]:
+    """log |innovation| and its noise: a change of scale becomes a change of mean (log of the sd ratio).
+
+    The innovations (residuals whitened by phi) are independent under the null,
+    so their log magnitudes carry no wandering. Unlike squares, the log keeps
+    heavy tails from dominating, and a change of scale moves every point by the
+    same amount.
+    """
+    innovations = innovation_residuals(residual, level.bounds, noise.phi)
+    floor = SPREAD_FLOOR * noise.innovation_sd if noise.innovation_sd > 0 else 1e-300
+    spread = np.log(np.maximum(np.abs(innovations), floor))
+    noise = estimate_noise(spread)
+    return winsorize(spread, noise), noise
+
+
+# ------------------------------------------------------------------------ cost
+class ARSegmentCost:
+    """-2 log-likelihood (innovation-variance units, constants dropped) of flat and sloped segments.
+
+    Segment ``[s, e)`` with local time u = 0..L-1 and mean a + b u: the first
+    point contributes (1 - phi^2)(x_s - a)^2, every later one
+    (y_t - a c - b (c u + phi))^2 with y_t = x_t - phi x_{t-1} and c = 1 - phi.
+    Sums over t come from prefix sums, so any segment costs O(1).
     """
 
-    def __init__(self, x: np.ndarray) -> None:
+    def __init__(self, x: np.ndarray, noise: Noise) -> None:
         self.n = x.size
-        # Centred index keeps the prefix sums small (less cancellation).
-        index = np.arange(self.n, dtype=float) - self.n // 2
-        self._x = _prefix(x)
-        self._xx = _prefix(x * x)
-        self._ix = _prefix(index * x)
-        self._offset = self.n // 2
+        phi = noise.phi
+        self.c = 1.0 - phi
+        self.w0 = 1.0 - phi * phi
+        self.phi = phi
+        self.scale = 1.0 / max(noise.innovation_sd, 1e-300) ** 2
+        self._x = x
+        y = np.empty(self.n)
+        y[0] = 0.0
+        y[1:] = x[1:] - phi * x[:-1]
+        self._offset = self.n // 2  # centred time keeps the t * y sums small
+        t = np.arange(self.n, dtype=float) - self._offset
+        self._y = _prefix(y)
+        self._yy = _prefix(y * y)
+        self._ty = _prefix(t * y)
 
-    def fit(self, start, end):
-        """(length, mean, slope per task, residual sum of squares) of each segment."""
+    def _sums(self, start, end):
         start = np.asarray(start)
         end = np.asarray(end)
-        length = (end - start).astype(float)
-        sx = self._x[end] - self._x[start]
-        sxx = self._xx[end] - self._xx[start]
-        six = self._ix[end] - self._ix[start]
-        mean = sx / length
-        centre = (start + end - 1) / 2.0 - self._offset
-        # Consecutive indices: sum of squared deviations of the index is (L^3 - L) / 12 exactly.
-        sii = (length**3 - length) / 12.0
-        sxi = six - centre * sx
-        with np.errstate(invalid="ignore", divide="ignore"):
-            slope = np.where(sii > 0, sxi / np.where(sii > 0, sii, 1.0), 0.0)
-        rss = sxx - sx * mean - slope * sxi
-        return length, mean, slope, np.maximum(rss, 0.0)
+        first = start + 1
+        sy = self._y[end] - self._y[first]
+        syy = self._yy[end] - self._yy[first]
+        sty = self._ty[end] - self._ty[first]
+        m = (end - start - 1).astype(float)  # points after the first
+        xs = self._x[np.minimum(start, self.n - 1)]
+        return xs, sy, syy, sty - (start - self._offset) * sy, m
 
-    def cost(self, start, end) -> np.ndarray:
-        return self.fit(start, end)[3]
+    def flat(self, start, end) -> np.ndarray:
+        xs, sy, syy, _, m = self._sums(start, end)
+        b1 = self.w0 * xs + self.c * sy
+        a11 = self.w0 + self.c * self.c * m
+        return np.maximum(self.w0 * xs * xs + syy - b1 * b1 / a11, 0.0) * self.scale
 
-
-class MeanCost:
-    """Residual sum of squares around the segment mean (piecewise-constant level)."""
-
-    def __init__(self, x: np.ndarray) -> None:
-        self.n = x.size
-        self._x = _prefix(x)
-        self._xx = _prefix(x * x)
-
-    def cost(self, start, end) -> np.ndarray:
-        start = np.asarray(start)
-        end = np.asarray(end)
-        length = (end - start).astype(float)
-        sx = self._x[end] - self._x[start]
-        return np.maximum(self._xx[end] - self._xx[start] - sx * sx / length, 0.0)
-
-
-class MultinomialCost:
-    """Negative log-likelihood (nats) of a categorical model per segment: L * H(segment).
-
-    On quantile-bin codes this sees any change of distribution; the gain of a
-    split is (L_left + L_right) times the weighted Jensen-Shannon divergence of
-    the two sides, so it is the likelihood-ratio (G) statistic halved.
-    """
-
-    def __init__(self, codes: np.ndarray, n_codes: int) -> None:
-        self.n = codes.size
-        # One contiguous prefix-count row per code (a row-wise cumsum is much faster than a column-wise one).
-        self._counts = np.zeros((n_codes, self.n + 1), dtype=np.int32)
-        np.cumsum(codes[None, :] == np.arange(n_codes)[:, None], axis=1, out=self._counts[:, 1:])
-
-    def counts(self, start, end) -> np.ndarray:
-        """Counts per code of each segment, shape (..., n_codes)."""
-        return np.moveaxis(self._counts[:, end] - self._counts[:, start], 0, -1)
-
-    def cost(self, start, end) -> np.ndarray:
-        counts = self.counts(start, end).astype(float)
-        length = counts.sum(axis=-1, keepdims=True)
+    def sloped(self, start, end) -> np.ndarray:
+        xs, sy, syy, suy, m = self._sums(start, end)
+        c, phi = self.c, self.phi
+        su = m * (m + 1) / 2.0
+        suu = m * (m + 1) * (2 * m + 1) / 6.0
+        a11 = self.w0 + c * c * m
+        a12 = c * (c * su + phi * m)
+        a22 = c * c * suu + 2 * c * phi * su + phi * phi * m
+        b1 = self.w0 * xs + c * sy
+        b2 = c * suy + phi * sy
+        det = a11 * a22 - a12 * a12
         with np.errstate(divide="ignore", invalid="ignore"):
-            terms = np.where(counts > 0, counts * np.log(counts / length), 0.0)
-        return -terms.sum(axis=-1)
+            explained = np.where(det > 0, (a22 * b1 * b1 - 2 * a12 * b1 * b2 + a11 * b2 * b2) / det, b1 * b1 / a11)
+        return np.maximum(self.w0 * xs * xs + syy - explained, 0.0) * self.scale
+
+    def fit(self, start: int, end: int, sloped: bool) -> tuple[float, float]:
+        """(mean at the segment's first point, slope per point) of one segment."""
+        xs, sy, _, suy, m = (float(v[0]) for v in self._sums(np.array([start]), np.array([end])))
+        c, phi = self.c, self.phi
+        a11 = self.w0 + c * c * m
+        b1 = self.w0 * xs + c * sy
+        if not sloped:
+            return b1 / a11, 0.0
+        su = m * (m + 1) / 2.0
+        suu = m * (m + 1) * (2 * m + 1) / 6.0
+        a12 = c * (c * su + phi * m)
+        a22 = c * c * suu + 2 * c * phi * su + phi * phi * m
+        b2 = c * suy + phi * sy
+        det = a11 * a22 - a12 * a12
+        if det <= 0:
+            return b1 / a11, 0.0
+        return (a22 * b1 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det
 
 
 def _prefix(values: np.ndarray) -> np.ndarray:
@@ -107,84 +328,191 @@ def _prefix(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def split_gain(cost, start: int, change: int, end: int) -> float:
-    """How much the change point ``change`` lowers the cost of ``[start, end)``."""
-    whole = cost.cost(np.array([start]), np.array([end]))
-    parts = cost.cost(np.array([start, change]), np.array([change, end]))
-    return float(whole[0] - parts.sum())
+# ---------------------------------------------------------------------- search
+@dataclass(frozen=True)
+class Segmentation:
+    bounds: np.ndarray  # 0, change points..., n
+    sloped: np.ndarray  # per segment: fitted as a line
+    gains: np.ndarray  # per change point: cost saved by it against merging its two neighbours (best model)
+    start_level: np.ndarray  # per segment: fitted mean at its first point
+    slope: np.ndarray  # per segment: fitted slope per point (0 when flat)
+
+    @property
+    def changes(self) -> np.ndarray:
+        return self.bounds[1:-1]
+
+    def end_level(self) -> np.ndarray:
+        """Per segment: fitted mean at its last point."""
+        return self.start_level + self.slope * (np.diff(self.bounds) - 1)
+
+    def fitted(self) -> np.ndarray:
+        """The fitted mean at every point."""
+        lengths = np.diff(self.bounds)
+        local = np.arange(self.bounds[-1]) - np.repeat(self.bounds[:-1], lengths)
+        return np.repeat(self.start_level, lengths) + np.repeat(self.slope, lengths) * local
 
 
-def _best_split(cost, start: int, end: int, positions: np.ndarray, min_size: int) -> tuple[float, int]:
-    lo = np.searchsorted(positions, start + min_size, side="left")
-    hi = np.searchsorted(positions, end - min_size, side="right")
-    candidates = positions[lo:hi]
-    if candidates.size == 0:
-        return -np.inf, -1
-    starts = np.full(candidates.size, start)
-    ends = np.full(candidates.size, end)
-    whole = cost.cost(np.array([start]), np.array([end]))[0]
-    gains = whole - cost.cost(starts, candidates) - cost.cost(candidates, ends)
-    best = int(np.argmax(gains))  # first maximum: deterministic
-    return float(gains[best]), int(candidates[best])
+class _Grid:
+    """Segment costs between every pair of candidate positions (inf where a segment is too short)."""
+
+    def __init__(self, cost: ARSegmentCost, min_size: int, slopes: bool) -> None:
+        n = cost.n
+        self.positions = np.unique(np.linspace(0, n, min(GRID, n) + 1).round().astype(np.intp))
+        p = self.positions
+        start, end = np.meshgrid(p, p, indexing="ij")
+        length = end - start
+        ok = length >= min_size
+        s, e = start[ok], end[ok]
+        self.flat = np.full(start.shape, np.inf)
+        self.flat[ok] = cost.flat(s, e)
+        self.sloped = np.full(start.shape, np.inf)
+        if slopes:
+            ok_sloped = length >= max(MIN_SLOPED, min_size)
+            self.sloped[ok_sloped] = cost.sloped(start[ok_sloped], end[ok_sloped])
+
+    def costs(self, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+        sloped_cost = self.sloped + gamma
+        return np.minimum(self.flat, sloped_cost), sloped_cost < self.flat
 
 
-def binary_segmentation(cost, min_size: int, penalty: float, max_changes: int) -> list[int]:
-    """Change points (sorted) of the series behind ``cost``.
-
-    Greedy: split the segment whose best split gains most, while that gain
-    exceeds ``penalty``, at most ``max_changes`` times; then drop change points
-    that stop paying the penalty once their neighbours are known; then refine
-    each at full resolution.
-    """
-    n = cost.n
-    if n < 2 * min_size or max_changes < 1:
-        return []
-    positions = np.linspace(0, n, min(MAX_BLOCKS, n) + 1).round().astype(np.intp)  # sorted, distinct
-    block = int(np.ceil(n / max(1, positions.size - 1)))
-    heap: list[tuple[float, int, int, int]] = []
-
-    def push(start: int, end: int) -> None:
-        gain, at = _best_split(cost, start, end, positions, min_size)
-        if at >= 0 and gain > penalty:
-            heapq.heappush(heap, (-gain, start, end, at))
-
-    push(0, n)
-    changes: list[int] = []
-    while heap and len(changes) < max_changes:
-        _, start, end, at = heapq.heappop(heap)
-        changes.append(at)
-        push(start, at)
-        push(at, end)
-    changes = prune(cost, sorted(changes), penalty)
-    return refine(cost, changes, min_size, block)
-
-
-def prune(cost, changes: list[int], penalty: float) -> list[int]:
-    """Backward elimination: remove the weakest change point while it gains less than ``penalty``.
-
-    Greedy search can split a smooth ramp in its middle before finding its ends;
-    once the ends are in, the middle split gains nothing and goes.
-    """
-    changes = list(changes)
-    while changes:
-        bounds = [0, *changes, cost.n]
-        gains = [split_gain(cost, bounds[i], bounds[i + 1], bounds[i + 2]) for i in range(len(changes))]
-        weakest = int(np.argmin(gains))
-        if gains[weakest] > penalty:
-            break
-        del changes[weakest]
+def _optimal_partition(costs: np.ndarray, beta: float, max_changes: int) -> list[int]:
+    """Grid indices of the change points minimising total cost + beta per change point."""
+    g = costs.shape[0]
+    best = np.full(g, np.inf)
+    best[0] = -beta
+    previous = np.zeros(g, dtype=np.intp)
+    for j in range(1, g):
+        candidates = best[:j] + costs[:j, j]
+        i = int(np.argmin(candidates))
+        best[j] = candidates[i] + beta
+        previous[j] = i
+    changes = []
+    j = g - 1
+    while j > 0:
+        j = int(previous[j])
+        if j > 0:
+            changes.append(j)
+    changes.reverse()
+    if len(changes) > max_changes:  # keep the strongest (rare: only on wildly non-stationary series)
+        changes = sorted(sorted(changes, key=lambda k: -_local_gain(costs, changes, k))[:max_changes])
     return changes
 
 
-def refine(cost, changes: list[int], min_size: int, block: int) -> list[int]:
-    """Move each change point to its best full-resolution position within one block."""
-    if block <= 1 or not changes:
-        return changes
+def _local_gain(costs: np.ndarray, changes: list[int], k: int) -> float:
+    bounds = [0, *changes, costs.shape[0] - 1]
+    i = bounds.index(k)
+    left, right = bounds[i - 1], bounds[i + 1]
+    return float(costs[left, right] - costs[left, k] - costs[k, right])
+
+
+def segment(x: np.ndarray, noise: Noise, beta: float, *, min_size: int = MIN_FLAT, slopes: bool = True,
+            max_changes: int = 8) -> Segmentation:
+    """The penalised best partition of ``x`` (see module docstring); segments hold at least ``min_size`` points."""
+    n = x.size
+    min_size = max(min_size, MIN_FLAT, int(math.ceil(n / GRID)))
+    cost = ARSegmentCost(x, noise)
+    grid = _Grid(cost, min_size, slopes)
+    gamma = SLOPE_SHARE * beta if slopes else np.inf
+    costs, _ = grid.costs(gamma)
+    changes = [int(grid.positions[k]) for k in _optimal_partition(costs, beta, max_changes)]
+    if grid.positions.size < n + 1:
+        changes = _refine(cost, changes, min_size, gamma, slopes)
+        if slopes:
+            changes = _steps_for_short_ramps(cost, changes, min_size, beta, gamma)
+    return _describe(cost, changes, gamma, slopes, min_size)
+
+
+def _segment_cost(cost: ARSegmentCost, start, end, gamma: float, slopes: bool, min_size: int):
+    """Best-model cost of segments (arrays), and whether each is sloped."""
+    start, end = np.asarray(start), np.asarray(end)
+    flat = cost.flat(start, end)
+    if not slopes:
+        return flat, np.zeros(flat.shape, dtype=bool)
+    sloped = np.where(end - start >= max(MIN_SLOPED, min_size), cost.sloped(start, end) + gamma, np.inf)
+    return np.minimum(flat, sloped), sloped < flat
+
+
+def _refine(cost: ARSegmentCost, changes: list[int], min_size: int, gamma: float, slopes: bool) -> list[int]:
+    """Move each change point to its best full-resolution position between its neighbours' grid cells."""
+    block = int(math.ceil(cost.n / GRID))
     changes = list(changes)
     for i, at in enumerate(changes):
         start = changes[i - 1] if i > 0 else 0
         end = changes[i + 1] if i + 1 < len(changes) else cost.n
         window = np.arange(max(start + min_size, at - block), min(end - min_size, at + block) + 1)
         if window.size:
-            _, changes[i] = _best_split(cost, start, end, window, min_size)
+            left, _ = _segment_cost(cost, np.full(window.size, start), window, gamma, slopes, min_size)
+            right, _ = _segment_cost(cost, window, np.full(window.size, end), gamma, slopes, min_size)
+            changes[i] = int(window[np.argmin(left + right)])
     return changes
+
+
+def _steps_for_short_ramps(cost: ARSegmentCost, changes: list[int], min_size: int, beta: float,
+                           gamma: float) -> list[int]:
+    """Replace a sloped segment and its two ends by one step where that costs less.
+
+    On the grid a step that falls inside a cell can only be fitted as a short ramp
+    across the cell; at full resolution it is one change point.
+    """
+    i = 0
+    while i + 1 < len(changes):
+        bounds = [0, *changes, cost.n]
+        left, a, b, right = bounds[i], bounds[i + 1], bounds[i + 2], bounds[i + 3]
+        middle, sloped = _segment_cost(cost, np.array([a]), np.array([b]), gamma, True, min_size)
+        if sloped[0]:
+            window = np.arange(max(a, left + min_size), min(b, right - min_size) + 1)
+            if window.size:
+                first, _ = _segment_cost(cost, np.full(window.size, left), window, gamma, True, min_size)
+                second, _ = _segment_cost(cost, window, np.full(window.size, right), gamma, True, min_size)
+                k = int(np.argmin(first + second))
+                old = float(_segment_cost(cost, np.array([left, b]), np.array([a, right]), gamma, True, min_size)[0].sum())
+                if first[k] + second[k] <= old + middle[0] + beta:
+                    changes[i : i + 2] = [int(window[k])]
+                    continue
+        i += 1
+    return changes
+
+
+def without(x: np.ndarray, noise: Noise, segmentation: Segmentation, gone: set[int], beta: float, *,
+            min_size: int = MIN_FLAT, slopes: bool = True) -> Segmentation:
+    """``segmentation`` with the change points ``gone`` removed, the segments around them refitted as one."""
+    changes = [int(c) for c in segmentation.changes if int(c) not in gone]
+    gamma = SLOPE_SHARE * beta if slopes else np.inf
+    min_size = max(min_size, MIN_FLAT, int(math.ceil(x.size / GRID)))
+    return _describe(ARSegmentCost(x, noise), changes, gamma, slopes, min_size)
+
+
+def _describe(cost: ARSegmentCost, changes: list[int], gamma: float, slopes: bool, min_size: int) -> Segmentation:
+    bounds = np.array([0, *changes, cost.n], dtype=np.intp)
+    _, sloped = _segment_cost(cost, bounds[:-1], bounds[1:], gamma, slopes, min_size)
+    gains = np.zeros(len(changes))
+    if changes:
+        left, right = bounds[:-2], bounds[2:]
+        merged, _ = _segment_cost(cost, left, right, gamma, slopes, min_size)
+        before, _ = _segment_cost(cost, left, bounds[1:-1], gamma, slopes, min_size)
+        after, _ = _segment_cost(cost, bounds[1:-1], right, gamma, slopes, min_size)
+        gains = merged - before - after
+    fits = [cost.fit(int(a), int(b), bool(k)) for a, b, k in zip(bounds[:-1], bounds[1:], sloped)]
+    start_level, slope = (np.array(v, dtype=float) for v in zip(*fits))
+    return Segmentation(bounds, sloped, gains, start_level, slope)
+
+
+def critical_beta(x: np.ndarray, noise: Noise, betas: np.ndarray, *, slopes: bool, min_size: int = MIN_FLAT) -> float:
+    """The smallest of ``betas`` (ascending) at which ``x`` gets no change point (calibration)."""
+    min_size = max(min_size, MIN_FLAT, int(math.ceil(x.size / GRID)))
+    grid = _Grid(ARSegmentCost(x, noise), min_size, slopes)
+
+    def changes_at(k: int) -> bool:
+        gamma = SLOPE_SHARE * betas[k] if slopes else np.inf
+        return bool(_optimal_partition(grid.costs(gamma)[0], betas[k], 1))
+
+    lo, hi = 0, betas.size - 1
+    if changes_at(hi):
+        return float(betas[hi])
+    while lo < hi:  # fewer change points as beta grows: bisect for the first beta with none
+        mid = (lo + hi) // 2
+        if changes_at(mid):
+            lo = mid + 1
+        else:
+            hi = mid
+    return float(betas[lo])

@@ -2,147 +2,160 @@
 
 The crate compared the first half of the tasks with the second half, by mean only
 (review finding 1). Here each metric is read as a time series (matrix rows are in
-time order) and decomposed in three stages, each with its own change-point search
-(binary segmentation over prefix-sum costs, see ``_changepoints``) and its own test:
+time order), from 10 tasks up, in three stages:
 
-1. **level** ("mean"): piecewise-linear fit of the winsorised series, so a ramp is
-   one segment, reported once as "rose from X to Y gradually from task a to b".
-   Test: Chow F test (one line vs two). Effect: level change / pooled sd of the two
-   segments (Cohen's d).
-2. **spread**: on the residuals around that level fit, piecewise-constant mean
-   absolute residual. Test: Brown-Forsythe (Levene, median-centred). Effect: ratio
-   of the two sides' sds, so a shift in mean alone never shows up here.
-3. **shape**: within stretches where level and spread hold still (and not along a
-   ramp), quantile-bin codes of the values; multinomial (G statistic) search. Test:
-   two-sample KS. Effect: Jensen-Shannon divergence (bits, small-sample bias removed).
+1. **level**: a piecewise mean, each segment flat or a line, under AR(1) noise
+   (``_changepoints``): steps and ramps compete by penalised likelihood, so a ramp
+   is one gradual transition and a staircase stays several steps. The penalty is
+   calibrated by simulation so that a change-free series gets a false change with
+   probability ``significance`` at any length; the p-value reads that calibration.
+   Effect: level change / noise sd of the two sides (Cohen's d).
+2. **spread**: the same search on log |residual| around that level fit, where a
+   change of scale is a change of mean. Effect: ratio of the two sides' sds.
+3. **shape**: within long stretches where level and spread hold still, quantile-bin
+   codes of the values (``_shape``). Effect: Jensen-Shannon divergence.
 
-Each test's p-value is Bonferroni-corrected for the split positions the search
-could choose, Benjamini-Hochberg runs across every candidate of every metric, and
-a change is reported only when its effect also clears the profile's threshold:
-with 100k tasks every p-value is tiny, so the effect size is what keeps this honest.
+A metric that varies by factors (positive, wide, its noise growing with its
+level: latencies, sizes) is analysed on a log scale, so a
+slowdown of heavy-tailed latency is a change of level (reported as a factor, with
+medians and p95 on both sides), not a "widened spread". A metric that only grows
+(a cumulative counter) is analysed through its increments and reported as a change
+of rate; IDs (constant increments) have none.
 
-IDs and counters that merely increase (``counter_columns``) are skipped: their
-trend is their definition, not a transition.
+Benjamini-Hochberg runs across every candidate of every metric, and a change is
+reported only when its effect also clears the profile's threshold. At one change
+point a metric reports one kind of change: level before spread before shape.
+Metrics of the group that change at the same moment form one joint pattern.
 
-One pattern per metric and kind of shift, listing its change points in time
-order, with key ``phase_transition:<metric>:<mean|spread|shape>``: the streaming
-processor de-duplicates by key, and a second change of the same kind on the same
-metric is part of the same story (a level that rose and fell back).
+One pattern per set of metrics and kind of shift, listing its change points in time
+order, with key ``phase_transition:<metric>[+<metric>...]:<mean|spread|shape>``:
+the streaming processor de-duplicates by key, and a second change of the same kind
+on the same metrics is part of the same story (a level that rose and fell back).
+Figures of the strongest change: ``change_index``, ``change_timestamp`` (Unix s),
+``level_before``, ``level_after`` and ``ratio`` (after / before: means, medians
+for log-scale metrics, sds for spread, rates for counters).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+import re
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
-from scipy.stats import f as f_distribution
-from scipy.stats import ks_2samp, kstwobign, levene
+from scipy.stats import spearmanr
 
-from .. import information
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
 from ..profile import ThermalProfile
-from ._interrupt import checkpoint
-from ._changepoints import LinearTrendCost, MeanCost, MultinomialCost, binary_segmentation
+from . import _changepoints as cp
 from ._explain import Explainer
+from ._interrupt import checkpoint
+from ._shape import shape_changes
 from ._stats import benjamini_hochberg, counter_columns, usable_columns
 
 MEAN, SPREAD, SHAPE = "mean", "spread", "shape"
 
-MIN_SEGMENT = 20  # fewest tasks on either side of a change point
-MAX_SEGMENT_FLOOR = 200  # the minimum segment grows with n (2 %) up to this
-MAX_CHANGES = {MEAN: 6, SPREAD: 4, SHAPE: 3}  # candidates per metric and stage
-# Penalties per change point, BIC-like: parameters a split adds x log(n), in units of
-# the noise variance (level, spread) or in nats per free bin (shape).
-LEVEL_PENALTY = 3.0
-SPREAD_PENALTY = 3.0
-SHAPE_PENALTY = 1.5
-SEARCH_BINS = 8  # quantile bins for the shape search
-MAX_JSD_BINS = 16  # finer bins to measure a divergence
-DIVERGENCE_SAMPLE = 5000  # at most this many values per side for KS and JSD (even stride)
-SHAPE_SEARCH_SAMPLE = 20_000  # the shape search reads every k-th value, at most this many
-SPREAD_SAMPLE = 20_000  # at most this many values per side for spread estimates and Levene
-SCALE_SAMPLE = 10_000  # values (evenly spaced in time) that pick centre, scale and bin edges
-TREND_T = 4.0  # slope t-statistic from which a segment counts as a ramp
-RAMP_SEGMENTS = 3  # a ramp spans at least this many minimum segments
-WINSOR = 6.0  # robust z beyond which values are clipped for the search and the fits
-SPREAD_TRIM = 0.05  # share of largest absolute deviations left out of a spread estimate
-TRIMMED_DEVIATION_PER_SIGMA = 0.7168  # E|Z| over the 95 % smallest |Z|, for normal data
-NUMERICAL_ZERO = 1e-9  # in robust z units: below this a spread is rounding error
+MAX_CHANGES = 8  # level change points per metric at most
+LOG_SCALE_RANGE = 3.0  # a metric varies by factors only if its p99 / p1 exceeds this, and
+MULTIPLICATIVE_CORRELATION = 0.2  # its noise grows with its level (rank correlation) beyond this
+SCALE_SAMPLE = 10_000  # values (evenly spaced) that decide the scale
+MIN_SEGMENT_SHARE = 0.02  # segments searched hold at least this share of the values (and MIN_FLAT)
+PHASE_SHARE = 0.1  # a phase lasts this share of the values and of their time span: shorter is an excursion
+SPARSE_EVENTS = 5  # a mostly-constant metric's segments must hold this many non-typical values
 COUNTER_MIN_STEPS = 3  # a never-decreasing metric is a counter once it stepped up this often
-AUTOCORRELATION_BLOCKS = 500  # blocks (evenly spaced) that estimate the noise's autocorrelation
-MAX_AUTOCORRELATION = 0.95
+JOINT_TOLERANCE = 0.02  # changes of different metrics this close (share of tasks, >= 3) are one event
+NUMERICAL_ZERO = 1e-12
+HEADLINE_METRIC = "duration_ms"  # a span's duration leads the metrics that changed with it
+_LATENCY_NAME = re.compile(r"(duration|latency|elapsed|wait|time)|_(ms|us|ns|s|sec|seconds)$", re.IGNORECASE)
+_UNITS = (("_ms", " ms"), ("_us", " µs"), ("_ns", " ns"), ("_seconds", " s"), ("_sec", " s"), ("_s", " s"))
+
+
+@dataclass
+class _Series:
+    """One metric as analysed: its present values in time order, on the scale searched."""
+
+    name: str
+    rows: np.ndarray  # matrix row of each value
+    raw: np.ndarray  # values in the metric's units (increments for a counter)
+    values: np.ndarray  # the scale searched: raw or log(raw)
+    log_scale: bool
+    rate: bool  # raw holds a counter's increments
+    min_size: int  # fewest values in a level segment
+    times: np.ndarray  # timestamp of each value
+
+    def lasts(self, start: int, end: int) -> bool:
+        """Whether values [start, end) span PHASE_SHARE of the values and of the time they cover."""
+        if end - start < PHASE_SHARE * self.values.size:
+            return False
+        span = float(self.times[-1] - self.times[0])
+        return span <= 0 or float(self.times[end - 1] - self.times[start]) >= PHASE_SHARE * span
 
 
 @dataclass
 class _Change:
-    """One tested change point of one metric (positions index the metric's present values)."""
+    """One change point of one metric (positions index the series' values)."""
 
-    metric: str
+    series: _Series
     kind: str
     position: int
-    start: int  # before-segment start
-    end: int  # after-segment end
+    start: int  # first value of the before side
+    end: int  # one past the last value of the after side
     p_value: float
     effect: float  # d (mean), sd ratio (spread), JSD bits (shape)
-    before_level: float
-    after_level: float
+    level_before: float
+    level_after: float
     stats: dict[str, float] = field(default_factory=dict)
-    ramp_end: int | None = None  # mean changes that are gradual: where the ramp ends
-    short_after: bool = False  # the after-segment is too short to tell a ramp from a step
-    ratio_scale: bool = False  # the metric is never negative, so "x4.8" means something
+    ramp_end: int | None = None  # gradual changes: one past the ramp's last value
+
+    @property
+    def metric(self) -> str:
+        return self.series.name
+
+    @property
+    def after_start(self) -> int:
+        return self.ramp_end if self.ramp_end is not None else self.position
+
+    @property
+    def ratio(self) -> float:
+        if self.level_before > 0 and self.level_after >= 0 and (self.kind == SPREAD or self.series.raw.min() >= 0):
+            return self.level_after / self.level_before
+        return math.nan
 
 
 def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
     rate = profile.rate
-    if matrix.n_tasks < 2 * MIN_SEGMENT or matrix.n_metrics == 0:
-        return []  # too short to have two phases (and usable_columns needs rows)
+    min_tasks = max(cp.MIN_POINTS, rate.min_tasks)
+    if matrix.n_tasks < min_tasks or matrix.n_metrics == 0:
+        return []
     values = np.asfortranarray(matrix.values)  # contiguous columns: each metric is read as one series
-    columns = usable_columns(values, max(rate.min_tasks, 2 * MIN_SEGMENT))
+    columns = usable_columns(values, min_tasks)
     counters = counter_columns(values) & _stepping_often(values)
     candidates: list[_Change] = []
-    present_rows: dict[str, np.ndarray] = {}
-    series: dict[str, np.ndarray] = {}
     for j in columns:
         checkpoint()
-        if counters[j]:
-            continue
-        name = matrix.metric_names[j]
-        rows = np.flatnonzero(np.isfinite(values[:, j]))
-        present_rows[name] = rows
-        series[name] = values[rows, j]
-        candidates.extend(_metric_changes(name, series[name], rate))
+        series = _series(matrix.metric_names[j], values[:, j], bool(counters[j]), min_tasks, matrix.timestamps)
+        if series is not None:
+            candidates.extend(_metric_changes(series, rate))
     if not candidates:
         return []
     significant = benjamini_hochberg(np.array([c.p_value for c in candidates]), rate.significance)
     thresholds = {MEAN: rate.min_effect_size, SPREAD: rate.min_variance_ratio, SHAPE: rate.min_jsd}
     kept = [c for c, ok in zip(candidates, significant) if ok and c.effect >= thresholds[c.kind]]
-    kept = _merge_ramps(kept)
-    kept = _drop_explained(kept, rate.min_variance_ratio)
+    kept = _one_kind_per_change(kept)
+    if not kept:
+        return []
     for change in kept:
-        _describe(change, series[change.metric])
+        _describe(change)
     explainer = Explainer(matrix)  # shared by the patterns: attribute codes are built once
-    groups: dict[tuple[str, str], list[_Change]] = {}
-    for change in kept:
-        groups.setdefault((change.metric, change.kind), []).append(change)
     return [
-        _pattern(matrix, present_rows[metric], kind, sorted(changes, key=_position), profile, thresholds[kind],
-                 explainer)
-        for (metric, kind), changes in sorted(groups.items())
+        _pattern(matrix, events, profile, thresholds, explainer)
+        for events in _stories(_joint_events(kept, matrix.n_tasks))
     ]
 
 
-def _position(change: _Change) -> int:
-    return change.position
-
-
-# --------------------------------------------------------------------- stages
-def _min_segment(n: int, min_tasks: int) -> int:
-    return max(MIN_SEGMENT, min_tasks, min(n // 50, MAX_SEGMENT_FLOOR))
-
-
+# --------------------------------------------------------------------- series
 def _stepping_often(values: np.ndarray) -> np.ndarray:
     """Columns whose value changes at least COUNTER_MIN_STEPS times between neighbours.
 
@@ -157,431 +170,345 @@ def _stepping_often(values: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _robust_scale(values: np.ndarray) -> float:
-    """A scale for robust z-scores that never collapses while the values vary.
+def _series(name: str, column: np.ndarray, counter: bool, min_tasks: int, timestamps: np.ndarray) -> _Series | None:
+    rows = np.flatnonzero(np.isfinite(column))
+    raw = column[rows]
+    if counter:  # its increments carry the change (a rate that doubles); each belongs to the later task
+        raw, rows = np.diff(raw), rows[1:]
+    if raw.size < min_tasks or np.ptp(raw) <= 0:  # an ID (constant increments) or a constant
+        return None
+    log_scale = _multiplicative(raw)
+    values = np.log(raw) if log_scale else raw.astype(float)
+    return _Series(name, rows, raw, values, log_scale, counter, _min_segment(values), timestamps[rows])
 
-    The MAD is 0 as soon as half the values are equal (a metric idle half the
-    time), and then a handful of values would blow up to huge z-scores; the
-    trimmed mean absolute deviation only reaches 0 when 95 % are equal.
+
+def _multiplicative(raw: np.ndarray) -> bool:
+    """Whether a metric varies by factors (latency, sizes): positive, wide, noise growing with the level.
+
+    Neighbours' difference against their mean: uncorrelated for additive noise (a
+    ramp, a step of a gauge), clearly rank-correlated when the noise scales with
+    the level. Such a metric is searched as log values, where a slowdown is a shift.
     """
-    scale = _trimmed_deviation_sd(values)
-    if scale > 0:
-        return scale
-    std = float(np.std(values))
-    return std if std > 0 else 1.0
+    if raw.min() <= 0 or np.quantile(raw, 0.99) <= LOG_SCALE_RANGE * np.quantile(raw, 0.01):
+        return False
+    sample = raw[np.linspace(0, raw.size - 1, min(raw.size, SCALE_SAMPLE)).round().astype(np.intp)]
+    correlation = spearmanr(np.abs(np.diff(sample)), sample[1:] + sample[:-1]).statistic
+    return bool(correlation > MULTIPLICATIVE_CORRELATION)
 
 
-def _trimmed_deviation_sd(values: np.ndarray) -> float:
-    """sd from the mean absolute deviation from the median, largest deviations trimmed.
+def _min_segment(values: np.ndarray) -> int:
+    """Fewest values in a segment searched: MIN_SEGMENT_SHARE of the series, at least MIN_FLAT.
 
-    Brown-Forsythe's quantity, so it agrees with the test; unlike the MAD it does
-    not collapse to 0 on counts that are mostly zero. Trimming the top 5 % (at
-    least two values) keeps one outlier in a flat metric from passing for a
-    change of spread: that is an outlier, not a new phase.
+    A metric that mostly holds one value
+    (errors, retries) changes by how often it leaves it, so each segment must also
+    hold about SPARSE_EVENTS values that are not the usual one.
     """
-    deviations = np.sort(np.abs(values - np.median(values)))
-    keep = max(1, min(int(deviations.size * (1 - SPREAD_TRIM)), deviations.size - 2))
-    deviation = float(np.mean(deviations[:keep])) / TRIMMED_DEVIATION_PER_SIGMA
-    return deviation if deviation > NUMERICAL_ZERO else 0.0
+    size = max(cp.MIN_FLAT, int(math.ceil(MIN_SEGMENT_SHARE * values.size)))
+    _, counts = np.unique(values, return_counts=True)
+    typical_share = counts.max() / values.size
+    if typical_share > 0.5:
+        size = max(size, int(math.ceil(SPARSE_EVENTS / max(1.0 - typical_share, NUMERICAL_ZERO))))
+    return size
 
 
-def _metric_changes(name: str, x: np.ndarray, rate) -> list[_Change]:
-    n = x.size
-    min_size = _min_segment(n, rate.min_tasks)
-    if n < 2 * min_size:
+# --------------------------------------------------------------------- stages
+def _metric_changes(series: _Series, rate) -> list[_Change]:
+    n = series.values.size
+    if n < 2 * series.min_size:
         return []
-    # Centre and scale only condition the arithmetic; an even sample gives them cheaply.
-    sample = _even_sample(x, SCALE_SAMPLE)
-    center = float(np.median(sample))
-    scale = _robust_scale(sample)
-    # Robust z-scores, winsorised: a few huge values of a heavy-tailed metric must
-    # not drag a least-squares fit (and fake a level or spread change around them).
-    z = np.clip((x - center) / scale, -WINSOR, WINSOR)
-    # Noise variance from differences (they ignore steps and ramps), scaled up to the
-    # long-run variance when neighbours are correlated: a slowly wandering metric
-    # must not pass its wanderings off as transitions.
-    rho = _lag1_autocorrelation(z, min_size)
-    inflation = _inflation(rho)
-    noise_var = float(np.var(np.diff(z))) / (2.0 * (1 - rho)) * inflation
-    if noise_var <= 0:
+    # A mostly-constant metric is searched as it is: its rare values are the signal, not outliers.
+    sparse = np.count_nonzero(series.values == np.median(series.values)) > series.values.size / 2
+    beta = cp.penalty("level", n, rate.significance)
+    level, searched, noise = cp.fit_level(series.values, beta, min_size=series.min_size, max_changes=MAX_CHANGES,
+                                          robust=not sparse)
+    if noise.innovation_sd <= 0:
         return []
-    log_n = math.log(n)
+    level, excursions = _phases_only(series.lasts, searched, noise, level, beta, series.min_size, slopes=True)
+    residual = series.values - level.fitted()  # unclipped: effects are measured on what was observed
+    changes = [_level_change(series, level, residual, transition) for transition in _transitions(level)]
+    for change in changes:
+        change.stats["noise_autocorrelation"] = noise.phi
 
-    level = LinearTrendCost(z)
-    level_changes = binary_segmentation(level, min_size, LEVEL_PENALTY * noise_var * log_n, MAX_CHANGES[MEAN])
-    bounds = np.array([0, *level_changes, n])
-    length, mean, slope, rss = level.fit(bounds[:-1], bounds[1:])
-    ramp_length = RAMP_SEGMENTS * min_size
-    end_level, trending = zip(*(_end_level(*fit, min_length=ramp_length) for fit in zip(length, mean, slope, rss)))
-    model = _LevelModel(bounds, end_level, trending, center, scale, inflation, non_negative=bool(x.min() >= 0))
-    changes = [_level_change(name, x, model, i, level, min_size) for i in range(1, bounds.size - 1)]
-
-    # Residuals around the level fit: what is left once level and trend are explained.
-    # A flat segment is centred on its median, so one outlier in an otherwise constant
-    # metric does not tilt the fit and smear deviations over its neighbours.
-    segment = np.repeat(np.arange(bounds.size - 1), np.diff(bounds))
-    segment_centre = (bounds[:-1] + bounds[1:] - 1) / 2.0
-    sloped = _clearly_sloped(length, slope, rss)
-    flat_level = np.array([np.median(_even_sample(z[a:b], SCALE_SAMPLE)) for a, b in zip(bounds[:-1], bounds[1:])])
-    fitted = np.where(sloped, mean, flat_level)[segment]
-    fitted += np.where(sloped, slope, 0.0)[segment] * (np.arange(n) - segment_centre[segment])
-    residual = z - fitted
-
-    magnitude = np.minimum(np.abs(residual), WINSOR)
-    rho_spread = _lag1_autocorrelation(magnitude, min_size)
-    spread_inflation = _inflation(rho_spread)
-    spread_var = float(np.var(np.diff(magnitude))) / (2.0 * (1 - rho_spread)) * spread_inflation
-    spread_changes: list[int] = []
-    if spread_var > 0:
-        spread = MeanCost(magnitude)
-        spread_penalty = SPREAD_PENALTY * spread_var * log_n
-        spread_changes = binary_segmentation(spread, min_size, spread_penalty, MAX_CHANGES[SPREAD])
-    spread_bounds = np.array([0, *spread_changes, n])
-    changes += [
-        _spread_change(name, residual, spread_bounds, i, scale, min_size, spread_inflation)
-        for i in range(1, spread_bounds.size - 1)
+    checkpoint()
+    # Spread and shape are read without the excursions (set aside above, not phases of their own).
+    kept = np.flatnonzero(~excursions)
+    level_bounds = np.searchsorted(kept, level.bounds)
+    spread_changes = _spread_changes(series, kept, (searched - level.fitted())[kept], level_bounds, noise, rate)
+    # Shape: only within stretches where level and spread hold still (not along a ramp).
+    big_spread = [int(np.searchsorted(kept, c.position)) for c in spread_changes if c.effect >= rate.min_variance_ratio]
+    edges = sorted({*level_bounds.tolist(), *big_spread})
+    ramps = [(a, b) for a, b, sloped in zip(level_bounds[:-1], level_bounds[1:], level.sloped) if sloped]
+    inflation = (1 + noise.phi) / (1 - noise.phi)
+    shape = [
+        _shape_change(series, kept, found)
+        for a, b in zip(edges[:-1], edges[1:])
+        if not any(start < b and a < end for start, end in ramps)
+        for found in shape_changes(series.raw[kept], a, b, inflation)
     ]
-
-    # Shape: searched only within stretches where level and spread hold still (not
-    # along a ramp), on the raw values. Standardising each segment instead would
-    # shift the atoms of discrete metrics (counts) between segments and fake a
-    # shape change.
-    ramps = [(int(bounds[i]), int(bounds[i + 1])) for i, is_ramp in enumerate(trending) if is_ramp]
-    still = {0, n, *(edge for ramp in ramps for edge in ramp)}
-    still |= {c.position for c in changes if c.kind == MEAN and c.effect >= rate.min_effect_size}
-    still |= {c.position for c in changes if c.kind == SPREAD and c.effect >= rate.min_variance_ratio}
-    stretch_bounds = sorted(still)
-    for a, b in zip(stretch_bounds[:-1], stretch_bounds[1:]):
-        if b - a >= 2 * min_size and not any(a < ramp_end and ramp_start < b for ramp_start, ramp_end in ramps):
-            changes += _shape_changes(name, x, a, b, min_size, rate)
-    return changes
+    return changes + spread_changes + shape
 
 
-def _lag1_autocorrelation(series: np.ndarray, block: int) -> float:
-    """Lag-1 autocorrelation of the noise, in [0, MAX_AUTOCORRELATION].
-
-    The median over blocks of ``block`` values, each centred on its own mean, so
-    steps and ramps (a few blocks) do not pass for correlation; corrected for the
-    downward bias of short blocks (about (1 + 3 rho) / block).
-    """
-    block = max(block, 4)
-    count = min(series.size // block, AUTOCORRELATION_BLOCKS)
-    if count < 3:
-        return 0.0
-    # Evenly spaced blocks: the estimate costs the same at any n.
-    starts = np.linspace(0, series.size - block, count).round().astype(np.intp)
-    blocks = series[starts[:, None] + np.arange(block)].astype(float)
-    centred = blocks - blocks.mean(axis=1, keepdims=True)
-    squares = np.sum(centred * centred, axis=1)
-    varying = squares > NUMERICAL_ZERO * block  # a constant block holds only rounding error
-    per_block = np.sum(centred[varying, 1:] * centred[varying, :-1], axis=1) / squares[varying]
-    if per_block.size < 3:  # (nearly) constant blocks: no noise to speak of
-        return 0.0
-    rho = float(np.median(per_block))
-    rho += (1 + 3 * rho) / block
-    return float(np.clip(rho, 0.0, MAX_AUTOCORRELATION))
-
-
-def _inflation(rho: float) -> float:
-    """Long-run variance / variance for an AR(1)-like series: how much less each value tells."""
-    return (1 + rho) / (1 - rho)
-
-
-def _clearly_sloped(length: np.ndarray, slope: np.ndarray, rss: np.ndarray) -> np.ndarray:
-    """Segments whose slope is clearly non-zero (t >= TREND_T), whatever their length."""
-    sii = (length**3 - length) / 12.0
-    residual_sd = np.sqrt(rss / np.maximum(length - 2.0, 1.0))
-    explained = np.abs(slope) * np.sqrt(sii)  # sd the slope accounts for, times sqrt(length)
-    return (explained > NUMERICAL_ZERO) & (explained >= TREND_T * residual_sd)
-
-
-def _end_level(length: float, mean: float, slope: float, rss: float, min_length: int) -> tuple[float, bool]:
-    """Level a segment reached at its end, and whether it is a ramp.
-
-    A ramp: at least ``min_length`` long (a short segment's slope, picked by the
-    search, is mostly noise), the slope is clearly non-zero (t >= TREND_T) and
-    moves the level by more than one residual sd; its end is its line's last value.
-    """
-    if length < min_length:
-        return mean, False
-    sii = (length**3 - length) / 12.0
-    residual_sd = math.sqrt(rss / max(length - 2.0, 1.0))
-    rise = abs(slope) * (length - 1)
-    explained = abs(slope) * math.sqrt(sii)
-    if rise > NUMERICAL_ZERO and rise >= residual_sd and explained >= TREND_T * residual_sd:
-        return mean + slope * (length - 1) / 2.0, True
-    return mean, False
-
-
-@dataclass(frozen=True)
-class _LevelModel:
-    """The piecewise-linear level fit of one metric, in robust z units."""
-
-    bounds: np.ndarray  # segment edges: 0, change points..., n
-    end_level: tuple[float, ...]  # per segment, the level it reached at its end
-    trending: tuple[bool, ...]  # per segment, whether it is a ramp
-    center: float  # z = (x - center) / scale
-    scale: float
-    inflation: float  # long-run variance factor of the noise (autocorrelation)
-    non_negative: bool  # the metric is never negative
-
-
-def _level_change(name: str, x: np.ndarray, model: _LevelModel, i: int, cost, min_size: int) -> _Change:
-    bounds, trending, end_level = model.bounds, model.trending, model.end_level
-    center, scale, inflation = model.center, model.scale, model.inflation
-    start, at, end = int(bounds[i - 1]), int(bounds[i]), int(bounds[i + 1])
-    before, after = x[start:at], x[at:end]
-    moments = _moments(before, after)
-    # A flat segment's level is its raw mean; a ramp's is where its (robust) line ends.
-    before_level = center + scale * end_level[i - 1] if trending[i - 1] else moments["before_mean"]
-    after_level = center + scale * end_level[i] if trending[i] else moments["after_mean"]
-    # Cohen's d with the segments' own sd: for steps the usual d; along a ramp the
-    # ramp's own spread counts as noise, so the end of a ramp (the level stops
-    # moving) is not a second transition.
-    pooled_sd = math.sqrt((moments["before_std"] ** 2 + moments["after_std"] ** 2) / 2.0)
-    shift = abs(after_level - before_level)
-    effect = shift / pooled_sd if pooled_sd > 0 else (math.inf if shift > 0 else 0.0)
-    # Chow test: one line over both segments vs one line each.
-    merged = float(cost.cost(np.array([start]), np.array([end]))[0])
-    rss_split = float(np.sum(cost.cost(np.array([start, at]), np.array([at, end]))))
-    dof = (end - start) - 4
-    if rss_split > 0 and dof > 0:
-        # Correlated neighbours carry less information: divide by the variance inflation.
-        f_stat = max(merged - rss_split, 0.0) / 2.0 / (rss_split / dof) / inflation
-        p_value = float(f_distribution.sf(f_stat, 2, dof))
-    else:
-        p_value = 0.0 if merged > rss_split else 1.0
-    return _Change(
-        metric=name,
-        kind=MEAN,
-        position=at,
-        start=start,
-        end=end,
-        p_value=_searched(p_value, start, end, min_size),
-        effect=effect,
-        before_level=before_level,
-        after_level=after_level,
-        stats=moments,
-        ramp_end=end if trending[i] else None,
-        short_after=(end - at) < RAMP_SEGMENTS * min_size,
-        ratio_scale=model.non_negative,
-    )
-
-
-def _spread_change(name, residual, bounds, i, scale, min_size, inflation) -> _Change:
-    start, at, end = int(bounds[i - 1]), int(bounds[i]), int(bounds[i + 1])
-    # Spread and its test from evenly spaced samples: the effect and the p-value are
-    # already decisive at this size, and the medians inside stay cheap.
-    before = _even_sample(residual[start:at], SPREAD_SAMPLE)
-    after = _even_sample(residual[at:end], SPREAD_SAMPLE)
-    sd_before, sd_after = _trimmed_deviation_sd(before), _trimmed_deviation_sd(after)
-    statistic = float(levene(before, after, center="median").statistic)
-    p_value = float(f_distribution.sf(statistic / inflation, 1, before.size + after.size - 2))
-    if min(sd_before, sd_after) > 0:
-        ratio = max(sd_after / sd_before, sd_before / sd_after)
-    else:  # flat on one side: a change only if the other side really varies
-        ratio = math.inf if max(sd_before, sd_after) > 0 else 1.0
-    return _Change(
-        metric=name,
-        kind=SPREAD,
-        position=at,
-        start=start,
-        end=end,
-        p_value=_searched(p_value if math.isfinite(p_value) else 1.0, start, end, min_size),
-        effect=ratio,
-        before_level=sd_before * scale,
-        after_level=sd_after * scale,
-        stats={"sample_size": float(before.size + after.size)},
-    )
-
-
-def _shape_changes(name: str, x: np.ndarray, first: int, last: int, min_size: int, rate) -> list[_Change]:
-    """Shape changes within ``x[first:last]``, a stretch of steady level and spread.
-
-    The search reads every ``stride``-th value (at most SHAPE_SEARCH_SAMPLE), so a
-    shape change is placed to within ``stride`` tasks; KS and JSD read at most
-    DIVERGENCE_SAMPLE evenly spaced values per side. A split whose sides differ
-    in mean or spread beyond the profile's thresholds is not a change of *shape*
-    (the level and spread stages speak for it) and is dropped.
-    """
-    stretch = x[first:last]
-    stride = max(1, -(-stretch.size // SHAPE_SEARCH_SAMPLE))
-    searched = stretch[::stride]
-    n_bins = SEARCH_BINS if searched.size >= 20 * SEARCH_BINS else 4
-    edges = np.unique(np.quantile(_even_sample(searched, SCALE_SAMPLE), np.linspace(0, 1, n_bins + 1)[1:-1]))
-    n_codes = edges.size + 1
-    if n_codes < 3:  # two values: any change of their mix is a change of the mean
+def _spread_changes(series: _Series, kept: np.ndarray, residual: np.ndarray, level_bounds: np.ndarray,
+                    noise: cp.Noise, rate) -> list[_Change]:
+    """Spread changes, searched on the values ``kept`` (positions there), reported in the series' positions."""
+    spread_min = max(cp.MIN_SPREAD, series.min_size)
+    if kept.size < 2 * spread_min:
         return []
-    cost = MultinomialCost(np.searchsorted(edges, searched, side="right"), n_codes)
-    inflation = _inflation(_lag1_autocorrelation(searched, max(2, min_size // stride)))
-    penalty = SHAPE_PENALTY * (n_codes - 1) * math.log(searched.size) * inflation
-    found = binary_segmentation(cost, -(-min_size // stride), penalty, MAX_CHANGES[SHAPE])
-    bounds = [0, *(stride * k for k in found), stretch.size]
-    changes = []
-    for start, at, end in zip(bounds[:-2], bounds[1:-1], bounds[2:]):
-        before, after = stretch[start:at], stretch[at:end]
-        sample_before, sample_after = _even_sample(before, DIVERGENCE_SAMPLE), _even_sample(after, DIVERGENCE_SAMPLE)
-        moments = _moments(sample_before, sample_after)
-        sd_low, sd_high = sorted((moments["before_std"], moments["after_std"]))
-        if moments["mean_difference_d"] >= rate.min_effect_size or sd_high >= rate.min_variance_ratio * sd_low:
-            continue
-        ks = ks_2samp(sample_before, sample_after)
-        # Effective sizes shrink with autocorrelation; the asymptotic KS law then gives p.
-        n_eff = sample_before.size * sample_after.size / (sample_before.size + sample_after.size) / inflation
-        ks_p = float(kstwobign.sf(ks.statistic * math.sqrt(n_eff))) if inflation > 1 else float(ks.pvalue)
-        shape_jsd = _binned_jsd(before, after)
-        changes.append(
-            _Change(
-                metric=name,
-                kind=SHAPE,
-                position=first + at,
-                start=first + start,
-                end=first + end,
-                p_value=_searched(ks_p, start, end, min_size),
-                effect=shape_jsd,
-                before_level=float("nan"),
-                after_level=float("nan"),
-                stats={
-                    "jsd": shape_jsd,
-                    "ks_statistic": float(ks.statistic),
-                    "sample_size": float(sample_before.size + sample_after.size),  # KS test
-                    "search_stride": float(stride),
-                },
-            )
-        )
-    return changes
+    level = cp.Segmentation(level_bounds, np.zeros(level_bounds.size - 1, dtype=bool), np.zeros(0),
+                            np.zeros(level_bounds.size - 1), np.zeros(level_bounds.size - 1))
+    values, spread_noise = cp.spread_input(residual, level, noise)
+    if spread_noise.innovation_sd <= 0:
+        return []
+    beta = cp.penalty("spread", series.values.size, rate.significance)
+    spread = cp.segment(values, spread_noise, beta, min_size=spread_min, slopes=False)
+
+    def lasts(start: int, end: int) -> bool:
+        return series.lasts(int(kept[start]), int(kept[end - 1]) + 1)
+
+    spread, _ = _phases_only(lasts, values, spread_noise, spread, beta, spread_min, slopes=False)
+    return [_spread_change(series, kept, spread, residual, i) for i in range(spread.changes.size)]
 
 
-def _describe(change: _Change, x: np.ndarray) -> None:
-    """Fill in the descriptive figures of a change that will be reported (skipped for the rest)."""
-    before, after = x[change.start : change.position], x[change.position : change.end]
-    for name, value in _moments(before, after).items():
-        change.stats.setdefault(name, value)
-    change.stats.setdefault("jsd", _binned_jsd(before, after))
+def _phases_only(lasts, x: np.ndarray, noise: cp.Noise, segmentation: cp.Segmentation, beta: float,
+                 min_size: int, slopes: bool) -> tuple[cp.Segmentation, np.ndarray]:
+    """Set aside every flat segment that does not last a phase: (segmentation, mask of the excursions).
 
-
-def _searched(p_value: float, start: int, end: int, min_size: int) -> float:
-    """Bonferroni over the split positions the search could choose in ``[start, end)``.
-
-    The test compares the two sides of the best split found, so its plain p-value
-    is optimistic; real shifts keep p-values far below any level after this.
+    A burst of slow requests and back is an excursion, and a change in the last
+    seconds of the window is not a phase yet (a later cool will see it last): both
+    boundaries of such a segment go, and so does any boundary that then no longer
+    pays its penalty. Sloped segments may be short: several make one curved ramp.
     """
-    return min(1.0, p_value * max(1, end - start - 2 * min_size + 1))
+    excursions = np.zeros(x.size, dtype=bool)
+    while segmentation.changes.size:
+        bounds = segmentation.bounds
+        short = [k for k in range(bounds.size - 1)
+                 if not segmentation.sloped[k] and not lasts(int(bounds[k]), int(bounds[k + 1]))]
+        if short:
+            gone = _merge_short(segmentation, short[0], x.size)
+            if len(gone) != 1 or short[0] in (0, bounds.size - 2):  # set aside, not joined to a neighbour
+                excursions[bounds[short[0]] : bounds[short[0] + 1]] = True
+        elif segmentation.gains.min() < beta:  # a boundary left over from an excursion no longer pays
+            gone = {int(segmentation.changes[int(np.argmin(segmentation.gains))])}
+        else:
+            break
+        segmentation = cp.without(x, noise, segmentation, gone, beta, min_size=min_size, slopes=slopes)
+    return segmentation, excursions
 
 
-def _moments(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
+def _transitions(level: cp.Segmentation) -> list[tuple[int, int]]:
+    """(first, last) segment of each transition: a step is (k, k + 1), a ramp its run of sloped segments.
+
+    A run of sloped segments going the same way is one gradual transition (a curved
+    ramp needs several lines); a line over the whole series is a trend, not a change.
+    """
+    sloped, slope, count = level.sloped, level.slope, level.sloped.size
+    transitions = []
+    k = 0
+    while k < count:
+        if sloped[k]:
+            j = k
+            while j + 1 < count and sloped[j + 1] and np.sign(slope[j + 1]) == np.sign(slope[k]):
+                j += 1
+            if k > 0 or j + 1 < count:
+                transitions.append((k, j))
+            k = j + 1
+        else:
+            if k + 1 < count and not sloped[k + 1]:
+                transitions.append((k, k + 1))
+            k += 1
+    return transitions
+
+
+def _level_change(series: _Series, level: cp.Segmentation, residual: np.ndarray, transition) -> _Change:
+    first, last = transition
+    bounds, n_segments = level.bounds, level.sloped.size
+    ramp = bool(level.sloped[first])
+    if ramp:
+        before_segment = first - 1 if first > 0 else None
+        after_segment = last + 1 if last + 1 < n_segments else None
+        position, ramp_end = int(bounds[first]), int(bounds[last + 1])
+        fitted_before = level.end_level()[first - 1] if before_segment is not None else level.start_level[first]
+        fitted_after = level.start_level[last + 1] if after_segment is not None else level.end_level()[last]
+        cps = [i - 1 for i in (first, last + 1) if 0 < i < n_segments]
+    else:
+        before_segment, after_segment = first, last
+        position, ramp_end = int(bounds[last]), None
+        fitted_before, fitted_after = level.start_level[first], level.start_level[last]
+        cps = [first]
+    start = int(bounds[before_segment]) if before_segment is not None else position
+    end = int(bounds[after_segment + 1]) if after_segment is not None else int(bounds[last + 1])
+    gain = max(level.gains[i] for i in cps)
+    # Cohen's d against the sides' own spread, outliers and minority modes included: a
+    # mix of request types whose share wobbles is not a new phase of any of them.
+    noise_sd = float(np.std(residual[start:end]))
+    shift = abs(fitted_after - fitted_before)
+    effect = shift / noise_sd if noise_sd > NUMERICAL_ZERO * max(1.0, shift) else (math.inf if shift > 0 else 0.0)
+    after_from = ramp_end if ramp else position
+
+    def typical(a: int, b: int, fitted: float, flat: bool) -> float:
+        if not flat:  # a ramp's own end: the fitted line, back on the metric's scale
+            return float(math.exp(fitted)) if series.log_scale else float(fitted)
+        values = series.raw[a:b]
+        return float(np.median(values)) if series.log_scale else float(np.mean(values))
+
+    level_before = typical(start, position, fitted_before, before_segment is not None and not level.sloped[before_segment])
+    level_after = typical(after_from, end, fitted_after, after_segment is not None and not level.sloped[after_segment])
+    return _Change(
+        series=series, kind=MEAN, position=position, start=start, end=end,
+        p_value=cp.p_value("level", series.values.size, float(gain)), effect=effect,
+        level_before=level_before, level_after=level_after, ramp_end=ramp_end,
+    )
+
+
+def _merge_short(segmentation: cp.Segmentation, k: int, n: int) -> set[int]:
+    """The boundaries to remove for short flat segment ``k``.
+
+    Between two neighbours that are closer to each other than to it, it is an
+    excursion: both boundaries go. Otherwise it is a sliver of one neighbour (a
+    change point placed twice): it joins the nearer one. At an edge, its one
+    boundary goes.
+    """
+    bounds, level = segmentation.bounds, segmentation.start_level
+    if k == 0 or k == bounds.size - 2:
+        return {int(bounds[1])} if k == 0 else {int(bounds[-2])}
+    before, after = segmentation.end_level()[k - 1], level[k + 1]
+    to_before, to_after = abs(level[k] - before), abs(level[k] - after)
+    if abs(before - after) < min(to_before, to_after):
+        return {int(bounds[k]), int(bounds[k + 1])}
+    return {int(bounds[k])} if to_before <= to_after else {int(bounds[k + 1])}
+
+
+def _spread_change(series: _Series, kept: np.ndarray, spread: cp.Segmentation, residual: np.ndarray,
+                   i: int) -> _Change:
+    start, position, end = (int(v) for v in spread.bounds[i : i + 3])  # positions among the kept values
+    # Effect: ratio of the sides' sds around the level fit, outliers pulled in (a few
+    # of them are no change of spread; a new mix of the same spread is one of shape).
+    before, after = float(np.std(residual[start:position])), float(np.std(residual[position:end]))
+    if min(before, after) > 0:
+        ratio = max(after / before, before / after)
+    else:
+        ratio = math.inf if max(before, after) > 0 else 1.0
+    return _Change(
+        series=series, kind=SPREAD, position=int(kept[position]), start=int(kept[start]), end=int(kept[end - 1]) + 1,
+        p_value=cp.p_value("spread", series.values.size, float(spread.gains[i])), effect=ratio,
+        level_before=before, level_after=after,
+    )
+
+
+def _shape_change(series: _Series, kept: np.ndarray, found) -> _Change:
+    return _Change(
+        series=series, kind=SHAPE, position=int(kept[found.position]), start=int(kept[found.start]),
+        end=int(kept[found.end - 1]) + 1, p_value=found.p_value, effect=found.jsd,
+        level_before=math.nan, level_after=math.nan,
+        stats={"jsd": found.jsd, "ks_statistic": found.ks_statistic, "sample_size": float(found.sample_size),
+               "search_stride": float(found.stride)},
+    )
+
+
+# ------------------------------------------------------------ post-processing
+def _one_kind_per_change(changes: list[_Change]) -> list[_Change]:
+    """At one change point a metric reports one kind of change: level, else spread, else shape.
+
+    A slowdown also widens the spread of raw values and changes their shape; saying
+    all three would describe one fact as three contradictory ones.
+    """
+    order = {MEAN: 0, SPREAD: 1, SHAPE: 2}
+    kept: list[_Change] = []
+    for change in sorted(changes, key=lambda c: (order[c.kind], -c.effect)):
+        tolerance = _tolerance(change.series.values.size)
+        if not any(
+            other.metric == change.metric
+            and other.position - tolerance <= change.position <= other.after_start + tolerance
+            for other in kept
+        ):
+            kept.append(change)
+    return kept
+
+
+def _tolerance(n: int) -> int:
+    """Changes of one metric closer than half a phase are one change."""
+    return max(3, int(PHASE_SHARE / 2 * n))
+
+
+def _describe(change: _Change) -> None:
+    """The descriptive figures of a change that will be reported."""
+    raw = change.series.raw
+    before, after = raw[change.start : change.position], raw[change.after_start : change.end]
+    if before.size == 0:  # a ramp from the first task: its first values are where it came from
+        before = raw[change.position : change.position + cp.MIN_FLAT]
+    if after.size == 0:  # a ramp still going at the last task
+        after = raw[max(0, change.end - cp.MIN_FLAT) : change.end]
     mean_b, mean_a = float(np.mean(before)), float(np.mean(after))
-    sd_b, sd_a = float(np.std(before, ddof=1)), float(np.std(after, ddof=1))
+    sd_b = float(np.std(before, ddof=1)) if before.size > 1 else 0.0
+    sd_a = float(np.std(after, ddof=1)) if after.size > 1 else 0.0
     pooled = math.sqrt((sd_b**2 + sd_a**2) / 2.0)
-    return {
+    figures = {
         "before_mean": mean_b,
         "after_mean": mean_a,
         "before_std": sd_b,
         "after_std": sd_a,
-        # Standardised mean difference of the raw segments: near 0 for spread- or shape-only shifts.
+        "before_median": float(np.median(before)),
+        "after_median": float(np.median(after)),
+        "before_p95": float(np.quantile(before, 0.95)),
+        "after_p95": float(np.quantile(after, 0.95)),
+        # Standardised mean difference of the raw sides: near 0 for spread- or shape-only shifts.
         "mean_difference_d": abs(mean_a - mean_b) / pooled if pooled > 0 else 0.0,
     }
+    for name, value in figures.items():
+        change.stats.setdefault(name, value)
 
 
-def _even_sample(values: np.ndarray, limit: int) -> np.ndarray:
-    if values.size <= limit:
-        return values
-    return values[np.linspace(0, values.size - 1, limit).round().astype(np.intp)]
+@dataclass
+class _Event:
+    """Changes of one or more metrics at (about) the same task: one fact."""
+
+    changes: list[_Change]  # strongest first
+
+    @property
+    def lead(self) -> _Change:
+        return self.changes[0]
+
+    @property
+    def row(self) -> int:
+        return int(self.lead.series.rows[self.lead.position])
 
 
-def _binned_jsd(before: np.ndarray, after: np.ndarray) -> float:
-    """JSD (bits) of two samples over shared quantile bins, minus its small-sample bias.
-
-    Quantile bins of the pooled sample follow heavy tails; the plug-in JSD of two
-    samples from one distribution is about (k - 1)(1/n_a + 1/n_b) / (8 ln 2) bits,
-    which is subtracted so that short segments do not look different by chance.
-    """
-    before, after = _even_sample(before, DIVERGENCE_SAMPLE), _even_sample(after, DIVERGENCE_SAMPLE)
-    n_bins = int(np.clip(round(math.sqrt(min(before.size, after.size) / 4.0)), 4, MAX_JSD_BINS))
-    pooled = np.concatenate([before, after])
-    edges = np.unique(np.quantile(pooled, np.linspace(0, 1, n_bins + 1)[1:-1]))
-    k = edges.size + 1
-    if k < 2:
-        return 0.0
-    counts_before = np.bincount(np.searchsorted(edges, before, side="right"), minlength=k)
-    counts_after = np.bincount(np.searchsorted(edges, after, side="right"), minlength=k)
-    divergence = information.jsd(counts_before, counts_after)
-    bias = (k - 1) * (1.0 / before.size + 1.0 / after.size) / (8.0 * math.log(2.0))
-    return max(0.0, divergence - bias)
+def _span(change: _Change) -> tuple[int, int]:
+    """First and last task of a change (a step's is one task, a ramp's its whole course)."""
+    rows = change.series.rows
+    return int(rows[change.position]), int(rows[max(change.after_start - 1, change.position)])
 
 
-# ------------------------------------------------------------ post-processing
-def _merge_ramps(changes: list[_Change]) -> list[_Change]:
-    """Fold consecutive level changes along one ramp into one gradual transition.
-
-    They merge when they go the same way and the segment between them is a ramp
-    or too short to be a phase of its own: a curved ramp (throughput = 1/latency)
-    needs several lines, and a person wants "fell from X to Y over tasks a-b".
-    """
-    merged: list[_Change] = []
-    for change in sorted(changes, key=lambda c: (c.metric, c.kind, c.position)):
-        last = merged[-1] if merged else None
-        if (
-            change.kind == MEAN
-            and last is not None
-            and last.kind == MEAN
-            and last.metric == change.metric
-            and last.end == change.position
-            and (last.ramp_end is not None or last.short_after)
-            and (change.after_level - change.before_level) * (last.after_level - last.before_level) > 0
-        ):
-            merged[-1] = replace(
-                last,
-                end=change.end,
-                after_level=change.after_level,
-                ramp_end=change.ramp_end if change.ramp_end is not None else change.position,
-                short_after=change.short_after,
-                effect=max(last.effect, change.effect),
-                p_value=max(last.p_value, change.p_value),
-                stats={},  # described afresh over the whole transition
-            )
+def _joint_events(changes: list[_Change], n_tasks: int) -> list[_Event]:
+    """Changes of different metrics whose tasks overlap (within JOINT_TOLERANCE), as events."""
+    tolerance = max(3, int(JOINT_TOLERANCE * n_tasks))
+    events: list[tuple[list[_Change], int]] = []  # members, last task covered
+    for change in sorted(changes, key=_span):
+        first, last = _span(change)
+        if events and first <= events[-1][1] + tolerance and all(c.metric != change.metric for c in events[-1][0]):
+            members, reach = events[-1]
+            events[-1] = (members + [change], max(reach, last))
         else:
-            merged.append(change)
-    return merged
+            events.append(([change], last))
+    return [_Event(sorted(members, key=_strength, reverse=True)) for members, _ in events]
 
 
-def _drop_explained(changes: list[_Change], min_ratio: float) -> list[_Change]:
-    """Drop changes that a reported change at the same place already explains.
-
-    - a spread change where the noise grew in proportion to the level (constant
-      coefficient of variation: the level moved, the noise just scales with it);
-    - a shape change next to a level or spread change (shape is searched between
-      those, so this only guards the edges of a stretch).
-    """
-    anchors: dict[str, list[_Change]] = {}
-    for change in changes:
-        if change.kind != SHAPE:
-            anchors.setdefault(change.metric, []).append(change)
-    kept = []
-    for change in changes:
-        near = [
-            anchor
-            for anchor in anchors.get(change.metric, [])
-            if anchor is not change and abs(anchor.position - change.position) <= _tolerance(anchor)
-        ]
-        if change.kind == SHAPE and near:
-            continue
-        if change.kind == SPREAD and any(a.kind == MEAN and _proportional(a, change, min_ratio) for a in near):
-            continue
-        kept.append(change)
-    return kept
+def _strength(change: _Change) -> tuple[int, bool, float]:
+    # Level before spread before shape (the order a person reads them); a span's own duration
+    # heads what moved with it; then by effect.
+    return ({MEAN: 2, SPREAD: 1, SHAPE: 0}[change.kind], change.metric == HEADLINE_METRIC, change.effect)
 
 
-def _tolerance(change: _Change) -> int:
-    return max(MIN_SEGMENT, (change.end - change.start) // 20)
+def _stories(events: list[_Event]) -> list[list[_Event]]:
+    """Events of the same metrics and kind, in time order: one pattern each."""
+    stories: dict[tuple[tuple[str, ...], str], list[_Event]] = {}
+    for event in events:
+        stories.setdefault((_metrics(event), event.lead.kind), []).append(event)
+    return [story for _, story in sorted(stories.items())]
 
 
-def _proportional(level: _Change, spread: _Change, min_ratio: float) -> bool:
-    if level.before_level <= 0 or level.after_level <= 0:
-        return False
-    cv_before = spread.before_level / level.before_level
-    cv_after = spread.after_level / level.after_level
-    return cv_before > 0 and cv_after > 0 and max(cv_after / cv_before, cv_before / cv_after) < min_ratio
+def _metrics(event: _Event) -> tuple[str, ...]:
+    return (event.lead.metric, *sorted(c.metric for c in event.changes[1:]))
 
 
 # -------------------------------------------------------------------- pattern
@@ -594,38 +521,85 @@ def _when(timestamp: float) -> str:
 
 
 def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
     if abs(value) >= 1000:
         return f"{value:.0f}"
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
-def _phrase(change: _Change, matrix: MetricMatrix, rows: np.ndarray) -> str:
-    row = int(rows[change.position])
-    where = f"task {row} ({_when(float(matrix.timestamps[row]))})"
+def _factor(ratio: float) -> str:
+    return f"{ratio:.2g}x" if ratio < 10 else f"{ratio:.0f}x"
+
+
+def _unit(metric: str) -> str:
+    lower = metric.lower()
+    return next((unit for suffix, unit in _UNITS if lower.endswith(suffix)), "")
+
+
+def _is_latency(change: _Change) -> bool:
+    return not change.series.rate and change.series.raw.min() >= 0 and bool(_LATENCY_NAME.search(change.metric))
+
+
+def _where(change: _Change, matrix: MetricMatrix) -> str:
+    row = int(change.series.rows[change.position])
+    text = f"task {row} ({_when(float(matrix.timestamps[row]))})"
+    if change.ramp_end is not None:
+        end_row = int(change.series.rows[change.ramp_end - 1])
+        return f"gradually from {text} to task {end_row}"
+    return f"at {text}"
+
+
+def _effect_text(change: _Change) -> str:
+    return f"d={change.effect:.1f}" if math.isfinite(change.effect) else "without noise"
+
+
+def _level_text(change: _Change) -> str:
+    """What moved, in the words an operator acts on (no place, no metric name)."""
+    rose = change.level_after > change.level_before
+    ratio = change.ratio
+    if _is_latency(change) and math.isfinite(ratio) and ratio > 0:
+        unit = _unit(change.metric)
+        stats = change.stats
+        verb = f"slowed down {_factor(ratio)}" if rose else f"sped up {_factor(1 / ratio)}"
+        figures = (f"median {_fmt(stats['before_median'])} -> {_fmt(stats['after_median'])}{unit}, "
+                   f"p95 {_fmt(stats['before_p95'])} -> {_fmt(stats['after_p95'])}{unit}")
+        return f"{verb} ({figures}; {_effect_text(change)})"
+    factor = f"x{ratio:.2g}, " if math.isfinite(ratio) and ratio > 0 else ""
+    what = "rate " if change.series.rate else "mean "
+    per = " per task" if change.series.rate else ""
+    levels = f"from {_fmt(change.level_before)} to {_fmt(change.level_after)}{per}"
+    return f"{what}{'rose' if rose else 'fell'} {levels} ({factor}{_effect_text(change)})"
+
+
+def _change_text(change: _Change) -> str:
     if change.kind == MEAN:
-        rose = change.after_level > change.before_level
-        ratio = ""
-        if change.ratio_scale and change.before_level > 0 and change.after_level > 0:
-            ratio = f"x{change.after_level / change.before_level:.2g}, "
-        levels = f"from {_fmt(change.before_level)} to {_fmt(change.after_level)}"
-        effect = f"d={change.effect:.1f}" if math.isfinite(change.effect) else "without noise"
-        text = f"{'rose' if rose else 'fell'} {levels} ({ratio}{effect})"
-        if change.ramp_end is not None:
-            end_row = int(rows[change.ramp_end - 1])
-            return f"{text} gradually from {where} to task {end_row}"
-        return f"{text} at {where}"
+        return _level_text(change)
+    stats = change.stats
     if change.kind == SPREAD:
-        widened = change.after_level > change.before_level
-        means = f"mean {_fmt(change.stats['before_mean'])} -> {_fmt(change.stats['after_mean'])}"
-        sides = [f"sd {_fmt(level)}" if level > 0 else "constant" for level in (change.before_level, change.after_level)]
+        widened = change.level_after > change.level_before
+        verb = "widened" if widened else "narrowed"
         ratio = f"x{change.effect:.1f}; " if math.isfinite(change.effect) else ""
-        return f"{'widened' if widened else 'narrowed'} from {sides[0]} to {sides[1]} ({ratio}{means}) at {where}"
-    means = f"mean {_fmt(change.stats['before_mean'])} -> {_fmt(change.stats['after_mean'])}"
-    sds = f"sd {_fmt(change.stats['before_std'])} -> {_fmt(change.stats['after_std'])}"
-    return f"changed (JSD {change.effect:.2f} bits, KS D={change.stats['ks_statistic']:.2f}; {means}, {sds}) at {where}"
+        if change.series.log_scale:
+            unit = _unit(change.metric)
+            return (f"spread {verb} ({ratio}p95 {_fmt(stats['before_p95'])} -> {_fmt(stats['after_p95'])}{unit}, "
+                    f"median {_fmt(stats['before_median'])} -> {_fmt(stats['after_median'])}{unit})")
+        sides = [f"sd {_fmt(level)}" if level > 0 else "constant" for level in (change.level_before, change.level_after)]
+        means = f"mean {_fmt(stats['before_mean'])} -> {_fmt(stats['after_mean'])}"
+        return f"spread {verb} from {sides[0]} to {sides[1]} ({ratio}{means})"
+    means = f"mean {_fmt(stats['before_mean'])} -> {_fmt(stats['after_mean'])}"
+    sds = f"sd {_fmt(stats['before_std'])} -> {_fmt(stats['after_std'])}"
+    return f"distribution shape changed (JSD {change.effect:.2f} bits, KS D={stats['ks_statistic']:.2f}; {means}, {sds})"
 
 
-_SUBJECT = {MEAN: "mean", SPREAD: "spread", SHAPE: "distribution shape"}
+def _event_text(event: _Event, matrix: MetricMatrix) -> str:
+    lead = event.lead
+    text = f"{_change_text(lead)} {_where(lead, matrix)}"
+    if len(event.changes) > 1:
+        text += "; with it " + ", ".join(f"{c.metric} {_change_text(c)}" for c in event.changes[1:])
+    return text
+
+
 _EFFECT_NAME = {MEAN: "effect_size", SPREAD: "variance_ratio", SHAPE: "jsd"}
 _THRESHOLD_NAME = {MEAN: "min_effect_size", SPREAD: "min_variance_ratio", SHAPE: "min_jsd"}
 
@@ -638,18 +612,19 @@ def _confidence(change: _Change, threshold: float, significance: float) -> float
     return max(0.0, from_effect * from_p)
 
 
-def _change_statistics(change: _Change, matrix: MetricMatrix, rows: np.ndarray) -> dict[str, float]:
+def _change_statistics(change: _Change, matrix: MetricMatrix) -> dict[str, float]:
+    rows = change.series.rows
     row = int(rows[change.position])
     stats = {
         "change_index": row,
         "change_timestamp": float(matrix.timestamps[row]),
         _EFFECT_NAME[change.kind]: change.effect,
         "p_value": change.p_value,
+        "level_before": change.level_before,
+        "level_after": change.level_after,
+        "ratio": change.ratio,
         **change.stats,
     }
-    if change.kind == MEAN:
-        stats["before_level"] = change.before_level
-        stats["after_level"] = change.after_level
     if change.ramp_end is not None:
         end_row = int(rows[change.ramp_end - 1])
         stats["ramp_end_index"] = end_row
@@ -659,49 +634,63 @@ def _change_statistics(change: _Change, matrix: MetricMatrix, rows: np.ndarray) 
     return {name: value for name, value in stats.items() if math.isfinite(value)}
 
 
-def _pattern(matrix, rows, kind, changes, profile: ThermalProfile, threshold: float, explainer: Explainer) -> Pattern:
-    metric = changes[0].metric
+def _event_statistics(event: _Event, matrix: MetricMatrix) -> dict[str, float]:
+    stats = _change_statistics(event.lead, matrix)
+    for other in event.changes[1:]:  # the other metrics that moved: <metric>.level_before, ...
+        figures = _change_statistics(other, matrix)
+        for name in ("level_before", "level_after", "ratio", _EFFECT_NAME[other.kind], "p_value"):
+            if name in figures:
+                stats[f"{other.metric}.{name}"] = figures[name]
+    return stats
+
+
+def _pattern(matrix: MetricMatrix, events: list[_Event], profile: ThermalProfile, thresholds: dict[str, float],
+             explainer: Explainer) -> Pattern:
     rate = profile.rate
-    confidences = [_confidence(c, threshold, rate.significance) for c in changes]
-    strongest = changes[int(np.argmax(confidences))]
-    statistics = _change_statistics(strongest, matrix, rows)
-    if len(changes) > 1:
+    kind = events[0].lead.kind
+    metrics = _metrics(events[0])
+    confidences = [_confidence(e.lead, thresholds[kind], rate.significance) for e in events]
+    strongest = events[int(np.argmax(confidences))]
+    statistics = _event_statistics(strongest, matrix)
+    if len(events) > 1:
         # Every change in time order: change_1_index, change_1_p_value, change_2_index, ...
-        for number, change in enumerate(changes, start=1):
-            for name, value in _change_statistics(change, matrix, rows).items():
+        for number, event in enumerate(events, start=1):
+            for name, value in _event_statistics(event, matrix).items():
                 statistics[f"change_{number}_{name.removeprefix('change_')}"] = value
-    statistics.update(
-        {
-            "change_points": len(changes),
-            "tasks": rows.size,
-            "min_segment": _min_segment(rows.size, rate.min_tasks),
-            "significance": rate.significance,
-            _THRESHOLD_NAME[kind]: threshold,
-        }
-    )
-    description = f"{metric} {_SUBJECT[kind]} " + "; then ".join(_phrase(c, matrix, rows) for c in changes)
+    lead = strongest.lead
+    statistics.update({
+        "change_points": len(events),
+        "tasks": lead.series.rows.size,
+        "noise_autocorrelation": statistics.get("noise_autocorrelation", 0.0),
+        "significance": rate.significance,
+        _THRESHOLD_NAME[kind]: thresholds[kind],
+    })
+    subject = f"{metrics[0]} " if len(metrics) == 1 else f"{metrics[0]} (with {', '.join(metrics[1:])}) "
+    description = subject + "; then ".join(_event_text(e, matrix) for e in events)
     # What changed with it: attribute values (a new service.version, another host) that the tasks
     # after the strongest change carry and the tasks before it do not.
+    rows = lead.series.rows
     around = np.zeros(matrix.n_tasks, dtype=bool)
-    around[rows[strongest.start : strongest.end]] = True
-    explanation = explainer.over_represented(rows[strongest.position : strongest.end], around, "tasks after")
+    around[rows[lead.start : lead.end]] = True
+    explanation = explainer.over_represented(rows[lead.after_start : lead.end], around, "tasks after")
     return Pattern(
         kind=PatternKind.PHASE_TRANSITION,
         description=description,
         confidence=max(confidences),
-        metrics=(metric,),
+        metrics=metrics,
         statistics=statistics,
-        involved=_involved(matrix, rows, changes, profile.max_involved),
+        involved=_involved(matrix, [e.lead for e in events], profile.max_involved),
         explanation=explanation,
-        key=f"phase_transition:{metric}:{kind}",
+        key=f"phase_transition:{'+'.join(sorted(metrics))}:{kind}",
     )
 
 
-def _involved(matrix: MetricMatrix, rows: np.ndarray, changes: list[_Change], max_involved: int):
+def _involved(matrix: MetricMatrix, changes: list[_Change], max_involved: int):
     """Tasks just before and just after each change point, nearest first, sharing ``max_involved``."""
     per_side = max(1, max_involved // (2 * len(changes)))
     involved = []
     for change in changes:
+        rows = change.series.rows
         before = np.arange(max(change.start, change.position - per_side), change.position)
         after = np.arange(change.position, min(change.end, change.position + per_side))
         # Closer to the change = more relevant.
