@@ -38,6 +38,7 @@ from crackle_otel.profile import ThermalProfile
 POD = re.compile(r"^(.*)-[0-9a-f]{8,10}-[0-9a-z]{5}$")
 LATENCY_FAULTS = {"cpu_contention", "cpu_consumed", "network_delay"}
 ONSET_WINDOW_S = (-15.0, 120.0)
+MAX_GROUPS = 1000
 
 
 def read_spans(data: Path, files: list[str]) -> list[tuple[float, str, float]]:
@@ -61,7 +62,8 @@ def read_spans(data: Path, files: list[str]) -> list[tuple[float, str, float]]:
 
 def replay(spans, profile: ThermalProfile):
     """Patterns reported by a furnace fed these spans (cooled as ``analyze`` cools)."""
-    furnace = Furnace(CrackleConfig(profile=profile), keep_reported=100_000)
+    # Every group analysed (TrainTicket has ~240 service | operation groups; the default cap is for memory).
+    furnace = Furnace(CrackleConfig(profile=profile, max_groups=MAX_GROUPS), keep_reported=100_000)
     for start, group, duration in spans:
         furnace.record(group, group.split(" | ", 1)[1], {"duration_ms": duration}, timestamp=start)
         if furnace.has_filled_groups:

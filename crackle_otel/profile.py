@@ -19,6 +19,7 @@ class _Thresholds:
     min_effect_size: float  # standardised mean shift (|Δμ| / pooled σ)
     min_variance_ratio: float  # σ_after / σ_before (or inverse) for spread shifts
     min_jsd: float  # Jensen-Shannon divergence (bits) for shape shifts
+    min_level_ratio: float  # factor a level must move by, for metrics that vary by factors (latency)
     outlier_score: float  # robust z (median / MAD) beyond which a task is an outlier
     min_cluster_size: int  # smallest group reported as a cluster
     conservation_tolerance: float  # residual RMS relative to the scale of the terms
@@ -39,6 +40,7 @@ class CoolingRate(Enum):
         min_effect_size=0.5,
         min_variance_ratio=1.5,
         min_jsd=0.05,
+        min_level_ratio=1.25,
         outlier_score=3.5,
         min_cluster_size=3,
         conservation_tolerance=0.02,
@@ -55,6 +57,7 @@ class CoolingRate(Enum):
         min_effect_size=0.8,
         min_variance_ratio=2.0,
         min_jsd=0.10,
+        min_level_ratio=1.5,
         outlier_score=5.0,
         min_cluster_size=5,
         conservation_tolerance=0.01,
@@ -71,6 +74,7 @@ class CoolingRate(Enum):
         min_effect_size=1.2,
         min_variance_ratio=3.0,
         min_jsd=0.20,
+        min_level_ratio=2.0,
         outlier_score=7.0,
         min_cluster_size=10,
         conservation_tolerance=0.005,

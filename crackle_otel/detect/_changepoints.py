@@ -115,6 +115,7 @@ class Noise:
 
 DIFFERENCE_CLIP = 3.0  # differences beyond this many robust sds (steps, outliers) are clipped
 CLIPPED_VARIANCE = 0.9733  # E[min(Z^2, 9)] for a standard normal Z: undoes the clipping's shrinkage
+SECOND_PASS_MIN = 100  # shorter series keep phi from differences (residuals of a short fit mislead more)
 
 
 def estimate_noise(x: np.ndarray) -> Noise:
@@ -160,7 +161,7 @@ def winsorize(x: np.ndarray, noise: Noise) -> np.ndarray:
     if noise.sigma <= 0 or x.size < 2 * RUNNING_HALF_WIDTH + 1:
         return x
     h = RUNNING_HALF_WIDTH
-    padded = np.concatenate([np.full(h, x[0]), x, np.full(h, x[-1])])
+    padded = np.pad(x, h, mode="reflect")  # mirrored: an outlier at either end is no median of its own
     centre = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1), axis=1)
     bound = WINSOR * noise.sigma
     return np.clip(x, centre - bound, centre + bound)
@@ -178,7 +179,7 @@ def fit_level(x: np.ndarray, beta: float, *, min_size: int = MIN_FLAT, max_chang
     if noise.innovation_sd <= 0:
         return _constant(x.size), searched, noise
     level = segment(searched, noise, beta, min_size=min_size, max_changes=max_changes)
-    refined = residual_noise(searched - level.fitted(), level.bounds, noise)
+    refined = residual_noise(searched - level.fitted(), level.bounds, noise) if x.size >= SECOND_PASS_MIN else noise
     if refined is not noise:
         noise = refined
         level = segment(searched, noise, beta, min_size=min_size, max_changes=max_changes)

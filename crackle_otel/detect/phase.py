@@ -60,9 +60,12 @@ MEAN, SPREAD, SHAPE = "mean", "spread", "shape"
 MAX_CHANGES = 8  # level change points per metric at most
 LOG_SCALE_RANGE = 3.0  # a metric varies by factors only if its p99 / p1 exceeds this, and
 MULTIPLICATIVE_CORRELATION = 0.2  # its noise grows with its level (rank correlation) beyond this
+LATENCY_CORRELATION = 0.1  # ... or beyond this for a latency
+CLEAR_EFFECT = 2.5  # a latency level change this many min_effect_size sds is reported below min_level_ratio
 SCALE_SAMPLE = 10_000  # values (evenly spaced) that decide the scale
 MIN_SEGMENT_SHARE = 0.02  # segments searched hold at least this share of the values (and MIN_FLAT)
 PHASE_SHARE = 0.1  # a phase lasts this share of the values and of their time span: shorter is an excursion
+EDGE_RAMP_SHARE = 0.2  # a ramp from the first or to the last task lasts this share
 SPARSE_EVENTS = 5  # a mostly-constant metric's segments must hold this many non-typical values
 COUNTER_MIN_STEPS = 3  # a never-decreasing metric is a counter once it stepped up this often
 JOINT_TOLERANCE = 0.02  # changes of different metrics this close (share of tasks, >= 3) are one event
@@ -85,12 +88,12 @@ class _Series:
     min_size: int  # fewest values in a level segment
     times: np.ndarray  # timestamp of each value
 
-    def lasts(self, start: int, end: int) -> bool:
-        """Whether values [start, end) span PHASE_SHARE of the values and of the time they cover."""
-        if end - start < PHASE_SHARE * self.values.size:
+    def lasts(self, start: int, end: int, share: float = PHASE_SHARE) -> bool:
+        """Whether values [start, end) span ``share`` of the values and of the time they cover."""
+        if end - start < share * self.values.size:
             return False
         span = float(self.times[-1] - self.times[0])
-        return span <= 0 or float(self.times[end - 1] - self.times[start]) >= PHASE_SHARE * span
+        return span <= 0 or float(self.times[end - 1] - self.times[start]) >= share * span
 
 
 @dataclass
@@ -142,7 +145,10 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
         return []
     significant = benjamini_hochberg(np.array([c.p_value for c in candidates]), rate.significance)
     thresholds = {MEAN: rate.min_effect_size, SPREAD: rate.min_variance_ratio, SHAPE: rate.min_jsd}
-    kept = [c for c, ok in zip(candidates, significant) if ok and c.effect >= thresholds[c.kind]]
+    clear = [ok and c.effect >= thresholds[c.kind] for c, ok in zip(candidates, significant)]
+    kept = [c for c, ok in zip(candidates, clear) if ok and _moves_by_a_factor(c, rate.min_level_ratio, rate.min_effect_size)]
+    # A latency that moved by less than the factor still counts beside another metric that moved then.
+    kept += [c for c, ok in zip(candidates, clear) if ok and c not in kept and _beside(c, kept, matrix.n_tasks)]
     kept = _one_kind_per_change(kept)
     if not kept:
         return []
@@ -177,23 +183,25 @@ def _series(name: str, column: np.ndarray, counter: bool, min_tasks: int, timest
         raw, rows = np.diff(raw), rows[1:]
     if raw.size < min_tasks or np.ptp(raw) <= 0:  # an ID (constant increments) or a constant
         return None
-    log_scale = _multiplicative(raw)
+    log_scale = _multiplicative(raw, bool(_LATENCY_NAME.search(name)) and not counter)
     values = np.log(raw) if log_scale else raw.astype(float)
     return _Series(name, rows, raw, values, log_scale, counter, _min_segment(values), timestamps[rows])
 
 
-def _multiplicative(raw: np.ndarray) -> bool:
+def _multiplicative(raw: np.ndarray, latency: bool) -> bool:
     """Whether a metric varies by factors (latency, sizes): positive, wide, noise growing with the level.
 
-    Neighbours' difference against their mean: uncorrelated for additive noise (a
+    Neighbours' difference against their mean is uncorrelated for additive noise (a
     ramp, a step of a gauge), clearly rank-correlated when the noise scales with
-    the level. Such a metric is searched as log values, where a slowdown is a shift.
+    the level; a latency (by its name) needs less evidence, since a few dozen
+    spans show it only faintly. Such a metric is searched as log values, where a
+    slowdown is a shift.
     """
     if raw.min() <= 0 or np.quantile(raw, 0.99) <= LOG_SCALE_RANGE * np.quantile(raw, 0.01):
         return False
     sample = raw[np.linspace(0, raw.size - 1, min(raw.size, SCALE_SAMPLE)).round().astype(np.intp)]
     correlation = spearmanr(np.abs(np.diff(sample)), sample[1:] + sample[:-1]).statistic
-    return bool(correlation > MULTIPLICATIVE_CORRELATION)
+    return bool(correlation > (LATENCY_CORRELATION if latency else MULTIPLICATIVE_CORRELATION))
 
 
 def _min_segment(values: np.ndarray) -> int:
@@ -262,8 +270,8 @@ def _spread_changes(series: _Series, kept: np.ndarray, residual: np.ndarray, lev
     beta = cp.penalty("spread", series.values.size, rate.significance)
     spread = cp.segment(values, spread_noise, beta, min_size=spread_min, slopes=False)
 
-    def lasts(start: int, end: int) -> bool:
-        return series.lasts(int(kept[start]), int(kept[end - 1]) + 1)
+    def lasts(start: int, end: int, share: float = PHASE_SHARE) -> bool:
+        return series.lasts(int(kept[start]), int(kept[end - 1]) + 1, share)
 
     spread, _ = _phases_only(lasts, values, spread_noise, spread, beta, spread_min, slopes=False)
     return [_spread_change(series, kept, spread, residual, i) for i in range(spread.changes.size)]
@@ -281,8 +289,13 @@ def _phases_only(lasts, x: np.ndarray, noise: cp.Noise, segmentation: cp.Segment
     excursions = np.zeros(x.size, dtype=bool)
     while segmentation.changes.size:
         bounds = segmentation.bounds
-        short = [k for k in range(bounds.size - 1)
-                 if not segmentation.sloped[k] and not lasts(int(bounds[k]), int(bounds[k + 1]))]
+        last = bounds.size - 2
+        # Flat segments must last; a ramp at either end twice as long (one between two phases may be
+        # steep, but one still going at the last task is only a trend once it has gone on a while).
+        short = [k for k in range(last + 1)
+                 if (not segmentation.sloped[k] and not lasts(int(bounds[k]), int(bounds[k + 1])))
+                 or (segmentation.sloped[k] and k in (0, last)
+                     and not lasts(int(bounds[k]), int(bounds[k + 1]), EDGE_RAMP_SHARE))]
         if short:
             gone = _merge_short(segmentation, short[0], x.size)
             if len(gone) != 1 or short[0] in (0, bounds.size - 2):  # set aside, not joined to a neighbour
@@ -343,21 +356,28 @@ def _level_change(series: _Series, level: cp.Segmentation, residual: np.ndarray,
     noise_sd = float(np.std(residual[start:end]))
     shift = abs(fitted_after - fitted_before)
     effect = shift / noise_sd if noise_sd > NUMERICAL_ZERO * max(1.0, shift) else (math.inf if shift > 0 else 0.0)
-    after_from = ramp_end if ramp else position
-
-    def typical(a: int, b: int, fitted: float, flat: bool) -> float:
-        if not flat:  # a ramp's own end: the fitted line, back on the metric's scale
-            return float(math.exp(fitted)) if series.log_scale else float(fitted)
-        values = series.raw[a:b]
-        return float(np.median(values)) if series.log_scale else float(np.mean(values))
-
-    level_before = typical(start, position, fitted_before, before_segment is not None and not level.sloped[before_segment])
-    level_after = typical(after_from, end, fitted_after, after_segment is not None and not level.sloped[after_segment])
-    return _Change(
+    change = _Change(
         series=series, kind=MEAN, position=position, start=start, end=end,
         p_value=cp.p_value("level", series.values.size, float(gain)), effect=effect,
-        level_before=level_before, level_after=level_after, ramp_end=ramp_end,
+        level_before=math.nan, level_after=math.nan, ramp_end=ramp_end,
     )
+    # Levels: the typical value of each side (median for metrics that vary by factors, else mean).
+    typical = np.median if series.log_scale else np.mean
+    before, after = _sides(change)
+    change.level_before, change.level_after = float(typical(before)), float(typical(after))
+    return change
+
+
+def _sides(change: _Change) -> tuple[np.ndarray, np.ndarray]:
+    """The values before and after a change; for a ramp from the first or to the last task, its ends."""
+    raw = change.series.raw
+    edge = max(cp.MIN_FLAT, int(PHASE_SHARE / 2 * raw.size))
+    before, after = raw[change.start : change.position], raw[change.after_start : change.end]
+    if before.size == 0:
+        before = raw[change.position : change.position + edge]
+    if after.size == 0:
+        after = raw[max(0, change.end - edge) : change.end]
+    return before, after
 
 
 def _merge_short(segmentation: cp.Segmentation, k: int, n: int) -> set[int]:
@@ -406,11 +426,36 @@ def _shape_change(series: _Series, kept: np.ndarray, found) -> _Change:
 
 
 # ------------------------------------------------------------ post-processing
-def _one_kind_per_change(changes: list[_Change]) -> list[_Change]:
-    """At one change point a metric reports one kind of change: level, else spread, else shape.
+def _beside(change: _Change, kept: list[_Change], n_tasks: int) -> bool:
+    """Whether another metric's reported level change happened at the same moment as ``change``."""
+    tolerance = max(3, int(JOINT_TOLERANCE * n_tasks))
+    first, last = _span(change)
+    return any(other.metric != change.metric and other.kind == MEAN and change.kind == MEAN
+               and _span(other)[0] - tolerance <= last and first <= _span(other)[1] + tolerance for other in kept)
 
-    A slowdown also widens the spread of raw values and changes their shape; saying
-    all three would describe one fact as three contradictory ones.
+
+def _moves_by_a_factor(change: _Change, min_ratio: float, min_effect: float) -> bool:
+    """A level change of a latency, or of a metric that varies by factors, must move it by ``min_ratio``.
+
+    With thousands of spans a 1.2x drift of a narrow latency is significant and
+    large in sds, and healthy traffic does that all the time; nobody acts on it.
+    """
+    if change.kind != MEAN or not (change.series.log_scale or _is_latency(change)):
+        return True
+    if change.effect >= CLEAR_EFFECT * min_effect:  # a small factor, but far outside the noise
+        return True
+    ratio = change.ratio
+    return math.isfinite(ratio) and ratio > 0 and max(ratio, 1 / ratio) >= min_ratio
+
+
+def _one_kind_per_change(changes: list[_Change]) -> list[_Change]:
+    """A metric tells one story at a time: level, else spread, else shape.
+
+    A slowdown also widens the spread of raw values and changes their shape, and
+    CPU starvation makes latency erratic as well as slow; saying all of it would
+    describe one fact as several, some contradictory. So a spread or shape change
+    goes when a level change of the same metric falls within its two sides (or
+    close to it).
     """
     order = {MEAN: 0, SPREAD: 1, SHAPE: 2}
     kept: list[_Change] = []
@@ -418,7 +463,8 @@ def _one_kind_per_change(changes: list[_Change]) -> list[_Change]:
         tolerance = _tolerance(change.series.values.size)
         if not any(
             other.metric == change.metric
-            and other.position - tolerance <= change.position <= other.after_start + tolerance
+            and (other.position - tolerance <= change.position <= other.after_start + tolerance
+                 or (other.kind == MEAN and change.kind != MEAN and change.start <= other.position < change.end))
             for other in kept
         ):
             kept.append(change)
@@ -432,12 +478,7 @@ def _tolerance(n: int) -> int:
 
 def _describe(change: _Change) -> None:
     """The descriptive figures of a change that will be reported."""
-    raw = change.series.raw
-    before, after = raw[change.start : change.position], raw[change.after_start : change.end]
-    if before.size == 0:  # a ramp from the first task: its first values are where it came from
-        before = raw[change.position : change.position + cp.MIN_FLAT]
-    if after.size == 0:  # a ramp still going at the last task
-        after = raw[max(0, change.end - cp.MIN_FLAT) : change.end]
+    before, after = _sides(change)
     mean_b, mean_a = float(np.mean(before)), float(np.mean(after))
     sd_b = float(np.std(before, ddof=1)) if before.size > 1 else 0.0
     sd_a = float(np.std(after, ddof=1)) if after.size > 1 else 0.0
