@@ -17,6 +17,8 @@ import heapq
 
 import numpy as np
 
+from ._changepoints import neighbourhood
+
 MAX_BLOCKS = 2000  # candidate positions per search pass; refinement restores full resolution
 
 
@@ -127,10 +129,8 @@ def refine(cost, changes: list[int], min_size: int, block: int) -> list[int]:
     if block <= 1 or not changes:
         return changes
     changes = list(changes)
-    for i, at in enumerate(changes):
-        start = changes[i - 1] if i > 0 else 0
-        end = changes[i + 1] if i + 1 < len(changes) else cost.n
-        window = np.arange(max(start + min_size, at - block), min(end - min_size, at + block) + 1)
+    for i in range(len(changes)):
+        start, end, window = neighbourhood(changes, i, cost.n, min_size, block)
         if window.size:
             _, changes[i] = _best_split(cost, start, end, window, min_size)
     return changes

@@ -433,14 +433,19 @@ def _segment_cost(cost: ARSegmentCost, start, end, gamma: float, slopes: bool, m
     return np.minimum(flat, sloped), sloped < flat
 
 
+def neighbourhood(changes: list[int], i: int, n: int, min_size: int, block: int):
+    """(start, end, positions): change point i's neighbours and where it may move, within ``block``."""
+    start = changes[i - 1] if i > 0 else 0
+    end = changes[i + 1] if i + 1 < len(changes) else n
+    return start, end, np.arange(max(start + min_size, changes[i] - block), min(end - min_size, changes[i] + block) + 1)
+
+
 def _refine(cost: ARSegmentCost, changes: list[int], min_size: int, gamma: float, slopes: bool) -> list[int]:
     """Move each change point to its best full-resolution position between its neighbours' grid cells."""
     block = int(math.ceil(cost.n / GRID))
     changes = list(changes)
-    for i, at in enumerate(changes):
-        start = changes[i - 1] if i > 0 else 0
-        end = changes[i + 1] if i + 1 < len(changes) else cost.n
-        window = np.arange(max(start + min_size, at - block), min(end - min_size, at + block) + 1)
+    for i in range(len(changes)):
+        start, end, window = neighbourhood(changes, i, cost.n, min_size, block)
         if window.size:
             left, _ = _segment_cost(cost, np.full(window.size, start), window, gamma, slopes, min_size)
             right, _ = _segment_cost(cost, window, np.full(window.size, end), gamma, slopes, min_size)
