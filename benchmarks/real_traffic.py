@@ -3,10 +3,10 @@
 Reads the Nezha development corpus (``/work/shared/data/nezha``, see its README:
 real TrainTicket and OnlineBoutique spans with injected faults). Spans are
 grouped by service (pod name minus its hash suffix) + operation name, with
-``duration_ms`` as the metric, in start-time order, and replayed through a
-``Furnace`` the way ``crackle-otel analyze`` does: a group is cooled each time it
-has filled half its kiln, and every group once more at the end; a standing
-pattern is reported once.
+``duration_ms`` as the metric, in start-time order, and cooled the way
+``crackle-otel analyze`` cools a group's kiln (see ``replay``). What is measured
+is the detectors' own output, before the incidents layer folds changes across
+groups (``benchmarks/incidents.py`` measures that).
 
 - healthy: the two fault-free baseline files; patterns reported per minute of
   traffic (phase transitions, and every kind for reference);
@@ -21,55 +21,60 @@ pattern is reported once.
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
+import dataclasses
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from crackle_otel.otel.config import CrackleConfig
-from crackle_otel.otel.furnace import Furnace
+from nezha import read_rows  # benchmarks/ is on sys.path when run as a script
+
+from crackle_otel.detect import run_detectors
+from crackle_otel.matrix import MetricMatrix
 from crackle_otel.patterns import PatternKind
 from crackle_otel.profile import ThermalProfile
 
-POD = re.compile(r"^(.*)-[0-9a-f]{8,10}-[0-9a-z]{5}$")
 LATENCY_FAULTS = {"cpu_contention", "cpu_consumed", "network_delay"}
 ONSET_WINDOW_S = (-15.0, 120.0)
-MAX_GROUPS = 1000
+KILN_CAPACITY = 4096  # the default kiln of a group
 
 
 def read_spans(data: Path, files: list[str]) -> list[tuple[float, str, float]]:
     """(start time s, group, duration ms) of every distinct span in ``files``, in start-time order."""
-    seen: set[tuple[str, str]] = set()
-    spans = []
-    for name in files:
-        with gzip.open(data / name, "rt", newline="") as handle:
-            for row in csv.DictReader(handle):
-                key = (row["TraceID"], row["SpanID"])
-                if key in seen:
-                    continue
-                seen.add(key)
-                match = POD.match(row["PodName"])
-                service = match.group(1) if match else row["PodName"]
-                spans.append((int(row["StartTimeUnixNano"]) / 1e9, f"{service} | {row['OperationName']}",
-                              int(row["Duration"]) / 1000.0))
-    spans.sort()
-    return spans
+    return [(row.start_ns / 1e9, f"{row.service} | {row.operation}", (row.end_ns - row.start_ns) / 1e6)
+            for row in read_rows([data / name for name in files])]
 
 
 def replay(spans, profile: ThermalProfile):
-    """Patterns reported by a furnace fed these spans (cooled as ``analyze`` cools)."""
-    # Every group analysed (TrainTicket has ~240 service | operation groups; the default cap is for memory).
-    furnace = Furnace(CrackleConfig(profile=profile, max_groups=MAX_GROUPS), keep_reported=100_000)
+    """Patterns the detectors find per group, cooled as ``analyze`` cools a kiln.
+
+    Each group's spans go through a sliding window of KILN_CAPACITY spans, cooled
+    every time half of it is new and once at the end; a pattern standing over
+    several cools (same key) counts once, with the group set. The incidents
+    layer that folds changes across groups is left out on purpose: this measures
+    what the detectors themselves say.
+    """
+    by_group: dict[str, list[tuple[float, float]]] = {}
     for start, group, duration in spans:
-        furnace.record(group, group.split(" | ", 1)[1], {"duration_ms": duration}, timestamp=start)
-        if furnace.has_filled_groups:
-            furnace.cool(only_filled=True)
-    furnace.cool()
-    return furnace.reported_patterns()
+        by_group.setdefault(group, []).append((start, duration))
+    reported = []
+    for group, rows in by_group.items():
+        times = np.array([r[0] for r in rows])
+        durations = np.array([r[1] for r in rows])
+        seen: set[str] = set()
+        ends = list(range(KILN_CAPACITY // 2, len(rows), KILN_CAPACITY // 2)) + [len(rows)]
+        for end in ends:
+            start = max(0, end - KILN_CAPACITY)
+            n = end - start
+            matrix = MetricMatrix(values=durations[start:end, None], metric_names=("duration_ms",),
+                                  labels=(group,) * n, timestamps=times[start:end], identities=(None,) * n)
+            patterns, _ = run_detectors(matrix, profile)
+            for pattern in patterns:
+                if pattern.key not in seen:
+                    seen.add(pattern.key)
+                    reported.append(dataclasses.replace(pattern, group=group))
+    return reported
 
 
 def healthy(data: Path, manifest: dict, profile: ThermalProfile) -> None:

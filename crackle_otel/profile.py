@@ -57,7 +57,7 @@ class CoolingRate(Enum):
         min_effect_size=0.8,
         min_variance_ratio=2.0,
         min_jsd=0.10,
-        min_level_ratio=1.5,
+        min_level_ratio=1.3,
         outlier_score=5.0,
         min_cluster_size=5,
         conservation_tolerance=0.01,

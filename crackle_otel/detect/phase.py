@@ -315,21 +315,32 @@ def _transitions(level: cp.Segmentation) -> list[tuple[int, int]]:
     ramp needs several lines); a line over the whole series is a trend, not a change.
     """
     sloped, slope, count = level.sloped, level.slope, level.sloped.size
+    start_level, end_level = level.start_level, level.end_level()
     transitions = []
     k = 0
     while k < count:
         if sloped[k]:
             j = k
-            while j + 1 < count and sloped[j + 1] and np.sign(slope[j + 1]) == np.sign(slope[k]):
+            while (j + 1 < count and sloped[j + 1] and np.sign(slope[j + 1]) == np.sign(slope[k])
+                   and abs(start_level[j + 1] - end_level[j]) <= abs(end_level[j] - start_level[j])):
                 j += 1
-            if k > 0 or j + 1 < count:
+            # A jump at either end larger than the run's own rise is a step there (after a drift).
+            rise = abs(end_level[j] - start_level[k])
+            jump_in = abs(start_level[k] - end_level[k - 1]) if k > 0 else 0.0
+            jump_out = abs(start_level[j + 1] - end_level[j]) if j + 1 < count else 0.0
+            if max(jump_in, jump_out) > rise:
+                if jump_in > rise and (k - 1, k) not in transitions:
+                    transitions.append((k - 1, k))
+                if jump_out > rise:
+                    transitions.append((j, j + 1))
+            elif k > 0 or j + 1 < count:
                 transitions.append((k, j))
             k = j + 1
         else:
             if k + 1 < count and not sloped[k + 1]:
                 transitions.append((k, k + 1))
             k += 1
-    return transitions
+    return sorted(transitions)
 
 
 def _level_change(series: _Series, level: cp.Segmentation, residual: np.ndarray, transition) -> _Change:
@@ -343,10 +354,10 @@ def _level_change(series: _Series, level: cp.Segmentation, residual: np.ndarray,
         fitted_before = level.end_level()[first - 1] if before_segment is not None else level.start_level[first]
         fitted_after = level.start_level[last + 1] if after_segment is not None else level.end_level()[last]
         cps = [i - 1 for i in (first, last + 1) if 0 < i < n_segments]
-    else:
+    else:  # a step from segment first to last = first + 1 (either may be a drift)
         before_segment, after_segment = first, last
         position, ramp_end = int(bounds[last]), None
-        fitted_before, fitted_after = level.start_level[first], level.start_level[last]
+        fitted_before, fitted_after = level.end_level()[first], level.start_level[last]
         cps = [first]
     start = int(bounds[before_segment]) if before_segment is not None else position
     end = int(bounds[after_segment + 1]) if after_segment is not None else int(bounds[last + 1])
