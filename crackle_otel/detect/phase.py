@@ -238,6 +238,8 @@ def _metric_changes(series: _Series, rate) -> list[_Change]:
         change.stats["noise_autocorrelation"] = noise.phi
 
     checkpoint()
+    if sparse:  # a mostly-constant metric's spread and shape are its rate: the level said it
+        return changes
     # Spread and shape are read without the excursions (set aside above, not phases of their own).
     kept = np.flatnonzero(~excursions)
     level_bounds = np.searchsorted(kept, level.bounds)
@@ -308,8 +310,8 @@ def _phases_only(lasts, x: np.ndarray, noise: cp.Noise, segmentation: cp.Segment
     return segmentation, excursions
 
 
-def _transitions(level: cp.Segmentation) -> list[tuple[int, int]]:
-    """(first, last) segment of each transition: a step is (k, k + 1), a ramp its run of sloped segments.
+def _transitions(level: cp.Segmentation) -> list[tuple[int, int, bool]]:
+    """(first, last, ramp) segments of each transition: a step is (k, k + 1), a ramp its run of sloped segments.
 
     A run of sloped segments going the same way is one gradual transition (a curved
     ramp needs several lines); a line over the whole series is a trend, not a change.
@@ -329,24 +331,23 @@ def _transitions(level: cp.Segmentation) -> list[tuple[int, int]]:
             jump_in = abs(start_level[k] - end_level[k - 1]) if k > 0 else 0.0
             jump_out = abs(start_level[j + 1] - end_level[j]) if j + 1 < count else 0.0
             if max(jump_in, jump_out) > rise:
-                if jump_in > rise and (k - 1, k) not in transitions:
-                    transitions.append((k - 1, k))
+                if jump_in > rise and (k - 1, k, False) not in transitions:
+                    transitions.append((k - 1, k, False))
                 if jump_out > rise:
-                    transitions.append((j, j + 1))
+                    transitions.append((j, j + 1, False))
             elif k > 0 or j + 1 < count:
-                transitions.append((k, j))
+                transitions.append((k, j, True))
             k = j + 1
         else:
-            if k + 1 < count and not sloped[k + 1]:
-                transitions.append((k, k + 1))
+            if k + 1 < count and not sloped[k + 1] and (k, k + 1, False) not in transitions:
+                transitions.append((k, k + 1, False))
             k += 1
     return sorted(transitions)
 
 
 def _level_change(series: _Series, level: cp.Segmentation, residual: np.ndarray, transition) -> _Change:
-    first, last = transition
+    first, last, ramp = transition
     bounds, n_segments = level.bounds, level.sloped.size
-    ramp = bool(level.sloped[first])
     if ramp:
         before_segment = first - 1 if first > 0 else None
         after_segment = last + 1 if last + 1 < n_segments else None
