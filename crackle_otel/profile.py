@@ -74,7 +74,7 @@ class CoolingRate(Enum):
         min_effect_size=1.2,
         min_variance_ratio=3.0,
         min_jsd=0.20,
-        min_level_ratio=2.0,
+        min_level_ratio=1.5,
         outlier_score=7.0,
         min_cluster_size=10,
         conservation_tolerance=0.005,
