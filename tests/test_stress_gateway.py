@@ -218,3 +218,20 @@ def test_certificate_problems_are_reported_as_such(pki, tmp_path):
         capture_output=True, text=True, timeout=60)
     assert serve.returncode == 2
     assert "does not belong to certificate" in serve.stderr and "bind" not in serve.stderr
+
+
+def test_the_pass_through_backlog_is_bounded_in_bytes_too():
+    from crackle_otel.gateway.forward import Downstream, PassThrough
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    forwarder = PassThrough(Downstream.parse(dead, "grpc"), max_queue_size=64, max_queue_bytes=1 << 20, block_s=0.2)
+    request = trace_request("big", attribute_bytes=400 * 1024)
+    try:
+        outcomes = [forwarder.submit(request, 1) for _ in range(6)]
+        stats = forwarder.stats()
+        assert stats["queue_bytes"] <= 1 << 20  # 2 x 400 KiB wait; the sender holds one more
+        assert outcomes.count(False) == stats["requests_dropped"] >= 2
+    finally:
+        forwarder.shutdown(0.5)

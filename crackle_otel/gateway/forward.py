@@ -93,6 +93,7 @@ class PassThrough:
         *,
         headers: Mapping[str, str] | None = None,
         max_queue_size: int = 64,
+        max_queue_bytes: int = 64 * 1024 * 1024,
         block_s: float = 5.0,
         timeout_s: float = 10.0,
         max_attempts: int = 5,
@@ -105,6 +106,9 @@ class PassThrough:
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue_size)
+        self.max_queue_bytes = max_queue_bytes
+        self._queued_bytes = 0
+        self._room = threading.Condition()  # queued bytes went down
         self._lock = threading.Lock()
         self._closed = False
         self._abort = threading.Event()  # shutdown deadline passed: stop retrying
@@ -119,13 +123,26 @@ class PassThrough:
 
     # ------------------------------------------------------------------ intake
     def submit(self, request: trace_service_pb2.ExportTraceServiceRequest, spans: int) -> bool:
-        """Queue a request for forwarding; False (counted) if it had to be dropped."""
+        """Queue a request for forwarding; False (counted) if it had to be dropped.
+
+        The queue is bounded in requests and in bytes (``max_queue_bytes``): a full one
+        makes ``submit`` wait up to ``block_s`` before dropping.
+        """
         if not self._closed:
-            try:
-                self._queue.put((request.SerializeToString(), spans), timeout=self.block_s)
-                return True
-            except queue.Full:
-                pass
+            payload = request.SerializeToString()
+            deadline = time.monotonic() + self.block_s
+            with self._room:
+                fits = self._room.wait_for(
+                    lambda: self._queued_bytes == 0 or self._queued_bytes + len(payload) <= self.max_queue_bytes,
+                    timeout=self.block_s)
+                if fits:
+                    self._queued_bytes += len(payload)
+            if fits:
+                try:
+                    self._queue.put((payload, spans), timeout=max(0.0, deadline - time.monotonic()))
+                    return True
+                except queue.Full:
+                    self._release(len(payload))
         with self._lock:
             self._counters["requests_dropped"] += 1
             self._counters["spans_dropped"] += spans
@@ -139,6 +156,7 @@ class PassThrough:
             if entry is _STOP:
                 return
             payload, spans = entry
+            self._release(len(payload))  # held by this thread now, one at a time
             if self._send_with_retries(payload):
                 outcome = ("requests_forwarded", "spans_forwarded")
             else:
@@ -147,6 +165,11 @@ class PassThrough:
                 self._counters[outcome[0]] += 1
                 self._counters[outcome[1]] += spans
                 self._counters["failing"] = int(outcome[0] == "requests_failed")  # the latest send failed
+
+    def _release(self, size: int) -> None:
+        with self._room:
+            self._queued_bytes -= size
+            self._room.notify_all()
 
     def _send_with_retries(self, payload: bytes) -> bool:
         for attempt in range(self.max_attempts):
@@ -253,6 +276,7 @@ class PassThrough:
         with self._lock:
             counters = dict(self._counters)
         counters["queue_depth"] = self._queue.qsize()
+        counters["queue_bytes"] = self._queued_bytes
         return counters
 
 
