@@ -124,3 +124,20 @@ def test_long_values_sharing_their_first_characters_are_one_value_and_cost_nothi
     values, _ = kiln.snapshot().attribute_table.column("db.statement")
     assert values == (prefix[:MAX_VALUE_LENGTH],)
     assert grown < 50_000, grown  # no per-span entry anywhere (5,000 statements of ~170 characters)
+
+
+def test_the_processor_counts_attribute_values_it_did_not_keep():
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from crackle_otel.otel.processor import CrackleSpanProcessor
+
+    provider = TracerProvider()
+    processor = CrackleSpanProcessor(None, cool_interval_millis=3_600_000, exporter="none", max_queue_size=4096)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for i in range(1000):
+        tracer.start_span("GET /x", attributes={"session": f"s-{i}", "route": "/x"}).end()
+    assert processor.force_flush(timeout_millis=30_000)
+    stats = processor.stats()
+    assert stats["attribute_values_not_kept"] == 1000 - TABLE_SIZE and stats["attribute_names_rejected"] == 0
+    provider.shutdown()

@@ -359,6 +359,8 @@ class Furnace:
         kiln_stats = [g.kiln.stats() for g in groups]
         stats["values_rejected"] = sum(s.rejected_values for s in kiln_stats)
         stats["metric_names_rejected"] = sum(s.rejected_metric_names for s in kiln_stats)
+        stats["attribute_names_rejected"] = sum(s.rejected_attribute_names for s in kiln_stats)
+        stats["attribute_values_not_kept"] = sum(s.attribute_values_not_kept for s in kiln_stats)
         stats["detector_errors"] = sum(s.detector_errors for s in kiln_stats)
         stats.update(self._calls.stats())
         return stats

@@ -356,6 +356,8 @@ class CrackleSpanProcessor(SpanProcessor):
             "cool_seconds_total": furnace["cool_seconds_total"],
             "values_rejected": furnace["values_rejected"],
             "metric_names_rejected": furnace["metric_names_rejected"],
+            "attribute_names_rejected": furnace["attribute_names_rejected"],  # beyond 32 per group
+            "attribute_values_not_kept": furnace["attribute_values_not_kept"],  # of high-cardinality attributes
             "detector_errors": furnace["detector_errors"],
             "patterns_detected": furnace["patterns_detected"],
             "patterns_reported": furnace["patterns_reported"],
