@@ -13,7 +13,7 @@ than real time behaves like real time.
 
 Printed per fault and per system:
 - AS@1 / AS@3: the root-cause service is the top / among the top-3 origins of
-  the first incident reported after the onset window opens (injection - 10 s
+  the first incident that began after the onset window opened (injection - 10 s
   for latency faults, - 70 s for code faults, whose onset can precede it);
 - delay: injection -> first report naming the root-cause service (an incident
   ranking it in its top 3, or any pattern of one of its groups);
@@ -136,6 +136,8 @@ def replay(fault: nezha.Fault) -> Outcome:
             continue
         outcome.after_onset.append((at, pattern))
         is_incident = pattern.kind.slug == INCIDENT
+        if is_incident and pattern.statistics.get("start_timestamp", at) < opens:
+            continue  # began before the fault could act: not this fault's incident
         if is_incident and outcome.first_incident is None:
             outcome.first_incident = pattern
             outcome.first_incident_delay = at - fault.inject_s

@@ -7,11 +7,13 @@ the per-group cools (it sees their change points and the call graph, nothing
 else) and turns them into one ``incident``:
 
 - **Changes.** A phase transition of a latency metric (``duration_ms``,
-  ``self_time_ms``, ``call_gap_ms``) becomes a ``Change``: when it happened
-  (its most recent change point) and the median before and after it.
-- **Incidents.** Changes whose times lie within ``window_s`` of each other and
-  whose groups are related — same service, or a call between their services —
-  are linked; every linked set spanning two or more groups is an incident.
+  ``self_time_ms``, ``call_gap_ms``) that is a slowdown — the median after its
+  most recent change point at least ``MIN_RATIO`` times and ``MIN_CHANGE_MS``
+  above the median before — becomes a ``Change``.
+- **Incidents.** Changes whose times follow each other within ``window_s``
+  belong together; every such run spanning two or more groups is an incident
+  (the call graph does not decide what belongs together: a shared host or
+  database links services no call does; it decides where it started).
 - **Origin.** What a change says about a service depends on what was measured:
   a rise of a span's *own* time (``self_time_ms``, or the duration of a span
   that has no children) is evidence against its service; a rise of the wait
@@ -53,6 +55,8 @@ LATENCY_METRICS = (DURATION, SELF_TIME, CALL_GAP)
 FOLDED_KINDS = frozenset({PatternKind.PHASE_TRANSITION, PatternKind.CLUSTERING, PatternKind.OUTLIER})
 
 _MIN_SIDE = 3  # tasks on each side of a change for its medians to mean anything
+MIN_RATIO = 1.5  # a slowdown: the median after is at least this many times the median before
+MIN_CHANGE_MS = 0.5  # and at least this much longer (a sub-millisecond wobble is nobody's incident)
 _CORROBORATION = 0.25  # share of the weaker of own-time and call-wait evidence added to the stronger
 _NEAR_TIE = 0.9  # a callee within this share of its caller's score ranks first
 _SHOWN_CANDIDATES = 5
@@ -125,8 +129,8 @@ def changes_of(patterns: Iterable[Pattern], matrix: MetricMatrix, group: str, no
         if after.size < _MIN_SIDE or before.size < _MIN_SIDE:
             continue
         level_before, level_after = float(np.median(before)), float(np.median(after))
-        if level_before <= 0 or level_after <= 0:
-            continue
+        if level_before <= 0 or level_after < MIN_RATIO * level_before or level_after - level_before < MIN_CHANGE_MS:
+            continue  # not a slowdown worth an incident
         evidence = tuple(t for t in pattern.involved if t.role == "after" and t.timestamp >= at)
         changes.append(Change(group, metric, at, level_before, level_after, pattern.confidence, pattern,
                               evidence, first_seen=now, last_seen=now))
@@ -158,7 +162,7 @@ class IncidentTracker:
     forgotten; ``hold_s``: how long a change standing alone is held back.
     """
 
-    def __init__(self, *, window_s: float = 120.0, horizon_s: float = 600.0, hold_s: float = 0.0,
+    def __init__(self, *, window_s: float = 60.0, horizon_s: float = 300.0, hold_s: float = 0.0,
                  max_involved: int = 128) -> None:
         self.window_s = window_s
         self.horizon_s = horizon_s
@@ -185,7 +189,7 @@ class IncidentTracker:
             self._changes[key] = change
         self._forget(now)
         links = _service_links(service_calls)
-        components = self._components(links)
+        components = self._components()
         incidents = self._match(components)
         reports = []
         for incident in incidents:
@@ -205,28 +209,15 @@ class IncidentTracker:
         for key in stale:
             del self._changes[key]
 
-    def _components(self, links: Mapping[str, set[str]]) -> list[list[Change]]:
-        changes = sorted(self._changes.values(), key=lambda c: c.at)
-        parent = list(range(len(changes)))
-
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        services = [self._services_of(c.group) for c in changes]
-        for i, a in enumerate(changes):
-            for j in range(i + 1, len(changes)):
-                b = changes[j]
-                if b.at - a.at > self.window_s:
-                    break
-                if _related(services[i], services[j], links):
-                    parent[find(i)] = find(j)
-        by_root: dict[int, list[Change]] = {}
-        for i, change in enumerate(changes):
-            by_root.setdefault(find(i), []).append(change)
-        return [members for members in by_root.values() if len({c.group for c in members}) >= 2]
+    def _components(self) -> list[list[Change]]:
+        """Changes linked in time (each within ``window_s`` of the one before), two groups or more."""
+        components: list[list[Change]] = []
+        for change in sorted(self._changes.values(), key=lambda c: c.at):
+            if components and change.at - components[-1][-1].at <= self.window_s:
+                components[-1].append(change)
+            else:
+                components.append([change])
+        return [members for members in components if len({c.group for c in members}) >= 2]
 
     def _match(self, components: list[list[Change]]) -> list[_Incident]:
         """Carry incident numbers (and what was reported) over to this cool's components."""
@@ -382,12 +373,6 @@ def _service_links(edges: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
         links.setdefault(caller, set()).add(callee)
         links.setdefault(callee, set()).add(caller)
     return links
-
-
-def _related(a: frozenset[str], b: frozenset[str], links: Mapping[str, set[str]]) -> bool:
-    if a & b:
-        return True
-    return any(links.get(s, set()) & b for s in a)
 
 
 def _rank(changes: Iterable[Change], facts: Mapping[str, GroupFacts],

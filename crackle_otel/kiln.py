@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Callable, Hashable, Iterable, Mapping
+from typing import Any, Callable, Collection, Hashable, Iterable, Mapping
 
 import numpy as np
 
@@ -455,21 +455,29 @@ class Kiln:
         return self.cool_with_matrix(should_stop=should_stop)[0]
 
     def cool_with_matrix(
-        self, *, should_stop: Callable[[], bool] | None = None
+        self, *, should_stop: Callable[[], bool] | None = None, only: Collection[str] | None = None
     ) -> tuple[list[Pattern], MetricMatrix]:
-        """``cool()``, and the matrix it ran on (for layers above that measure what the patterns say)."""
+        """``cool()``, and the matrix it ran on (for layers above that measure what the patterns say).
+
+        ``only``: run just these detectors (names in ``detect.DETECTORS``): a partial look that
+        leaves every task as new as it was (sliding windows only: a sealed kiln cools once).
+        """
+        partial = only is not None
         with self._lock:
             if self._sealed:
                 raise KilnCooledError("the kiln was already cooled; call reset() before cooling again")
-            self._run_cool_hooks()
+            if partial and self.seal_on_cool:
+                raise ValueError("a sealed kiln cools once, with every detector")
+            if not partial:
+                self._run_cool_hooks()
             matrix = self._snapshot_locked()
-            now = time.time()
-            self._cooled_at[self._ordered_slots()] = now
-            self._cools += 1
-            if self.seal_on_cool:
-                self._sealed = True
+            if not partial:
+                self._cooled_at[self._ordered_slots()] = time.time()
+                self._cools += 1
+                if self.seal_on_cool:
+                    self._sealed = True
         # Detection runs outside the lock: recording goes on meanwhile.
-        patterns, errors = run_detectors(matrix, self.profile, should_stop=should_stop)
+        patterns, errors = run_detectors(matrix, self.profile, should_stop=should_stop, only=only)
         if errors:
             with self._lock:
                 self._detector_errors += len(errors)

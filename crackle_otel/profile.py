@@ -28,6 +28,7 @@ class _Thresholds:
     min_superiority: float  # P(value's task > rest's task) (or below 1 - this) for a metric difference
     min_median_ratio: float  # ratio of medians (either way) for a metric difference, where medians are > 0
     min_rate_ratio: float  # ratio of failure (or other) rates for a rate difference
+    min_shift_ratio: float  # newest tasks' median / the usual median (or inverse) for a shift at the edge
 
 
 class CoolingRate(Enum):
@@ -49,6 +50,7 @@ class CoolingRate(Enum):
         min_superiority=0.57,
         min_median_ratio=1.1,
         min_rate_ratio=1.5,
+        min_shift_ratio=1.3,
     )
     MEDIUM = _Thresholds(
         significance=0.01,
@@ -66,6 +68,7 @@ class CoolingRate(Enum):
         min_superiority=0.6,
         min_median_ratio=1.2,
         min_rate_ratio=2.0,
+        min_shift_ratio=1.5,
     )
     SLOW = _Thresholds(
         significance=0.001,
@@ -83,6 +86,7 @@ class CoolingRate(Enum):
         min_superiority=0.65,
         min_median_ratio=1.5,
         min_rate_ratio=3.0,
+        min_shift_ratio=2.0,
     )
 
     def __getattr__(self, name: str):

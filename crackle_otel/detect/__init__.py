@@ -8,7 +8,7 @@ broken detector cannot hide what the others found.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -17,7 +17,7 @@ from ..errors import CoolInterrupted
 from ..matrix import MetricMatrix
 from ..patterns import Pattern
 from ..profile import ThermalProfile
-from . import attribution, clustering, conservation, correlation, phase
+from . import attribution, clustering, conservation, correlation, phase, shift
 from ._interrupt import checkpoint, interruptible
 from .consolidate import consolidate
 
@@ -29,19 +29,24 @@ DETECTORS: dict[str, tuple[str, Detector]] = {
     # name: (profile switch, detector)
     "clustering": ("clustering", clustering.detect),
     "phase_transition": ("phase_transitions", phase.detect),
+    "edge_shift": ("phase_transitions", shift.detect),  # a stream's newest tasks: where incidents begin
     "conservation": ("conservation", conservation.detect),
     "correlation": ("correlations", correlation.detect),
     "attribution": ("attribution", attribution.detect),
 }
+# Cheap enough to run at every cool of a stream; the others run on a slower cadence (otel/furnace.py).
+EDGE_DETECTORS = frozenset({"edge_shift"})
 
 
 def run_detectors(
-    matrix: MetricMatrix, profile: ThermalProfile, *, should_stop: Callable[[], bool] | None = None
+    matrix: MetricMatrix, profile: ThermalProfile, *, should_stop: Callable[[], bool] | None = None,
+    only: Collection[str] | None = None,
 ) -> tuple[list[Pattern], dict[str, str]]:
     """Every enabled detector over ``matrix``: (patterns by confidence, errors by detector).
 
     ``should_stop``: checked between detectors and at safe points inside them
     (``_interrupt``); once it returns True the cool raises ``CoolInterrupted``.
+    ``only``: names (keys of ``DETECTORS``) to run, if not all of them.
     """
     patterns: list[Pattern] = []
     errors: dict[str, str] = {}
@@ -53,7 +58,7 @@ def run_detectors(
     # resulting inf/NaN as missing, so numpy's warnings would only be noise on the host's stderr.
     with threadpool_limits(limits=1, user_api="blas"), np.errstate(all="ignore"), interruptible(should_stop):
         for name, (switch, detector) in DETECTORS.items():
-            if not getattr(profile, switch):
+            if not getattr(profile, switch) or (only is not None and name not in only):
                 continue
             checkpoint()
             try:

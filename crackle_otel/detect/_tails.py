@@ -6,15 +6,16 @@ beyond a sample's 90th percentile is modelled by a generalized Pareto
 distribution, the usual extreme-value model of a tail, and a value's tail
 probability is what that model makes of it.
 
-The fit reads quantiles, not moments: the 90th, 97th and 99th percentiles
+The fit reads quantiles, not moments: the 90th, 97th and 99.5th percentiles
 fix scale and shape, so the handful of extreme values being judged (or a
-burst of them) cannot widen the tail they are judged against. The shape is
-held at >= 0 (a tail never taken as lighter than exponential: from a few
-hundred values a bounded fit would call the next slow request impossible)
-and <= 0.8; with fewer than 300 values it is taken as 0 (exponential). The
-scale is at least half of what the body of the sample (median to 90th
-percentile) implies, so a lumpy or discrete tail does not make every value
-past its last step "impossible".
+burst of them) cannot widen the tail they are judged against, while the
+rare stalls every real service has (a GC pause, a cold cache: often a
+percent of its requests) do shape it. The shape is held between 0 (a tail
+never taken as lighter than exponential) and 0.8; with fewer than 600
+values, too few to place the 99.5th percentile, it is taken as 0.15, a
+moderately heavy tail. The scale is at least half of what the body of the
+sample (median to 90th percentile) implies, so a lumpy or discrete tail does
+not make every value past its last step "impossible".
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import numpy as np
 
 TAIL_FRACTION = 0.1  # the tail starts at the 90th percentile
 MIN_VALUES = 80  # fewer: no tail model (8 values beyond the threshold)
-_MID, _FAR = 0.03, 0.01  # tail probabilities of the quantiles that fix scale and shape
-_MIN_FOR_SHAPE = 3 / _FAR  # values needed before the 99th percentile says anything about the shape
+_MID, _FAR = 0.03, 0.005  # tail probabilities of the quantiles that fix scale and shape
+_MIN_FOR_SHAPE = 3 / _FAR  # values needed before the 99.5th percentile says anything about the shape
 MAX_SHAPE = 0.8
+UNKNOWN_SHAPE = 0.15  # too few values to read the shape: assume a moderately heavy tail
 _SHAPES = np.linspace(1e-6, MAX_SHAPE, 400)
 # (q99 - q90) / (q97 - q90) of a generalized Pareto tail, per shape (increasing in the shape).
 _SPREAD_RATIOS = np.expm1(_SHAPES * np.log(TAIL_FRACTION / _FAR)) / np.expm1(_SHAPES * np.log(TAIL_FRACTION / _MID))
@@ -61,8 +63,9 @@ def quantile(reference: np.ndarray, probability: float) -> float:
 def _fit(reference: np.ndarray) -> tuple[float, float, float]:
     """(threshold, shape, scale) of the tail model of ``reference``."""
     median, threshold, mid, far = np.quantile(reference, [0.5, 1 - TAIL_FRACTION, 1 - _MID, 1 - _FAR])
-    shape = 0.0
+    shape = UNKNOWN_SHAPE
     if reference.size >= _MIN_FOR_SHAPE and mid > threshold:
+        shape = 0.0
         ratio = (far - threshold) / (mid - threshold)
         if ratio > _SPREAD_RATIOS[0]:
             shape = float(np.interp(ratio, _SPREAD_RATIOS, _SHAPES))

@@ -8,7 +8,7 @@ variable or argument and the bad value.
 | keyword                 | environment variable            | default |
 |-------------------------|---------------------------------|---------|
 | enabled                 | CRACKLE_ENABLED                 | true    |
-| cool_interval_millis    | CRACKLE_COOL_INTERVAL_MILLIS    | 60000   |
+| cool_interval_millis    | CRACKLE_COOL_INTERVAL_MILLIS    | 15000   |
 | max_queue_size          | CRACKLE_MAX_QUEUE_SIZE          | 2048    |
 | drain_batch_size        | CRACKLE_DRAIN_BATCH_SIZE        | 512     |
 | kiln_capacity           | CRACKLE_KILN_CAPACITY           | 4096    |
@@ -69,7 +69,7 @@ class CrackleConfigError(CrackleError, ValueError):
 @dataclass(frozen=True)
 class CrackleConfig:
     enabled: bool = True
-    cool_interval_millis: int = 60_000
+    cool_interval_millis: int = 15_000
     max_queue_size: int = 2048
     drain_batch_size: int = 512
     kiln_capacity: int = 4096

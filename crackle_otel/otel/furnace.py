@@ -22,6 +22,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, Sequence
 
+from ..detect import EDGE_DETECTORS
 from ..errors import CoolInterrupted
 from ..incidents import GroupFacts, IncidentTracker, changes_of
 from ..kiln import Kiln
@@ -35,6 +36,7 @@ from .reporting import ReportedPatterns, changed_materially  # noqa: F401 (chang
 logger = logging.getLogger(__name__)
 
 _MAX_REPORTED_KEPT = 256  # recent reported patterns kept for reported_patterns()
+FULL_COOL_EVERY = 4  # cool intervals between two runs of every detector on a group
 
 
 class Emitter(Protocol):
@@ -63,8 +65,10 @@ class _Group:
     kiln: Kiln
     reported: ReportedPatterns
     facts: GroupFacts  # service, span kind ... as the incident layer needs them
-    new_tasks: int = 0
-    cools: int = 0
+    new_tasks: int = 0  # since the last cool of any kind
+    since_full: int = 0  # since the last full cool
+    cools: int = 0  # full cools (the reporting rule's clock)
+    last_full: float = -math.inf  # span time of the last full cool
 
 
 class Furnace:
@@ -85,6 +89,10 @@ class Furnace:
         self.observer = observer
         #: A group is "filled" (worth cooling before the interval) after this many new tasks.
         self.cool_after = max(config.profile.rate.min_tasks, config.kiln_capacity // 2)
+        #: Every interval a group with new tasks gets the detectors cheap enough for that (its newest
+        #: tasks against its usual: where incidents begin); every detector runs this often (span time),
+        #: or when half its window is new, or at a final cool.
+        self.full_every_s = FULL_COOL_EVERY * config.cool_interval_millis / 1000
         self._lock = threading.Lock()  # group table and counters
         self._cool_lock = threading.Lock()  # one cool at a time: reported-pattern memory, emit order
         self._groups: dict[str, _Group] = {}
@@ -170,6 +178,7 @@ class Furnace:
                 return False
             self._recorded += 1
             entry.new_tasks += 1
+            entry.since_full += 1
             if entry.new_tasks == self.cool_after:
                 self._filled += 1
             return True
@@ -219,8 +228,9 @@ class Furnace:
                     with self._lock:
                         self._cools_skipped += len(due) - position
                     break
+                full = final or group.since_full >= self.cool_after or now - group.last_full >= self.full_every_s
                 try:
-                    patterns, window = self._cool_group(group, stop)
+                    patterns, window = self._cool_group(group, stop, full, now)
                 except CoolInterrupted:
                     with self._lock:
                         self._cools_interrupted += 1
@@ -291,24 +301,33 @@ class Furnace:
                     self._emit_errors += 1
                 logger.exception("crackle: cool observer failed")
 
-    def _cool_group(self, group: _Group, stop: Callable[[], bool]) -> tuple[list[Pattern], MetricMatrix]:
+    def _cool_group(self, group: _Group, stop: Callable[[], bool], full: bool,
+                    now: float) -> tuple[list[Pattern], MetricMatrix]:
+        """One group's cool: every detector (``full``) or only those cheap enough for every interval."""
         with self._lock:
-            waiting = group.new_tasks
+            waiting, since_full = group.new_tasks, group.since_full
             if waiting >= self.cool_after:
                 self._filled -= 1
             group.new_tasks = 0
-            group.cools += 1
+            if full:
+                group.since_full = 0
+                group.cools += 1
             self._group_cools += 1
         try:
-            return group.kiln.cool_with_matrix(should_stop=stop)
+            result = group.kiln.cool_with_matrix(should_stop=stop, only=None if full else EDGE_DETECTORS)
         except CoolInterrupted:
             with self._lock:  # as if this cool never started: the tasks are still new
                 arrived = group.new_tasks  # recorded meanwhile (counted in _filled if they reached cool_after)
                 group.new_tasks += waiting
-                group.cools -= 1
+                if full:
+                    group.since_full += since_full
+                    group.cools -= 1
                 if arrived < self.cool_after <= group.new_tasks:
                     self._filled += 1
             raise
+        if full:
+            group.last_full = now
+        return result
 
     def _group_facts(self) -> dict[str, GroupFacts]:
         """Every group's facts, completed with what its kiln and the call graph know by now."""
