@@ -22,12 +22,14 @@ import time
 from collections import deque
 from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, Sequence
 
+import numpy as np
+
 from ..detect import EDGE_DETECTORS
 from ..errors import CoolInterrupted
 from ..incidents import GroupFacts, IncidentTracker, changes_of
 from ..kiln import Kiln
 from ..matrix import MetricMatrix
-from ..patterns import Pattern
+from ..patterns import Pattern, PatternKind
 from .calls import CALL_GAP, SELF_TIME, CallGraph
 from .config import CrackleConfig
 from .extract import GROUP_SEPARATOR, ExtractedSpan
@@ -69,6 +71,32 @@ class _Group:
     since_full: int = 0  # since the last full cool
     cools: int = 0  # full cools (the reporting rule's clock)
     last_full: float = -math.inf  # span time of the last full cool
+    first_seen: float = math.inf  # span time of its earliest task
+
+
+START_UP_S = 60.0  # a group's first minute of span time
+
+
+def _start_up(pattern: Pattern, group: _Group, window: MetricMatrix) -> bool:
+    """A group's first moments: caches filling, connections opening, code warming up.
+
+    Services are slow for a while after they (or the stream) start: their first
+    requests are outliers, and every group would report the end of that as a phase
+    transition. Left out: outliers among the group's first ``START_UP_S`` of span
+    time, and changes within it after which the metric is lower (a rise there is
+    reported: a service that starts slowing down at once is news).
+    """
+    if pattern.kind is PatternKind.OUTLIER:
+        return bool(pattern.involved) and all(t.timestamp < group.first_seen + START_UP_S for t in pattern.involved)
+    if pattern.kind is not PatternKind.PHASE_TRANSITION or not pattern.metrics:
+        return False
+    at = pattern.statistics.get("change_timestamp")
+    if at is None or at >= group.first_seen + START_UP_S or pattern.metrics[0] not in window.metric_names:
+        return False
+    column = window.column(pattern.metrics[0])
+    before = column[(window.timestamps < at) & np.isfinite(column)]
+    after = column[(window.timestamps >= at) & np.isfinite(column)]
+    return bool(before.size and after.size and np.median(after) < np.median(before))
 
 
 class Furnace:
@@ -120,6 +148,7 @@ class Furnace:
         self._latest = 0.0  # newest task time seen: the incident layer's clock (span time, also offline)
         self._patterns_folded = 0  # explained by an incident: part of it, not reported on its own
         self._patterns_superseded = 0  # held back, then found again by a later cool of their group
+        self._patterns_start_up = 0  # a group's start-up transient (see _start_up)
         self._incidents_reported = 0
 
     # -------------------------------------------------------------- recording
@@ -172,6 +201,8 @@ class Furnace:
                     reported=ReportedPatterns(self.config.pattern_memory_cools),
                     facts=facts or GroupFacts(group.split(GROUP_SEPARATOR, 1)[0]),
                 )
+            if timestamp < entry.first_seen:
+                entry.first_seen = timestamp
             if not entry.kiln.record(label, metrics, timestamp=timestamp, identity=identity, attributes=attributes,
                                      failures=failures):
                 self._rejected += 1
@@ -236,6 +267,12 @@ class Furnace:
                         self._cools_interrupted += 1
                         self._cools_skipped += len(due) - position - 1
                     break
+                start_ups = [p for p in patterns if _start_up(p, group, window)]
+                if start_ups:
+                    patterns = [p for p in patterns if p not in start_ups]
+                    with self._lock:
+                        self._patterns_detected += len(start_ups)
+                        self._patterns_start_up += len(start_ups)
                 found.append((name, group, patterns))
                 windows.append((name, window, patterns))
                 changes.extend(changes_of(patterns, window, name, now))
@@ -365,9 +402,11 @@ class Furnace:
                 "patterns_detected": self._patterns_detected,
                 "patterns_reported": self._patterns_reported,
                 "patterns_repeated": self._patterns_repeated,
-                # detected == reported + suppressed + held: a repeat, a part of an incident or held
-                # back and found again is suppressed; a lone change may be held for one interval.
-                "patterns_suppressed": self._patterns_repeated + self._patterns_folded + self._patterns_superseded,
+                # detected == reported + suppressed + held: a repeat, a part of an incident, a start-up
+                # transient, or held back and found again is suppressed; a lone change may be held
+                # for one interval.
+                "patterns_suppressed": (self._patterns_repeated + self._patterns_folded + self._patterns_superseded
+                                        + self._patterns_start_up),
                 "patterns_held": len(self._held),
                 "emit_errors": self._emit_errors,
                 "patterns_emit_failed": self._patterns_emit_failed,
