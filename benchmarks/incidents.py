@@ -14,7 +14,10 @@ than real time behaves like real time.
 Printed per fault and per system:
 - AS@1 / AS@3: the root-cause service is the top / among the top-3 origins of
   the first incident that began after the onset window opened (injection - 10 s
-  for latency faults, - 70 s for code faults, whose onset can precede it);
+  for latency faults, - 70 s for code faults, whose onset can precede it), as
+  that incident stood a minute after its first report (an incident is
+  reported again when its likely origin changes: evidence from sparse
+  services arrives later); the same at its first report is printed too;
 - delay: injection -> first report naming the root-cause service (an incident
   ranking it in its top 3, or any pattern of one of its groups);
 - reported patterns and incidents per fault-free minute, system-wide;
@@ -40,6 +43,7 @@ from crackle_otel import Pattern  # noqa: E402
 from crackle_otel.otel.processor import CrackleSpanProcessor  # noqa: E402
 
 INCIDENT = "incident"
+SETTLE_S = 60.0  # an incident's origin is scored as it stood this long after its first report
 QUEUE = 2_000_000  # holds a whole cool interval of the replay: nothing is dropped for speed
 
 
@@ -82,13 +86,19 @@ class Outcome:
     span_seconds: float = 0.0
     healthy_minutes: float = 0.0
     healthy_patterns: list[Pattern] = field(default_factory=list)
-    first_incident: Pattern | None = None
+    first_incident: Pattern | None = None  # its first report
+    settled_incident: Pattern | None = None  # its last report within SETTLE_S of the first
     first_incident_delay: float | None = None
     first_rc_delay: float | None = None
     after_onset: list[tuple[float, Pattern]] = field(default_factory=list)
 
     @property
     def top(self) -> list[str]:
+        """The first incident's origins, as it stood SETTLE_S after it was first reported."""
+        return origins(self.settled_incident) if self.settled_incident else []
+
+    @property
+    def top_at_first_report(self) -> list[str]:
         return origins(self.first_incident) if self.first_incident else []
 
 
@@ -139,8 +149,11 @@ def replay(fault: nezha.Fault) -> Outcome:
         if is_incident and pattern.statistics.get("start_timestamp", at) < opens:
             continue  # began before the fault could act: not this fault's incident
         if is_incident and outcome.first_incident is None:
-            outcome.first_incident = pattern
+            outcome.first_incident = outcome.settled_incident = pattern
             outcome.first_incident_delay = at - fault.inject_s
+        elif (is_incident and pattern.key == outcome.first_incident.key
+              and at - fault.inject_s <= outcome.first_incident_delay + SETTLE_S):
+            outcome.settled_incident = pattern
         names_rc = (fault.service in origins(pattern)[:3]) if is_incident else service_of_group(pattern.group) == fault.service
         if names_rc and outcome.first_rc_delay is None:
             outcome.first_rc_delay = at - fault.inject_s
@@ -160,7 +173,8 @@ def summarise(outcomes: list[Outcome], verbose: bool) -> None:
         for kind_filter, label in ((lambda o: o.fault.is_latency, "latency faults"), (lambda o: True, "all faults")):
             chosen = [o for o in items if kind_filter(o)]
             print(f"  {label:15s} AS@1 {share([o.top[:1] == [o.fault.service] for o in chosen])}"
-                  f"  AS@3 {share([o.fault.service in o.top[:3] for o in chosen])}")
+                  f"  AS@3 {share([o.fault.service in o.top[:3] for o in chosen])}"
+                  f"  (at the first report: AS@1 {share([o.top_at_first_report[:1] == [o.fault.service] for o in chosen])})")
         delays = [o.first_rc_delay for o in items if o.fault.is_latency and o.first_rc_delay is not None]
         missed = sum(1 for o in items if o.fault.is_latency and o.first_rc_delay is None)
         if delays:

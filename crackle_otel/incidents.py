@@ -10,8 +10,9 @@ else) and turns them into one ``incident``:
   ``self_time_ms``, ``call_gap_ms``) that is a slowdown — the median after its
   most recent change point at least ``MIN_RATIO`` times and ``MIN_CHANGE_MS``
   above the median before — becomes a ``Change``.
-- **Incidents.** Changes whose times follow each other within ``window_s``
-  belong together; every such run spanning two or more groups is an incident
+- **Incidents.** Changes that began, and were first seen, within ``window_s``
+  of each other belong together; every such set spanning two or more groups
+  is an incident
   (the call graph does not decide what belongs together: a shared host or
   database links services no call does; it decides where it started).
 - **Origin.** What a change says about a service depends on what was measured:
@@ -210,14 +211,32 @@ class IncidentTracker:
             del self._changes[key]
 
     def _components(self) -> list[list[Change]]:
-        """Changes linked in time (each within ``window_s`` of the one before), two groups or more."""
-        components: list[list[Change]] = []
-        for change in sorted(self._changes.values(), key=lambda c: c.at):
-            if components and change.at - components[-1][-1].at <= self.window_s:
-                components[-1].append(change)
-            else:
-                components.append([change])
-        return [members for members in components if len({c.group for c in members}) >= 2]
+        """Changes linked in time, two groups or more.
+
+        Two changes are linked when they began within ``window_s`` of each other and
+        were first detected within ``window_s`` of each other: one cause moves its groups
+        together, and what was found minutes earlier is another story.
+        """
+        changes = sorted(self._changes.values(), key=lambda c: c.at)
+        parent = list(range(len(changes)))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i, a in enumerate(changes):
+            for j in range(i + 1, len(changes)):
+                b = changes[j]
+                if b.at - a.at > self.window_s:
+                    break
+                if abs(b.first_seen - a.first_seen) <= self.window_s:
+                    parent[root(i)] = root(j)
+        by_root: dict[int, list[Change]] = {}
+        for i, change in enumerate(changes):
+            by_root.setdefault(root(i), []).append(change)
+        return [members for members in by_root.values() if len({c.group for c in members}) >= 2]
 
     def _match(self, components: list[list[Change]]) -> list[_Incident]:
         """Carry incident numbers (and what was reported) over to this cool's components."""

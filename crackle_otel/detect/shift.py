@@ -4,18 +4,26 @@ The phase detector searches a whole window for change points and needs tasks
 on both sides of one, so a change that began seconds ago stays invisible to it
 until enough tasks follow, and in a sparse group that can take minutes. In a
 stream that is the change that matters most: an incident begins at the edge.
-This detector compares, metric by metric, the newest tasks of a stream (those
-no earlier cool saw, widened to at least ``MIN_RECENT`` tasks, none more than
-``MAX_AGE_S`` older than the newest) with the ``REFERENCE`` tasks before them:
+This detector compares, metric by metric, the newest tasks of a stream with
+the ``REFERENCE`` tasks before its recent stretch (the tasks of the last
+``MAX_AGE_S`` before the newest, at least ``MIN_RECENT``, some of them new
+since the last cool):
 
-- a rank test (Mann-Whitney U): latency is heavy-tailed, ranks do not care;
+- how many of the newest tasks changed is not known: the newest k tasks are
+  compared for k = MIN_RECENT, 1.5 MIN_RECENT, ... up to the whole stretch,
+  and the k that sets them apart most is kept, its p-value multiplied by the
+  number of k tried;
+- two tests: a rank test (Mann-Whitney U; latency is heavy-tailed, ranks do
+  not care) from ``MIN_RECENT`` tasks on, and from ``MIN_FEW`` on a test of
+  them all lying far out in the usual tail (``_all_beyond``): a sparse
+  service's three calls at twenty times their usual latency are a shift;
 - an effect that matters: the ratio of medians reaches the profile's
   ``min_shift_ratio`` (metrics of positive values only: times, sizes, counts);
 - false alarms controlled across groups and cools, not per test: each test
   is held to ``significance / 100`` shared among the metrics tested, so a
   system of hundreds of groups cooled every few seconds stays quiet;
-- where it began: the split of the recent stretch (and as many tasks before
-  it) that best separates low ranks from high ones.
+- where it began: the split of the changed tasks (and as many before them)
+  that best separates low ranks from high ones.
 
 It reports a PHASE_TRANSITION (key ``phase_transition:<metric>:edge``) with the
 change time, the medians and 95th percentiles on both sides and their ratio.
@@ -33,9 +41,12 @@ from scipy.stats import mannwhitneyu
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
 from ..profile import ThermalProfile
+from . import _tails
 from ._stats import counter_columns, usable_columns
 
-MIN_RECENT = 6  # fewest newest tasks a shift is judged on
+MIN_RECENT = 6  # fewest newest tasks the rank test reads
+MIN_FEW = 3  # fewest newest tasks judged at all: all of them far out in the usual tail (see _all_beyond)
+MIN_FEW_SPAN_S = 5.0  # fewer than MIN_RECENT tasks must span this much time (a stall hits requests at once)
 MIN_REFERENCE = 12  # fewest tasks before them
 REFERENCE = 512  # the usual: at most this many tasks before the recent stretch
 MAX_AGE_S = 90.0  # the recent stretch reaches back at most this far from the newest task
@@ -72,15 +83,13 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
 
 
 def _recent_rows(matrix: MetricMatrix) -> np.ndarray | None:
-    """The newest tasks: the fresh ones, widened to MIN_RECENT, none older than MAX_AGE_S before the newest."""
+    """The tasks of the last MAX_AGE_S before the newest (at least MIN_FEW), if some are new."""
     n = matrix.n_tasks
-    fresh = np.flatnonzero(matrix.fresh)
-    start = min(int(fresh[0]), n - MIN_RECENT)
     newest = float(matrix.timestamps[-1])
-    young = np.flatnonzero(matrix.timestamps[max(0, start):] >= newest - MAX_AGE_S)
-    if young.size < MIN_RECENT:
+    start = min(int(np.searchsorted(matrix.timestamps, newest - MAX_AGE_S)), n - MIN_FEW)
+    if start < 0 or not matrix.fresh[start:].any():
         return None
-    return max(0, start) + young
+    return np.arange(start, n)
 
 
 def _is_level(column: np.ndarray) -> bool:
@@ -88,21 +97,50 @@ def _is_level(column: np.ndarray) -> bool:
     return bool(present.size and present.min() > 0 and np.unique(present).size >= _MIN_LEVELS)
 
 
+def _sizes(available: int) -> list[int]:
+    """The numbers of newest tasks tried: MIN_FEW, then about 1.5x each time, up to all of them."""
+    sizes = []
+    k = float(MIN_FEW)
+    while int(k) < available:
+        if not sizes or int(k) > sizes[-1]:
+            sizes.append(int(k))
+        k *= 1.5
+    return sizes + [available]
+
+
 def _shift(matrix: MetricMatrix, j: int, reference: np.ndarray, recent: np.ndarray, alpha: float,
            profile: ThermalProfile) -> Pattern | None:
     column = matrix.values[:, j]
     before_rows = reference[np.isfinite(column[reference])]
-    after_rows = recent[np.isfinite(column[recent])]
-    if before_rows.size < MIN_REFERENCE or after_rows.size < MIN_RECENT:
+    present = recent[np.isfinite(column[recent])]
+    if before_rows.size < MIN_REFERENCE or present.size < MIN_FEW:
         return None
-    before, after = column[before_rows], column[after_rows]
-    level_before, level_after = float(np.median(before)), float(np.median(after))
-    ratio = level_after / level_before
-    if max(ratio, 1 / ratio) < profile.rate.min_shift_ratio:
+    before = column[before_rows]
+    log_before = np.log(before)
+    level_before = float(np.median(before))
+    sizes = _sizes(present.size)
+    best = None
+    for k in sizes:
+        rows = present[-k:]
+        if k < MIN_RECENT and matrix.timestamps[rows[-1]] - matrix.timestamps[rows[0]] < MIN_FEW_SPAN_S:
+            continue  # a few slow tasks at one moment are one stall, not a shift
+        after = column[rows]
+        ratio = float(np.median(after)) / level_before
+        if max(ratio, 1 / ratio) < profile.rate.min_shift_ratio:
+            continue
+        p_value = 2 * _all_beyond(np.log(after), log_before, ratio > 1)
+        if k >= MIN_RECENT:
+            p_value = min(p_value, 2 * float(mannwhitneyu(after, before, alternative="two-sided").pvalue))
+        if best is None or p_value < best[0]:
+            best = (p_value, k, ratio)
+    if best is None:
         return None
-    p_value = float(mannwhitneyu(after, before, alternative="two-sided").pvalue)
+    p_value = min(1.0, best[0] * len(sizes))  # the best of several looks
     if not p_value < alpha:
         return None
+    _, k, ratio = best
+    after_rows = present[-k:]
+    level_after = float(np.median(column[after_rows]))
     rose = ratio > 1
     start = _where_it_began(column, before_rows, after_rows, rose)
     changed = after_rows[after_rows >= start]
@@ -143,6 +181,22 @@ def _shift(matrix: MetricMatrix, j: int, reference: np.ndarray, recent: np.ndarr
         involved=involved,
         key=f"phase_transition:{name}:edge",
     )
+
+
+def _all_beyond(log_after: np.ndarray, log_before: np.ndarray, rose: bool) -> float:
+    """How likely k tasks of the usual all land at least as far out as the least extreme of them.
+
+    That is q ** k, with q the tail probability (on a log scale) of that least extreme
+    value under the usual: the tail model of ``_tails`` where the reference is large
+    enough, else the share of reference values as far out (plus one, for the unseen).
+    """
+    reference = log_before if rose else -log_before
+    nearest = float(log_after.min() if rose else -log_after.max())
+    if _tails.fits(reference.size):
+        q = float(_tails.tail_probability(reference, np.array([nearest]))[0])
+    else:
+        q = (np.count_nonzero(reference >= nearest) + 1) / (reference.size + 1)
+    return q ** log_after.size
 
 
 def _where_it_began(column: np.ndarray, before_rows: np.ndarray, after_rows: np.ndarray, rose: bool) -> int:
