@@ -146,28 +146,53 @@ def test_load_balancing_scale_out_two_gateways_jaeger_and_the_file_exporter(pipe
             assert hex_ids(identities) <= held, service
         found_by = {}
         for n, (_, log) in enumerate(outcomes, start=1):
-            reported = int(re.search(r"(\d+) patterns reported", log).group(1))
+            reported = int(re.search(r"(\d+) patterns? reported", log).group(1))
             patterns = jaeger.wait_for_spans(f"crackle-gateway-{n}", is_pattern_span, count=reported)
             assert len(patterns) == reported
             # Jaeger takes no logs: the crackle.pattern events are refused, and said to be.
-            assert re.search(rf"{reported} of {reported} patterns exported as spans and 0 as events "
-                             rf"\({reported} events dropped\)", log), log
-            found_by[n] = {tags(span)["crackle.pattern.group"].split(" | ")[0] for span in patterns}
+            assert re.search(rf"{reported} of {reported} patterns? exported as spans and 0 as events "
+                             rf"\({reported} events? dropped\)", log), log
+            found_by[n] = {group.split(" | ")[0] for group in groups_named(patterns)}
             # Every link of a pattern span resolves to a span Jaeger holds.
             links = [link for span in patterns for link in pattern_links(span)]
             assert links and all(jaeger.holds_span(*link) for link in links)
         assert not found_by[1] & found_by[2], found_by  # no service split between gateways
         assert found_by[1] | found_by[2] == set(SERVICES)
-        gateway_patterns = {(tags(span)["crackle.pattern.group"], tags(span)["crackle.pattern.kind"])
-                            for n in (1, 2) for span in jaeger.spans(f"crackle-gateway-{n}") if is_pattern_span(span)}
+        gateway_patterns = findings(
+            (tags(span)["crackle.pattern.group"], tags(span)["crackle.pattern.kind"],
+             tags(span).get("crackle.pattern.why.groups", ""))
+            for n in (1, 2) for span in jaeger.spans(f"crackle-gateway-{n}") if is_pattern_span(span))
 
     # The file exporter wrote what the pipeline carried; analyze finds there what the gateways found.
     analyzed = subprocess.run([sys.executable, "-m", "crackle_otel.cli", "analyze", "--json", str(spans_file)],
                               capture_output=True, text=True, timeout=300)
     assert analyzed.returncode == 0, analyzed.stderr
     assert f"{total:,} spans" in analyzed.stderr
-    offline = {(p["group"], p["kind"]) for p in map(json.loads, analyzed.stdout.splitlines())}
+    offline = findings((p["group"], p["kind"], p["explanation"].get("groups", ""))
+                       for p in map(json.loads, analyzed.stdout.splitlines()))
     assert offline == gateway_patterns
+
+
+def groups_named(pattern_spans) -> set[str]:
+    """The groups pattern spans name: each its own, an incident also every group it covers."""
+    return {group for span in pattern_spans
+            for group in [tags(span)["crackle.pattern.group"],
+                          *filter(None, tags(span).get("crackle.pattern.why.groups", "").split(", "))]}
+
+
+def findings(patterns) -> set[tuple[str, str]]:
+    """(group, kind) of each pattern; an incident as (group, "changed") for every group it covers.
+
+    One analysis of every service can tie changes of services the gateways saw apart into
+    one incident (with one origin): the groups found changing are what must agree.
+    """
+    found = set()
+    for group, kind, covered in patterns:
+        if kind == "incident":
+            found |= {(name, "changed") for name in covered.split(", ") if name}
+        else:
+            found.add((group, kind))
+    return found
 
 
 # ------------------------------------------------------ inline, side branch
@@ -192,8 +217,9 @@ def test_inline_forwards_every_span_unchanged_and_adds_linked_patterns(pipeline_
             assert {span["operationName"] for span in held} == {"GET /items"}
             assert all("items" in tags(span) for span in held)
             assert all(span["process"]["serviceName"] == service for span in held)
-        patterns = jaeger.wait_for_spans("crackle-otel-gateway", is_pattern_span, count=len(sent))
-        assert {tags(span)["crackle.pattern.group"] for span in patterns} >= {f"{s} | GET /items" for s in sent}
+        reported = int(re.search(r"(\d+) patterns? reported", log).group(1))
+        patterns = jaeger.wait_for_spans("crackle-otel-gateway", is_pattern_span, count=reported)
+        assert groups_named(patterns) >= {f"{s} | GET /items" for s in sent}
         links = [link for span in patterns for link in pattern_links(span)]
         assert links and all(jaeger.holds_span(*link) for link in links)
 
@@ -215,8 +241,8 @@ def test_side_branch_routes_findings_back_and_never_delays_the_main_path(pipelin
                    what="the gateway")
             status, log = stop_gateway(gateway)  # final cool: patterns go back through the collector
             assert status == 0, log
-            reported = int(re.search(r"(\d+) patterns reported", log).group(1))
-            assert f"{reported} of {reported} patterns exported as spans and {reported} as events\n" in log, log
+            reported = int(re.search(r"(\d+) patterns? reported", log).group(1))
+            assert re.search(rf"{reported} of {reported} patterns? exported as spans and {reported} as events\n", log), log
             # Pattern spans reach Jaeger and crackle.pattern events the logs backend, via the collector.
             patterns = jaeger.wait_for_spans("crackle-otel-gateway", is_pattern_span, count=reported)
             events = logs_backend.wait_for_log_records(lambda r: r.event_name == "crackle.pattern", count=reported)
@@ -267,6 +293,6 @@ def test_a_backend_that_goes_down_mid_run_blocks_nothing_and_every_summary_says_
         forwarded, failed, dropped = map(int, re.search(r"(\d+) spans forwarded, (\d+) failed, (\d+) dropped",
                                                         line).groups())
         assert forwarded == len(before) and failed + dropped == len(after), line
-    assert re.search(r"0 of (\d+) patterns exported as spans and 0 as events \(\1 patterns dropped", stop_line)
+    assert re.search(r"0 of (\d+) patterns? exported as spans and 0 as events \(\1 patterns? dropped", stop_line)
     # ... and as no pattern reached the backend, the exit status says so.
     assert status == 1 and f"no pattern reached {jaeger.otlp_grpc}" in log, log
