@@ -40,6 +40,7 @@ changes it belongs with can join it first.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
@@ -61,6 +62,7 @@ MIN_CHANGE_MS = 0.5  # and at least this much longer (a sub-millisecond wobble i
 _CORROBORATION = 0.25  # share of the weaker of own-time and call-wait evidence added to the stronger
 _NEAR_TIE = 0.9  # a callee within this share of its caller's score ranks first
 _SHOWN_CANDIDATES = 5
+_CHANGE_TIME = re.compile(r"change(_\d+)?_timestamp")  # not a ramp's end: a change begins at its start
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,7 @@ def changes_of(patterns: Iterable[Pattern], matrix: MetricMatrix, group: str, no
         metric = pattern.metrics[0]
         if metric not in LATENCY_METRICS or metric not in matrix.metric_names:
             continue
-        times = [v for k, v in pattern.statistics.items() if k == "change_timestamp" or
-                 (k.startswith("change_") and k.endswith("_timestamp"))]
+        times = [v for k, v in pattern.statistics.items() if _CHANGE_TIME.fullmatch(k)]
         if not times:
             continue
         at = max(times)  # the most recent change point: what is happening now
@@ -185,16 +186,19 @@ class IncidentTracker:
         for change in changes:
             key = (change.group, change.metric)
             known = self._changes.get(key)
-            if known is not None and abs(known.at - change.at) <= self.window_s:
+            if known is not None and self._continues(known, change, now):
                 change.first_seen = known.first_seen
+                # An edge shift dates a standing change at its newest tasks, later every
+                # cool; the change began when it was first dated.
+                change.at = min(change.at, known.at)
             self._changes[key] = change
         self._forget(now)
-        links = _service_links(service_calls)
+        callees = _callees(service_calls)
         components = self._components()
         incidents = self._match(components)
         reports = []
         for incident in incidents:
-            incident.ranking = _rank(incident.members.values(), facts, links)
+            incident.ranking = _rank(incident.members.values(), facts, callees)
             if not incident.ranking:
                 continue
             origin = incident.ranking[0][0]
@@ -204,6 +208,13 @@ class IncidentTracker:
                 incident.reported_origin, incident.reported_groups = origin, groups
         self._incidents = incidents
         return reports
+
+    def _continues(self, known: Change, change: Change, now: float) -> bool:
+        """Whether ``change`` is ``known`` seen again: dated close to it, or found every cool since
+        (``window_s``) at about the same level (within 2x)."""
+        if abs(known.at - change.at) <= self.window_s:
+            return True
+        return now - known.last_seen <= self.window_s and abs(math.log2(change.after / known.after)) < 1.0
 
     def _forget(self, now: float) -> None:
         stale = [k for k, c in self._changes.items() if now - c.last_seen > self.horizon_s or now - c.at > self.horizon_s]
@@ -385,17 +396,16 @@ class IncidentTracker:
 
 
 # ------------------------------------------------------------------ ranking
-def _service_links(edges: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
-    """Caller service <-> callee service, both directions."""
-    links: dict[str, set[str]] = {}
+def _callees(edges: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+    """Caller service -> the services it calls."""
+    callees: dict[str, set[str]] = {}
     for caller, callee in edges:
-        links.setdefault(caller, set()).add(callee)
-        links.setdefault(callee, set()).add(caller)
-    return links
+        callees.setdefault(caller, set()).add(callee)
+    return callees
 
 
 def _rank(changes: Iterable[Change], facts: Mapping[str, GroupFacts],
-          links: Mapping[str, set[str]]) -> list[tuple[str, float, Change]]:
+          callees: Mapping[str, set[str]]) -> list[tuple[str, float, Change]]:
     """Candidate origin services, best first: (service, score, its strongest change)."""
     own: dict[str, Change] = {}
     effects: dict[str, Change] = {}
@@ -437,10 +447,11 @@ def _rank(changes: Iterable[Change], facts: Mapping[str, GroupFacts],
         best = own[service] if a >= b else waits[service]
         scores[service] = (max(a, b) + _CORROBORATION * min(a, b), best)
     # A service whose spans only got longer because their children did is an effect, unless
-    # nothing it calls changed: then the change is its own after all (at half weight).
-    changed = set(scores)
+    # nothing it calls changed (not even as an effect): then the change is its own after all
+    # (at half weight).
+    changed = set(scores) | set(effects)
     for service, change in effects.items():
-        if service not in scores and not (links.get(service, set()) & changed):
+        if service not in scores and not (callees.get(service, set()) & changed):
             scores[service] = (0.5 * change.strength, change)
     ranked = sorted(scores.items(), key=lambda item: -item[1][0])
     # A callee nearly as strong as its caller ranks first: the caller's wait may be the callee's doing.
@@ -466,8 +477,7 @@ def _operation_of(group: str, facts: GroupFacts | None) -> str:
 
 
 def _factor(change: Change) -> str:
-    ratio = change.ratio
-    return f"x{ratio:.2g}" if ratio >= 1 else f"x{ratio:.2g}"
+    return f"x{change.ratio:.2g}"
 
 
 def _moved(change: Change) -> str:
