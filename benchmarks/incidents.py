@@ -13,7 +13,7 @@ than real time behaves like real time.
 
 Printed per fault and per system:
 - AS@1 / AS@3: the root-cause service is the top / among the top-3 origins of
-  the first incident that began after the onset window opened (injection - 10 s
+  the first incident whose named origin began changing after the onset window opened (injection - 10 s
   for latency faults, - 70 s for code faults, whose onset can precede it), as
   that incident stood a minute after its first report (an incident is
   reported again when its likely origin changes: evidence from sparse
@@ -146,8 +146,8 @@ def replay(fault: nezha.Fault) -> Outcome:
             continue
         outcome.after_onset.append((at, pattern))
         is_incident = pattern.kind.slug == INCIDENT
-        if is_incident and pattern.statistics.get("start_timestamp", at) < opens:
-            continue  # began before the fault could act: not this fault's incident
+        if is_incident and pattern.statistics.get("origin_start_timestamp", at) < opens:
+            continue  # its origin changed before the fault could act: not this fault's incident
         if is_incident and outcome.first_incident is None:
             outcome.first_incident = outcome.settled_incident = pattern
             outcome.first_incident_delay = at - fault.inject_s

@@ -158,10 +158,11 @@ class AttributeTable(Sequence[Mapping[str, str] | None]):
 class AttributeStore:
     """Encoded attribute rows of a ring buffer of ``capacity`` tasks (the kiln's; caller locks)."""
 
-    def __init__(self, capacity: int, max_keys: int = DEFAULT_MAX_KEYS) -> None:
+    def __init__(self, capacity: int, max_keys: int = DEFAULT_MAX_KEYS, *, rows: int | None = None) -> None:
         self.capacity = capacity
         self.max_keys = max_keys
-        self._codes = np.zeros((capacity, min(_INITIAL_WIDTH, max_keys)), dtype=_CODE_TYPE)
+        # ``rows`` allocated now (the kiln grows them with its own, see ``grow``), up to ``capacity``.
+        self._codes = np.zeros((rows or capacity, min(_INITIAL_WIDTH, max_keys)), dtype=_CODE_TYPE)
         self._keys: dict[str, int] = {}
         self._tables: list[dict[str, int]] = []  # per key: value -> code
         self._values: list[list[str]] = []  # per key: code - 1 -> value
@@ -181,6 +182,13 @@ class AttributeStore:
         self._buffer = memoryview(self._codes).cast("B")
         self._row_bytes = 2 * width
         self._zeros = (0,) * width
+
+    def grow(self, rows: int) -> None:
+        """Hold ``rows`` rows (the kiln's ring grew); written rows keep their slots."""
+        grown = np.zeros((rows, self._codes.shape[1]), dtype=_CODE_TYPE)
+        grown[: self._codes.shape[0]] = self._codes
+        self._codes = grown
+        self._layout()
 
     @property
     def has_attributes(self) -> bool:
@@ -232,7 +240,7 @@ class AttributeStore:
             return None
         j = len(self._keys)
         if j >= self._codes.shape[1]:
-            grown = np.zeros((self.capacity, min(self.max_keys, 2 * self._codes.shape[1])), dtype=_CODE_TYPE)
+            grown = np.zeros((self._codes.shape[0], min(self.max_keys, 2 * self._codes.shape[1])), dtype=_CODE_TYPE)
             grown[:, : self._codes.shape[1]] = self._codes
             self._codes = grown
             self._layout()

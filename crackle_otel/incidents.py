@@ -188,9 +188,6 @@ class IncidentTracker:
             known = self._changes.get(key)
             if known is not None and self._continues(known, change, now):
                 change.first_seen = known.first_seen
-                # An edge shift dates a standing change at its newest tasks, later every
-                # cool; the change began when it was first dated.
-                change.at = min(change.at, known.at)
             self._changes[key] = change
         self._forget(now)
         callees = _callees(service_calls)
@@ -311,6 +308,9 @@ class IncidentTracker:
         confidence = evidence.confidence * (0.5 + 0.5 * margin)
         statistics: dict[str, float] = {
             "start_timestamp": incident.start,
+            # When the origin's own change began: a strong new cause can join changes that began
+            # earlier (within the window), and it is what the incident is about from then on.
+            "origin_start_timestamp": evidence.at,
             "groups_changed": len(incident.groups),
             "services_changed": len(services),
             "origin_score": score,
@@ -385,8 +385,8 @@ class IncidentTracker:
                     by_service[service] = change
         effects = ", ".join(f"{s} {_factor(c)}" for s, c in
                             sorted(by_service.items(), key=lambda item: -item[1].strength)[:4])
-        text = (f"{origin} is the likely origin: {' and '.join(what)}; since {_when(incident.start)}, "
-                f"{len(incident.groups)} groups in {len(services)} services changed")
+        text = (f"{origin} is the likely origin: {' and '.join(what)} from {_when(evidence.at)}; "
+                f"{len(incident.groups)} groups in {len(services)} services changed since {_when(incident.start)}")
         if effects:
             text += f" (also slower: {effects})"
         others = [f"{name} ({score:.1f})" for name, score, _ in incident.ranking[1:3]]

@@ -31,7 +31,10 @@ from .task import CrackleTask, FiredTask, MetricInput, TaskOutput, _metric_items
 
 logger = logging.getLogger(__name__)
 
-_INITIAL_COLUMNS = 16
+_INITIAL_COLUMNS = 4
+# Rows are allocated as they fill, doubling up to ``capacity``: a quiet group (most of a real system's
+# hundreds) holds what it buffered, not a full window.
+_INITIAL_ROWS = 64
 _MAX_WARNED_NAMES = 256  # bounded memory for "already warned about this metric"
 _PLAIN_NUMBER_TYPES = frozenset({float, int, bool})
 _MAX_ROW_LAYOUTS = 256  # bounded memory for "where do these metric names go in a row"
@@ -100,16 +103,17 @@ class Kiln:
     # ----------------------------------------------------------------- storage
     def _allocate(self) -> None:
         width = min(_INITIAL_COLUMNS, self.max_metrics)
-        self._values = np.full((self.capacity, width), np.nan)
-        self._timestamps = np.zeros(self.capacity)
-        self._cooled_at = np.full(self.capacity, np.nan)
-        self._labels: list[str] = [""] * self.capacity
-        self._identities: list[Hashable | None] = [None] * self.capacity
-        self._attributes = AttributeStore(self.capacity)  # dictionary-encoded: bounded, ~2 bytes per value
-        self._failures = bytearray(self.capacity)  # Failure bits per task (crackle_otel.failures)
+        rows = self._rows = min(_INITIAL_ROWS, self.capacity)
+        self._values = np.full((rows, width), np.nan)
+        self._timestamps = np.zeros(rows)
+        self._cooled_at = np.full(rows, np.nan)
+        self._labels: list[str] = [""] * rows
+        self._identities: list[Hashable | None] = [None] * rows
+        self._attributes = AttributeStore(self.capacity, rows=rows)  # dictionary-encoded: ~2 bytes per value
+        self._failures = bytearray(rows)  # Failure bits per task (crackle_otel.failures)
         self._has_failures = False
         # (task, output, metadata) for tasks fired here; None for recorded data.
-        self._extras: list[tuple[Any, Any, Mapping[str, Any]] | None] = [None] * self.capacity
+        self._extras: list[tuple[Any, Any, Mapping[str, Any]] | None] = [None] * rows
         self._columns: dict[str, int] = {}
         self._layouts: dict[tuple[str, ...], _RowLayout] = {}  # they point into this matrix
         self._total = 0  # rows ever written; next slot = _total % capacity
@@ -123,6 +127,26 @@ class Kiln:
         self._sealed = False
         self.last_detector_errors: dict[str, str] = {}
 
+    def _make_room(self) -> None:
+        """Before a write: double the rows when the allocated ones are full and the window is not."""
+        rows = self._rows
+        if self._total < rows or rows >= self.capacity:
+            return
+        grown_rows = min(self.capacity, 2 * rows)
+        more = grown_rows - rows
+        values = np.full((grown_rows, self._values.shape[1]), np.nan)
+        values[:rows] = self._values
+        self._values = values
+        self._timestamps = np.concatenate([self._timestamps, np.zeros(more)])
+        self._cooled_at = np.concatenate([self._cooled_at, np.full(more, np.nan)])
+        self._labels.extend([""] * more)
+        self._identities.extend([None] * more)
+        self._extras.extend([None] * more)
+        self._failures.extend(bytes(more))
+        self._attributes.grow(grown_rows)
+        self._layouts = {}  # they point into the old matrix
+        self._rows = grown_rows
+
     def _column_for(self, name: str) -> int | None:
         column = self._columns.get(name)
         if column is not None:
@@ -132,7 +156,7 @@ class Kiln:
         column = len(self._columns)
         if column >= self._values.shape[1]:
             width = min(self.max_metrics, self._values.shape[1] * 2)
-            grown = np.full((self.capacity, width), np.nan)
+            grown = np.full((self._rows, width), np.nan)
             grown[:, : self._values.shape[1]] = self._values
             self._values = grown
             self._layouts = {}  # they point into the old matrix
@@ -157,6 +181,7 @@ class Kiln:
         """Store one row; False (nothing stored) when no metric got a column. Caller holds the lock."""
         if self._sealed:
             raise KilnCooledError("the kiln was cooled; call reset() before firing into it again")
+        self._make_room()
         columns: list[int] = []
         values: list[float] = []
         lookup = self._columns.get
@@ -194,6 +219,7 @@ class Kiln:
         """
         if self._sealed:
             raise KilnCooledError("the kiln was cooled; call reset() before firing into it again")
+        self._make_room()
         names = tuple(metrics)
         layout = self._layouts.get(names)
         if layout is None:

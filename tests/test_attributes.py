@@ -93,7 +93,8 @@ def test_names_beyond_the_cap_are_skipped_and_counted_and_odd_values_never_raise
 def test_attributes_cost_a_few_bytes_per_task_not_a_dictionary():
     kiln = Kiln(capacity=4096, seal_on_cool=False)
     rng = np.random.default_rng(0)
-    record(kiln, 0, {f"attr.{j}": "v" for j in range(16)})  # names and the code matrix: a fixed cost
+    for i in range(4096):  # names and the (grown) code matrix: a fixed cost
+        record(kiln, i, {f"attr.{j}": "v" for j in range(16)})
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i in range(8192):
@@ -114,10 +115,11 @@ def test_tables_built_from_mappings_mark_nothing_high_cardinality_but_keep_every
 def test_long_values_sharing_their_first_characters_are_one_value_and_cost_nothing_more():
     kiln = Kiln(capacity=1000, seal_on_cool=False)
     prefix = "select * from orders where " + "x" * MAX_VALUE_LENGTH
-    record(kiln, 0, {"db.statement": prefix + "id = 0"})
+    for i in range(1000):  # the ring's rows are allocated as it fills: a fixed cost
+        record(kiln, i, {"db.statement": prefix + f"id = {i}"})
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    for i in range(1, 5000):
+    for i in range(1000, 6000):
         record(kiln, i, {"db.statement": prefix + f"id = {i}"})
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()

@@ -95,3 +95,31 @@ def test_reset_and_sealing_behave_as_before():
     assert kiln.record("t", {"y": 5, "x": 6.0}, timestamp=3.0)
     matrix = kiln.snapshot()
     assert matrix.metric_names == ("y", "x") and matrix.values.tolist() == [[5.0, 6.0]]
+
+
+def test_rows_are_allocated_as_the_window_fills_and_every_task_keeps_its_place():
+    import tracemalloc
+
+    tracemalloc.start()
+    quiet = Kiln(capacity=4096, seal_on_cool=False)  # a low-volume group of a real system
+    for i in range(10):
+        quiet.record("GET /rare", {"duration_ms": float(i)}, timestamp=float(i))
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert held < 64 * 1024, held  # a full 4,096-row window of 16 columns is 512 KiB of values alone
+    assert quiet.snapshot().values[:, 0].tolist() == [float(i) for i in range(10)]
+
+    fast, general = twin_kilns(capacity=300)
+    for i in range(1000):  # grows 64 -> 128 -> 256 -> 300 rows, then slides
+        metrics = {"x": float(i), f"m{i % 20}": float(-i)}  # new columns arrive while rows grow
+        attributes = {"host.name": f"h{i % 3}"} if i % 2 else None
+        record_both(fast, general, f"t{i}", metrics, timestamp=float(i), identity=(1, i), attributes=attributes)
+        if i in (63, 64, 127, 299, 300, 999):
+            snapshot = fast.snapshot()
+            kept = list(range(max(0, i + 1 - 300), i + 1))
+            assert snapshot.values[:, 0].tolist() == [float(k) for k in kept]
+            assert list(snapshot.identities) == [(1, k) for k in kept]
+            assert [(row or {}).get("host.name") for row in snapshot.attributes] == [f"h{k % 3}" if k % 2 else None
+                                                                             for k in kept]
+    assert_same(fast, general)
+    assert fast.stats().dropped == 700
