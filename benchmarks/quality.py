@@ -11,13 +11,21 @@ recall at each size and the fewest requests from which it stays at 90 % or
 more; then the false attributions per cool on pure noise (50 extra string
 attributes of 2-200 values, 4,096 requests).
 
-    python benchmarks/quality.py [--seeds 5] [--profile default|fast|slow] [--suite standard|hard|attribution|all]
+The *incidents* suite replays ``crackle_otel.otel.simulate``'s shop (frontend,
+checkout, cart, payment, catalog: real SDK spans across services, heavy-tailed
+latency with stalls) through a default span processor cooled every interval of
+span time: healthy, a slow callee (cart's own work 3x / 5x from minute 3), a
+network delay into payment (+20 / +50 ms); per scenario the share of seeds whose
+first incident names the root cause first (AS@1), the delay from onset to that
+report, and every other pattern reported (healthy: every pattern is false).
+
+    python benchmarks/quality.py [--seeds 5] [--profile default|fast|slow] [--suite standard|hard|attribution|incidents|all]
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from crackle_otel import PatternKind, ThermalProfile
 from crackle_otel.detect import run_detectors
@@ -82,9 +90,10 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="list every false positive")
     parser.add_argument("--baseline", action="store_true",
                         help="also score the seed crate's detectors (benchmarks/crate_port.py) on the standard suite")
-    parser.add_argument("--suite", choices=["standard", "hard", "attribution", "all"], default="all",
+    parser.add_argument("--suite", choices=["standard", "hard", "attribution", "incidents", "all"], default="all",
                         help="standard: clear effects (tests hold every finding); hard: near-threshold, sparse, small; "
-                        "attribution: requests needed per attribution scenario, false attributions on noise")
+                        "attribution: requests needed per attribution scenario, false attributions on noise; "
+                        "incidents: simulated microservice faults, origin and quiet")
     parser.add_argument("--attribution-seeds", type=int, default=20, help="seeds per size in the attribution suite")
     parser.add_argument("--noise-cools", type=int, default=100, help="cools of pure attribute noise in the attribution suite")
     args = parser.parse_args()
@@ -94,6 +103,8 @@ def main() -> None:
             report(suite, scenarios, args)
     if args.suite in ("attribution", "all"):
         report_attribution(PROFILES[args.profile](), args.attribution_seeds, args.noise_cools, args.profile)
+    if args.suite in ("incidents", "all"):
+        report_incidents(args.seeds)
     if args.baseline:
         from crate_port import crate_detect  # benchmarks/ is on sys.path when run as a script
 
@@ -153,6 +164,68 @@ def report_attribution(profile: ThermalProfile, seeds: int, noise_cools: int, na
     print(f"false attributions per cool on pure noise ({NOISE_REQUESTS} requests; 50 string attributes of 2-200 values "
           f"beside host, route, region, method and a user id, those with over 128 values skipped as high-cardinality): "
           f"mean {sum(false_noise) / noise_cools:.3f}, max {max(false_noise)} over {noise_cools} cools")
+
+
+
+# ------------------------------------------------------------------ incidents
+INCIDENT_SECONDS = 300.0
+INCIDENT_ONSET_S = 180.0
+
+
+def incident_scenarios():
+    from crackle_otel.otel.simulate import Fault
+
+    return {
+        "healthy": None,
+        "slow cart x3": Fault("cart", INCIDENT_ONSET_S, factor=3.0),
+        "slow cart x5": Fault("cart", INCIDENT_ONSET_S, factor=5.0),
+        "payment +20 ms": Fault("payment", INCIDENT_ONSET_S, kind="network_delay", delay_ms=20.0),
+        "payment +50 ms": Fault("payment", INCIDENT_ONSET_S, kind="network_delay", delay_ms=50.0),
+    }
+
+
+def replay_shop(fault, seed: int) -> list[tuple[float, object]]:
+    """(seconds after the traffic's start, pattern) for every pattern a default processor reported."""
+    from crackle_otel.otel.processor import CrackleSpanProcessor
+    from crackle_otel.otel.simulate import Traffic, replay
+
+    processor = CrackleSpanProcessor(None, max_queue_size=1_000_000, drain_batch_size=1_000_000)
+    spans = Traffic(INCIDENT_SECONDS, rate=20, seed=seed, fault=fault).spans()
+    start = spans[0].end_time / 1e9
+    reported: list[tuple[float, object]] = []
+    for now in replay(spans, processor):
+        reported.extend((now - start, p) for p in processor.reported_patterns()[len(reported):])
+    processor.shutdown()
+    return reported
+
+
+def report_incidents(seeds: int) -> None:
+    print(f"\n[incidents suite] simulated shop, {INCIDENT_SECONDS:.0f} s at 20 requests/s, onset at "
+          f"{INCIDENT_ONSET_S:.0f} s, default processor cooled every 15 s of span time, seeds={seeds}")
+    print(f"{'scenario':<16}{'AS@1':>8}{'delay (s)':>14}{'other patterns':>16}  first incidents' origins")
+    for name, fault in incident_scenarios().items():
+        right, delays, others, named = 0, [], [], []
+        for seed in range(seeds):
+            reported = replay_shop(fault, seed)
+            incidents = [(at, p) for at, p in reported if p.kind is PatternKind.INCIDENT]
+            if fault is None:
+                others += [p.kind.slug for _, p in reported]
+                continue
+            if incidents:
+                at, first = incidents[0]
+                origin = first.explanation.get("origin.service", "")
+                named.append(origin)
+                if origin == fault.service:
+                    right += 1
+                    delays.append(at - fault.at_s)
+            others += [p.kind.slug if p.kind is not PatternKind.INCIDENT
+                       else f"incident re-reported ({p.explanation.get('origin.service', '')})"
+                       for at, p in reported if not incidents or p is not incidents[0][1]]
+        as1 = "—" if fault is None else f"{right}/{seeds}"
+        delay = f"{min(delays):.0f}-{max(delays):.0f}" if delays else "—"
+        print(f"{name:<16}{as1:>8}{delay:>14}{len(others):>16}  {', '.join(named) or '—'}")
+        for kind, count in Counter(others).most_common():
+            print(f"{'':<16}  other: {count} x {kind}")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ MIN_RATIO = 1.5  # a slowdown: the median after is at least this many times the 
 MIN_CHANGE_MS = 0.5  # and at least this much longer (a sub-millisecond wobble is nobody's incident)
 _CORROBORATION = 0.25  # share of the weaker of own-time and call-wait evidence added to the stronger
 _NEAR_TIE = 0.9  # a callee within this share of its caller's score ranks first
+_COMPARABLE = 0.5  # waits on two callees at least this share of each other: the caller is starved
 _SHOWN_CANDIDATES = 5
 _CHANGE_TIME = re.compile(r"change(_\d+)?_timestamp")  # not a ramp's end: a change begins at its start
 
@@ -188,6 +189,9 @@ class IncidentTracker:
             known = self._changes.get(key)
             if known is not None and self._continues(known, change, now):
                 change.first_seen = known.first_seen
+                # An edge shift dates a standing change at its newest tasks, later every
+                # cool; the change began when it was first dated.
+                change.at = min(change.at, known.at)
             self._changes[key] = change
         self._forget(now)
         callees = _callees(service_calls)
@@ -431,14 +435,19 @@ def _rank(changes: Iterable[Change], facts: Mapping[str, GroupFacts],
         else:
             keep(own, info.service, change)  # a span without children: its duration is its own time
     callers_into: dict[str, set[str]] = {}
-    callees_of: dict[str, set[str]] = {}
-    for caller, callee, _ in gaps:
+    wait_on: dict[str, dict[str, float]] = {}  # caller -> callee -> strongest rise of the wait
+    for caller, callee, change in gaps:
         callers_into.setdefault(callee, set()).add(caller)
-        callees_of.setdefault(caller, set()).add(callee)
+        waited = wait_on.setdefault(caller, {})
+        waited[callee] = max(waited.get(callee, 0.0), change.strength)
     waits: dict[str, Change] = {}
     for caller, callee, change in gaps:
         lone_edge = len(callers_into[callee]) == 1 and callee not in own
-        starved_caller = caller in own or len(callees_of[caller]) >= 2
+        # Starved: its calls to several services wait comparably longer (a x300 wait on one callee
+        # beside a x1.5 on another is that callee's doing).
+        strongest = max(wait_on[caller].values())
+        comparable = sum(1 for strength in wait_on[caller].values() if strength >= _COMPARABLE * strongest)
+        starved_caller = caller in own or comparable >= 2
         keep(waits, caller if lone_edge and starved_caller else callee, change)
     scores: dict[str, tuple[float, Change]] = {}
     for service in set(own) | set(waits):
