@@ -175,6 +175,7 @@ class IncidentTracker:
         self._incidents: list[_Incident] = []
         self._numbers = 0
         self._facts: Mapping[str, GroupFacts] = {}
+        self._callers: dict[str, set[str]] = {}  # callee service -> services calling it
 
     # ----------------------------------------------------------------- update
     def update(self, changes: Iterable[Change], facts: Mapping[str, GroupFacts],
@@ -194,7 +195,9 @@ class IncidentTracker:
                 change.at = min(change.at, known.at)
             self._changes[key] = change
         self._forget(now)
+        service_calls = list(service_calls)
         callees = _callees(service_calls)
+        self._callers = _callees((callee, caller) for caller, callee in service_calls)
         components = self._components()
         incidents = self._match(components)
         reports = []
@@ -282,10 +285,22 @@ class IncidentTracker:
         for incident in self._incidents:
             if not incident.ranking:
                 continue
-            incident_services = set().union(*(self._services_of(g) for g in incident.groups))
+            incident_services = self._upstream(set().union(*(self._services_of(g) for g in incident.groups)))
             if services & incident_services and latest >= incident.start - self.window_s:
                 return True
         return False
+
+    def _upstream(self, services: set[str]) -> set[str]:
+        """``services`` and every service calling them, directly or not: a caller slowing down a
+        little (too little to be one of the incident's changes) during it is the incident's effect."""
+        seen = set(services)
+        frontier = list(services)
+        while frontier:
+            for caller in self._callers.get(frontier.pop(), ()):
+                if caller not in seen:
+                    seen.add(caller)
+                    frontier.append(caller)
+        return seen
 
     def holds(self, group: str, pattern: Pattern, now: float) -> bool:
         """Whether a change of ``group`` standing alone is still held back (see module docstring)."""

@@ -59,8 +59,9 @@ def test_healthy_heavy_tailed_traffic_is_quiet(seed):
     assert processor.stats()["groups"] >= 10  # every operation and edge was analysed, not dropped
 
 
-def test_a_slow_callee_is_one_incident_whose_origin_is_the_callee():
-    reported, spans, _ = run(Fault("cart", at_s=ONSET_S, factor=5.0))
+@pytest.mark.parametrize("factor", [3.0, 5.0])
+def test_a_slow_callee_is_one_incident_whose_origin_is_the_callee(factor):
+    reported, spans, _ = run(Fault("cart", at_s=ONSET_S, factor=factor))
     found = incidents(reported)
     assert len(found) == 1, [p.description for _, p in reported]
     at, incident = found[0]
@@ -68,12 +69,16 @@ def test_a_slow_callee_is_one_incident_whose_origin_is_the_callee():
     assert incident.explanation["origin.service"] == "cart"
     assert incident.explanation["origin.operation"] in {"GetCart", "SELECT cart"}
     assert incident.explanation["origins"].startswith("cart (")
-    # Its callers slowed down too; they are named as affected, and their own phase transitions are
-    # folded into the incident rather than reported beside it.
+    # Its callers slowed down too; they are named as affected, and their own phase transitions (also
+    # frontend's, too small at x3 to be one of the incident's changes) are folded into the incident
+    # rather than reported beside it.
     groups = incident.explanation["groups"].split(", ")
-    assert any(g.startswith("checkout | ") for g in groups) and any(g.startswith("frontend | ") for g in groups)
+    assert any(g.startswith("checkout | ") for g in groups)
+    if factor >= 5:
+        assert any(g.startswith("frontend | ") for g in groups)
     assert [p.kind for _, p in reported] == [PatternKind.INCIDENT]
-    assert "cart is the likely origin" in incident.description and "x5" in incident.description
+    assert "cart is the likely origin" in incident.description
+    assert incident.statistics["origin_ratio"] == pytest.approx(factor, rel=0.25)
     assert math.isclose(incident.statistics["start_timestamp"], spans[0].end_time / 1e9 + ONSET_S, abs_tol=15)
     # Links: the origin's evidence spans are cart's spans after the onset; the affected ones its callers'.
     origin_links = [t for t in incident.involved if t.role == "origin"]
