@@ -181,15 +181,19 @@ def groups_named(pattern_spans) -> set[str]:
 
 
 def findings(patterns) -> set[tuple[str, str]]:
-    """(group, kind) of each pattern; an incident as (group, "changed") for every group it covers.
+    """(group, kind) of each pattern; a phase transition as (group, "changed"), an incident so for every
+    group it covers.
 
     One analysis of every service can tie changes of services the gateways saw apart into
-    one incident (with one origin): the groups found changing are what must agree.
+    one incident (with one origin), where a gateway that saw one of them alone reports its
+    phase transition: the groups found changing are what must agree.
     """
     found = set()
     for group, kind, covered in patterns:
         if kind == "incident":
             found |= {(name, "changed") for name in covered.split(", ") if name}
+        elif kind == "phase_transition":
+            found.add((group, "changed"))
         else:
             found.add((group, kind))
     return found
