@@ -127,11 +127,9 @@ class Kiln:
         self._sealed = False
         self.last_detector_errors: dict[str, str] = {}
 
-    def _make_room(self) -> None:
-        """Before a write: double the rows when the allocated ones are full and the window is not."""
+    def _grow_rows(self) -> None:
+        """Double the rows (the allocated ones are full, the window is not); called before a write."""
         rows = self._rows
-        if self._total < rows or rows >= self.capacity:
-            return
         grown_rows = min(self.capacity, 2 * rows)
         more = grown_rows - rows
         values = np.full((grown_rows, self._values.shape[1]), np.nan)
@@ -181,7 +179,8 @@ class Kiln:
         """Store one row; False (nothing stored) when no metric got a column. Caller holds the lock."""
         if self._sealed:
             raise KilnCooledError("the kiln was cooled; call reset() before firing into it again")
-        self._make_room()
+        if self._total == self._rows < self.capacity:  # inline: this is the span hot path
+            self._grow_rows()
         columns: list[int] = []
         values: list[float] = []
         lookup = self._columns.get
@@ -219,7 +218,8 @@ class Kiln:
         """
         if self._sealed:
             raise KilnCooledError("the kiln was cooled; call reset() before firing into it again")
-        self._make_room()
+        if self._total == self._rows < self.capacity:  # inline: this is the span hot path
+            self._grow_rows()
         names = tuple(metrics)
         layout = self._layouts.get(names)
         if layout is None:
