@@ -461,8 +461,10 @@ _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 _UINT32 = (0, 2**32 - 1)
 _FIXED64 = (0, 2**64 - 1)
-_STATUS_CODES = dict(trace_pb2.Status.StatusCode.items())
-_JSON_KIND_NAMES = frozenset(name.removeprefix("SPAN_KIND_") for name, number in trace_pb2.Span.SpanKind.items() if number)  # "STATUS_CODE_ERROR" -> 2 ...
+_STATUS_CODES = dict(trace_pb2.Status.StatusCode.items())  # "STATUS_CODE_ERROR" -> 2 ...
+_JSON_KIND_NAMES = {name: name.removeprefix("SPAN_KIND_").lower()  # "SPAN_KIND_CLIENT" and "CLIENT" -> "client"
+                    for number_name, number in trace_pb2.Span.SpanKind.items() if number
+                    for name in (number_name, number_name.removeprefix("SPAN_KIND_"))}
 
 
 class MalformedSpanError(ValueError):
@@ -725,7 +727,7 @@ def view_of_json_span(span: Any, resource_attributes: Mapping[str, Any], scope_n
 def _json_span_kind(value: Any) -> str:
     """A span kind as named or numbered in OTLP/JSON; anything else is "unspecified" (kind only informs)."""
     if type(value) is str:
-        return value.removeprefix("SPAN_KIND_").lower() if value.removeprefix("SPAN_KIND_") in _JSON_KIND_NAMES else ""
+        return _JSON_KIND_NAMES.get(value, "")
     if type(value) is int:
         return PROTO_SPAN_KINDS.get(value, "")
     return ""
