@@ -30,7 +30,7 @@ from ..incidents import GroupFacts, IncidentTracker, changes_of
 from ..kiln import Kiln
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
-from .calls import CALL_GAP, SELF_TIME, CallGraph
+from .calls import CALL_GAP, SELF_TIME, CallGraph, Edge
 from .config import CrackleConfig
 from .extract import GROUP_SEPARATOR, ExtractedSpan
 from .reporting import ReportedPatterns, changed_materially  # noqa: F401 (changed_materially: public here too)
@@ -158,12 +158,17 @@ class Furnace:
         The call graph adds ``self_time_ms`` to the span's metrics and completes
         calls across services, each recorded into its caller->callee edge group.
         """
+        # A group's facts are only read when it is new, and groups are never removed: build them
+        # only then (a frozen dataclass per span would cost the hot path ~1 us for nothing).
+        groups = self._groups
         for call in self._calls.observe(span):
             self.record(call.group, call.label, call.metrics, timestamp=call.timestamp_s, identity=call.identity,
-                        facts=GroupFacts(call.callee_service, caller=call.caller_service))
+                        facts=None if call.group in groups else GroupFacts(call.callee_service,
+                                                                            caller=call.caller_service))
         return self.record(span.group, span.label, span.metrics, timestamp=span.timestamp_s,
                            identity=span.identity, attributes=span.attributes, failures=span.failures,
-                           facts=GroupFacts(span.service, kind=span.kind, peer=span.peer))
+                           facts=None if span.group in groups else GroupFacts(span.service, kind=span.kind,
+                                                                              peer=span.peer))
 
     def record(
         self,
@@ -278,7 +283,9 @@ class Furnace:
                 changes.extend(changes_of(patterns, window, name, now))
             if not found and not self._held:
                 return []
-            incidents = self._incidents.update(changes, self._group_facts(), self._service_calls(), now)
+            edges = self._calls.edges()
+            incidents = self._incidents.update(changes, self._group_facts(edges),
+                                               {(e.caller_service, e.callee_service) for e in edges}, now)
             reported = list(incidents)
             folded = 0
             # Lone changes held back at an earlier cool: folded into an incident by now, or reported.
@@ -366,9 +373,9 @@ class Furnace:
             group.last_full = now
         return result
 
-    def _group_facts(self) -> dict[str, GroupFacts]:
-        """Every group's facts, completed with what its kiln and the call graph know by now."""
-        callers = {edge.caller_group for edge in self._calls.edges()}
+    def _group_facts(self, edges: Iterable[Edge]) -> dict[str, GroupFacts]:
+        """Every group's facts, completed with what its kiln and the call graph's ``edges`` know by now."""
+        callers = {edge.caller_group for edge in edges}
         with self._lock:
             groups = list(self._groups.items())
         return {
@@ -379,9 +386,6 @@ class Furnace:
             )
             for name, group in groups
         }
-
-    def _service_calls(self) -> set[tuple[str, str]]:
-        return {(edge.caller_service, edge.callee_service) for edge in self._calls.edges()}
 
     # ---------------------------------------------------------------- reading
     def stats(self) -> dict[str, Any]:
