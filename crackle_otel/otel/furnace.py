@@ -138,6 +138,7 @@ class Furnace:
         self._patterns_reported = 0
         self._patterns_repeated = 0
         self._emit_errors = 0
+        self._observer_errors = 0
         self._patterns_emit_failed = 0  # reported patterns in emit() calls that raised
         self._reported_recent: deque[Pattern] = deque(maxlen=keep_reported)
         # Calls between spans (self time, the caller's wait) and incidents across groups.
@@ -342,7 +343,7 @@ class Furnace:
                 self.observer.cooled(name, window, found)
             except Exception:
                 with self._lock:
-                    self._emit_errors += 1
+                    self._observer_errors += 1  # the report's collector, not the emitter: counted apart
                 logger.exception("crackle: cool observer failed")
 
     def _cool_group(self, group: _Group, stop: Callable[[], bool], full: bool,
@@ -413,6 +414,7 @@ class Furnace:
                                         + self._patterns_start_up),
                 "patterns_held": len(self._held),
                 "emit_errors": self._emit_errors,
+                "observer_errors": self._observer_errors,
                 "patterns_emit_failed": self._patterns_emit_failed,
                 "patterns_folded": self._patterns_folded,
                 "incidents_reported": self._incidents_reported,
