@@ -382,8 +382,9 @@ class IncidentTracker:
                   affected: list[Change], services: set[str]) -> str:
         facts = self._facts
         what = []
-        own = [c for c in origin_changes if c.metric != CALL_GAP and not (facts.get(c.group) or GroupFacts(origin)).is_edge]
-        waits = [c for c in origin_changes if c.metric == CALL_GAP]
+        said = {id(c): _what_it_says(c, facts.get(c.group) or GroupFacts(origin)) for c in origin_changes}
+        own = [c for c in origin_changes if said[id(c)] in (OWN_TIME, PEER_TIME)]  # not its effects
+        waits = [c for c in origin_changes if said[id(c)] == WAIT]
         if own:
             best = max(own, key=lambda c: c.strength)
             noun = "own time" if best.metric == SELF_TIME else "time"
@@ -439,16 +440,15 @@ def _rank(changes: Iterable[Change], facts: Mapping[str, GroupFacts],
         info = facts.get(change.group)
         if info is None:
             continue
-        if change.metric == CALL_GAP and info.is_edge:
+        said = _what_it_says(change, info)
+        if said == WAIT:
             gaps.append((info.caller, info.service, change))
-        elif change.metric == SELF_TIME:
-            keep(own, info.service, change)
-        elif info.kind == "client" and not info.calls_out:
+        elif said == EFFECT:
+            keep(effects, info.service, change)
+        elif said == PEER_TIME:
             keep(own, info.peer or f"{info.service} -> {_operation_of(change.group, info)}", change)
-        elif info.has_self_time or info.calls_out or info.kind == "client":
-            keep(effects, info.service, change)  # its time went to its children: an effect
         else:
-            keep(own, info.service, change)  # a span without children: its duration is its own time
+            keep(own, info.service, change)
     callers_into: dict[str, set[str]] = {}
     wait_on: dict[str, dict[str, float]] = {}  # caller -> callee -> strongest rise of the wait
     for caller, callee, change in gaps:
@@ -484,6 +484,23 @@ def _rank(changes: Iterable[Change], facts: Mapping[str, GroupFacts],
         if s2 >= _NEAR_TIE * s1 and _calls(first, second, changes, facts):
             ranked[i], ranked[i + 1] = ranked[i + 1], ranked[i]
     return [(service, score, change) for service, (score, change) in ranked if score > 0]
+
+
+OWN_TIME, PEER_TIME, WAIT, EFFECT = "own time", "peer time", "wait", "effect"
+
+
+def _what_it_says(change: Change, info: GroupFacts) -> str:
+    """What a change is evidence of (see the module docstring): the group's own time, the time of
+    the peer a client span calls (its callee's spans unseen), a wait on a call, or an effect."""
+    if change.metric == CALL_GAP and info.is_edge:
+        return WAIT
+    if change.metric == SELF_TIME:
+        return OWN_TIME
+    if info.kind == "client" and not info.calls_out:
+        return PEER_TIME
+    if info.has_self_time or info.calls_out or info.kind == "client":
+        return EFFECT  # its time went to its children
+    return OWN_TIME  # a span without children: its duration is its own time
 
 
 def _calls(caller: str, callee: str, changes: list[Change], facts: Mapping[str, GroupFacts]) -> bool:
