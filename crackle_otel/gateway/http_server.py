@@ -158,9 +158,6 @@ class OTLPHTTPServer:
 class _CappedHTTPServer(HTTPServer):
     """tornado's HTTPServer with a cap on open connections."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-
     def initialize(self, request_callback: Any, *, max_connections: int, retry_after_s: float,  # type: ignore[override]
                    on_refused: Callable[[], None], **kwargs: Any) -> None:
         super().initialize(request_callback, **kwargs)

@@ -79,8 +79,6 @@ class ProblemLog:
 class ReadCounters:
     requests: int = 0
     skipped_records: int = 0  # well-formed but not traces or metrics (e.g. logs)
-    oversized_records: int = 0  # longer than max_record_bytes: skipped
-    malformed_records: int = 0
     malformed_in_a_row: int = 0
 
 
@@ -175,7 +173,6 @@ class OTLPFile:
                 yield request
 
     def _oversized(self, where: str, size: int) -> None:
-        self.counters.oversized_records += 1
         self.problems.add(where, f"record of {size:,} bytes or more is longer than the limit of "
                                  f"{self.max_record_bytes:,} (--max-record-bytes); skipped")
 
@@ -202,7 +199,6 @@ class OTLPFile:
 
     def _malformed(self, where: str, message: str) -> None:
         counters = self.counters
-        counters.malformed_records += 1
         counters.malformed_in_a_row += 1
         self.problems.add(where, message)
         if counters.requests == 0 and counters.malformed_in_a_row >= GIVE_UP_AFTER:
@@ -228,7 +224,6 @@ class OTLPFile:
                 self.problems.add(where, f"{zeros:,} zero bytes (empty records) skipped")
                 continue
             if size > self.max_record_bytes:
-                self.counters.oversized_records += 1
                 self.problems.add(where, f"record length {size:,} is over the limit of {self.max_record_bytes:,} "
                                          "(--max-record-bytes) or not a length at all; stopped reading this file")
                 return

@@ -200,7 +200,6 @@ class Delivery:
     pending: int  # still queued
     events_exported: int  # crackle.pattern events the backend accepted
     events_dropped: int
-    failing: bool  # the latest export of some signal failed
 
     @classmethod
     def of(cls, stats: Mapping[str, int]) -> "Delivery":
@@ -211,7 +210,6 @@ class Delivery:
             pending=int(stats.get("patterns_pending", 0)),
             events_exported=int(stats.get("events_exported", 0)),
             events_dropped=int(stats.get("events_dropped", 0)),
-            failing=int(stats.get("consecutive_export_failures", 0)) > 0,
         )
 
     @property

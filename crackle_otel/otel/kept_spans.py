@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .extract import MAX_DESCRIPTIVE_LENGTH, SpanView, _plain_dict, view_of_readable_span
+from .extract import MAX_DESCRIPTIVE_LENGTH, _plain_dict, view_of_readable_span
 
 MAX_KEPT_SPAN_BYTES = 16 * 1024
 MAX_KEPT_NAME_LENGTH = 1024
@@ -88,7 +88,3 @@ def kept_form(span: Any) -> Any:
     view.attributes = attributes
     view.name = view.name[:MAX_KEPT_NAME_LENGTH]
     return view
-
-
-def is_view(kept: Any) -> bool:
-    return kept.__class__ is SpanView
