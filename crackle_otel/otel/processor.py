@@ -251,17 +251,7 @@ class CrackleSpanProcessor(SpanProcessor):
         if self._is_shutdown:
             return False
         deadline = time.monotonic() + timeout_millis / 1000
-        if not self._acquire_work_lock(deadline):
-            return False
-        try:
-            self._drain_locked(lambda: time.monotonic() >= deadline)
-            self._cool_locked(only_filled=False, deadline=deadline, final=True)
-        except Exception:
-            logger.exception("crackle force_flush: unexpected error")
-            return False
-        finally:
-            self._work_lock.release()
-        return self._flush_emitter(deadline)
+        return self._drain_and_cool(deadline, final=True, caller="force_flush") and self._flush_emitter(deadline)
 
     def cool_now(self, timeout_millis: int = 30_000) -> bool:
         """Drain and cool every group with new spans now, exactly as the interval cool does.
@@ -270,14 +260,20 @@ class CrackleSpanProcessor(SpanProcessor):
         still join it) and the emitter is not flushed: a caller that keeps its own
         cadence (a replay in span time, a scheduler) cools as the thread would.
         """
-        deadline = time.monotonic() + timeout_millis / 1000
-        if self._is_shutdown or not self._acquire_work_lock(deadline):
+        if self._is_shutdown:
+            return False
+        return self._drain_and_cool(time.monotonic() + timeout_millis / 1000, final=False, caller="cool_now")
+
+    def _drain_and_cool(self, deadline: float, *, final: bool, caller: str) -> bool:
+        """Take the work lock, record the buffered spans and cool every group with new tasks, before
+        ``deadline``. False when the lock was not had in time or the work failed."""
+        if not self._acquire_work_lock(deadline):
             return False
         try:
             self._drain_locked(lambda: time.monotonic() >= deadline)
-            self._cool_locked(only_filled=False, deadline=deadline)
+            self._cool_locked(only_filled=False, deadline=deadline, final=final)
         except Exception:
-            logger.exception("crackle cool_now: unexpected error")
+            logger.exception("crackle %s: unexpected error", caller)
             return False
         finally:
             self._work_lock.release()
@@ -310,14 +306,7 @@ class CrackleSpanProcessor(SpanProcessor):
         self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._acquire_work_lock(deadline):
-            try:
-                self._drain_locked(lambda: time.monotonic() >= deadline)
-                self._cool_locked(only_filled=False, deadline=deadline, final=True)
-            except Exception:
-                logger.exception("crackle shutdown: unexpected error")
-            finally:
-                self._work_lock.release()
+        self._drain_and_cool(deadline, final=True, caller="shutdown")
         if self.emitter is not None:
             try:
                 self.emitter.shutdown(max(0, int((deadline - time.monotonic()) * 1000)))
