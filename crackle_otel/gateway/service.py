@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping
 from opentelemetry.sdk.resources import Resource
 
 from ..otel.config import CrackleConfig, CrackleConfigError, parse_boolean
-from ..otel.delivery import Delivery, delivery_counters
+from ..otel.delivery import SUMMARY_KEYS, Delivery, delivery_counters
 from ..otel.extract import ExtractionRules
 from ..otel.furnace import Emitter, Furnace
 from ..otel.selfmetrics import register_self_metrics
@@ -463,10 +463,7 @@ class GatewayService:
         stats.update(self.feeder.stats())
         analysis = self.furnace.stats()
         stats.update(analysis)
-        stats.update(delivery_counters(self.emitter, analysis))
-        emitted = self.emitter.stats() if self.emitter is not None else {}
-        for key in ("patterns_received", "events_exported", "events_dropped"):  # for Delivery summaries
-            stats[key] = int(emitted.get(key, 0))
+        stats.update(delivery_counters(self.emitter, analysis, SUMMARY_KEYS))  # SUMMARY_KEYS: for Delivery.of
         forwarded = self.pass_through.stats() if self.pass_through is not None else {}
         for key in ("requests_forwarded", "spans_forwarded", "requests_failed", "spans_failed",
                     "requests_dropped", "spans_dropped", "retries", "queue_depth", "failing"):

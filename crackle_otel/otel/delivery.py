@@ -166,16 +166,19 @@ def written_stats(written: int, dropped: int, failed_writes: int = 0) -> dict[st
 
 DELIVERY_KEYS = ("patterns_exported", "patterns_dropped", "patterns_pending", "export_failures",
                  "consecutive_export_failures")
+#: What ``Delivery.of`` reads besides ``DELIVERY_KEYS``.
+SUMMARY_KEYS = (*DELIVERY_KEYS, "patterns_received", "events_exported", "events_dropped")
 
 
-def delivery_counters(emitter: Any, analysis: dict[str, Any]) -> dict[str, int]:
+def delivery_counters(emitter: Any, analysis: dict[str, Any], keys: Sequence[str] = DELIVERY_KEYS) -> dict[str, int]:
     """What became of the reported patterns, for ``stats()`` of the processor and the gateway.
 
     ``analysis`` is ``Furnace.stats()``; with an emitter the counts add up:
     ``patterns_reported == patterns_exported + patterns_dropped + patterns_pending``
-    (patterns in an ``emit()`` call that raised count as dropped).
+    (patterns in an ``emit()`` call that raised count as dropped). ``keys``: the emitter
+    counters copied (``SUMMARY_KEYS`` for a ``Delivery`` summary); they include ``DELIVERY_KEYS``.
     """
-    counters = dict.fromkeys(DELIVERY_KEYS, 0)
+    counters = dict.fromkeys(keys, 0)
     if emitter is None:
         return counters
     try:
@@ -183,7 +186,7 @@ def delivery_counters(emitter: Any, analysis: dict[str, Any]) -> dict[str, int]:
     except Exception:
         logger.debug("crackle: emitter stats failed", exc_info=True)
         emitted = {}
-    for key in DELIVERY_KEYS:
+    for key in keys:
         counters[key] = int(emitted.get(key, 0))
     counters["patterns_dropped"] += int(analysis.get("patterns_emit_failed", 0))
     return counters
