@@ -276,24 +276,16 @@ class GatewayService:
 
     # ------------------------------------------------------------ construction
     def _build_emitter(self) -> Emitter | None:
-        from ..otel.emit import ConsoleEmitter, PatternEmitter
+        from ..otel.setup import build_emitter
 
-        if self.config.exporter == "none":
-            return None
-        if self.config.exporter == "console":
-            return ConsoleEmitter()
-        if not self.settings.export_endpoint:
+        endpoint = self.settings.export_endpoint
+        if self.config.exporter == "otlp" and not endpoint:
             raise CrackleConfigError(
                 "no downstream for the patterns: pass --export-endpoint URL (or set OTEL_EXPORTER_OTLP_ENDPOINT), "
                 "or --exporter console"
             )
-        return PatternEmitter.otlp(
-            endpoint=with_scheme(self.settings.export_endpoint),
-            protocol=self.settings.export_protocol,
-            resource=self.resource,
-            max_links=self.config.max_links,
-            export_timeout_millis=self.config.export_timeout_millis,
-        )
+        return build_emitter(self.config, self.resource, endpoint=with_scheme(endpoint) if endpoint else None,
+                             protocol=self.settings.export_protocol)
 
     def _start_own_metrics(self) -> None:
         provider = self._meter_provider
