@@ -90,13 +90,7 @@ class _ExportHandler:
         verdict, done = self._intake.submit(self._signal, decoded, items, reservation)
         if not verdict.accepted:
             await self._refuse(context, verdict.refusal)
-        rejected, message = 0, ""
-        if done is not None:
-            try:
-                rejected, message = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)),
-                                                           self._intake.partial_success_wait_s)
-            except asyncio.TimeoutError:
-                pass  # queued; the consumer's answer comes too late to be reported
+        rejected, message = await self._intake.consumer_answer(done)
         return self._signal.response(rejected, message).SerializeToString()
 
     async def _refuse(self, context: grpc.aio.ServicerContext, refusal: str) -> None:

@@ -349,13 +349,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
             if not verdict.accepted:
                 self._refused(verdict.refusal)
                 return
-            rejected, message = 0, ""
-            if done is not None:
-                try:
-                    rejected, message = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)),
-                                                               self.server.intake.partial_success_wait_s)
-                except asyncio.TimeoutError:
-                    pass  # queued; the consumer's answer comes too late to be reported
+            rejected, message = await self.server.intake.consumer_answer(done)
             self._send(HTTPStatus.OK, _encode(signal.response(rejected, message), self.content_type), self.content_type)
         except Exception:  # never leave a request unanswered
             logger.exception("OTLP/HTTP: export failed")

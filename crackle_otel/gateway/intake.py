@@ -12,6 +12,7 @@ to retry), never dropped. Queued requests are kept as their protobuf wire bytes
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import queue
@@ -225,6 +226,16 @@ class Intake:
             self._log.warning("full", "OTLP receiver queue full (%d requests); asking senders to retry",
                               self._max_queue_size)
         return Verdict(accepted=False, refusal=refusal), None
+
+    async def consumer_answer(self, done: concurrent.futures.Future | None) -> tuple[int, str]:
+        """(rejected items, message) from the consumer if it answers within ``partial_success_wait_s``,
+        else (0, ""): the request is queued either way. Awaited on the network loop."""
+        if done is None:
+            return 0, ""
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)), self.partial_success_wait_s)
+        except asyncio.TimeoutError:
+            return 0, ""  # the consumer's answer comes too late to be reported
 
     def note_unauthenticated(self, transport: str) -> None:
         with self._lock:
