@@ -59,8 +59,10 @@ def _is_small(span: Any) -> bool:
             size += len(value)
         elif value.__class__ is tuple or value.__class__ is list:
             size += _array_size(value)
-    if span._events._dq:  # a BoundedList's own len() runs Python code; its deque's does not
-        return span_size(span) <= MAX_KEPT_SPAN_BYTES
+    events = span._events._dq  # a BoundedList's own len() and iteration run Python code; its deque's do not
+    if events:
+        for event in events:
+            size += len(event.name) + _values_size(event.attributes)
     return size <= MAX_KEPT_SPAN_BYTES
 
 
