@@ -212,6 +212,21 @@ def test_on_end_never_raises_and_spans_after_shutdown_are_dropped():
     processor.shutdown()  # idempotent
 
 
+def test_a_sampled_span_the_processor_cannot_read_is_counted_as_dropped():
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.trace import SpanKind
+
+    from crackle_otel.otel.simulate import readable_span
+
+    processor = quiet_processor()
+    nameless = readable_span(None, 1, 2, 0, 0, 1_000_000, Resource({"service.name": "shop"}), SpanKind.SERVER)
+    processor.on_end(nameless)  # a sampled span whose size cannot be measured: swallowed, and counted
+    assert processor.force_flush()
+    stats = processor.stats()
+    assert stats["spans_ended"] == 1 and stats["spans_dropped"] == 1 and stats["spans_recorded"] == 0
+    processor.shutdown()
+
+
 # ------------------------------------------------------------------ cooling
 def test_cooler_cools_a_group_once_half_its_window_is_new():
     processor = quiet_processor(kiln_capacity=200, drain_batch_size=10)

@@ -134,7 +134,12 @@ class CrackleSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         try:
             if span.context.trace_flags & 1:  # sampled; `& 1` skips the .sampled property (~100 ns)
-                self._append(kept_form(span))  # a span with huge values: a compact view (bounds the bytes)
+                try:
+                    kept = kept_form(span)  # a span with huge values: a compact view (bounds the bytes)
+                except Exception:
+                    next(self._ended)  # an unreadable span: ended and never drained, so counted as dropped
+                    return
+                self._append(kept)
                 if next(self._ended) % self._wake_every == 0:
                     self._wake.set()
         except Exception:  # never raise into the application's Span.end()
