@@ -48,13 +48,6 @@ class MultinomialCost:
         return -terms.sum(axis=-1)
 
 
-def _prefix(values: np.ndarray) -> np.ndarray:
-    out = np.empty(values.size + 1)
-    out[0] = 0.0
-    np.cumsum(values, out=out[1:])
-    return out
-
-
 def split_gain(cost, start: int, change: int, end: int) -> float:
     """How much the change point ``change`` lowers the cost of ``[start, end)``."""
     whole = cost.cost(np.array([start]), np.array([end]))

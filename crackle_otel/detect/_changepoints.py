@@ -371,9 +371,9 @@ class _Grid:
             ok_sloped = length >= max(MIN_SLOPED, min_size)
             self.sloped[ok_sloped] = cost.sloped(start[ok_sloped], end[ok_sloped])
 
-    def costs(self, gamma: float) -> tuple[np.ndarray, np.ndarray]:
-        sloped_cost = self.sloped + gamma
-        return np.minimum(self.flat, sloped_cost), sloped_cost < self.flat
+    def costs(self, gamma: float) -> np.ndarray:
+        """Best-model cost of every grid segment, a sloped one paying ``gamma``."""
+        return np.minimum(self.flat, self.sloped + gamma)
 
 
 def _optimal_partition(costs: np.ndarray, beta: float, max_changes: int) -> list[int]:
@@ -414,7 +414,7 @@ def segment(x: np.ndarray, noise: Noise, beta: float, *, min_size: int = MIN_FLA
     cost = ARSegmentCost(x, noise)
     grid = _Grid(cost, min_size, slopes)
     gamma = SLOPE_SHARE * beta if slopes else np.inf
-    costs, _ = grid.costs(gamma)
+    costs = grid.costs(gamma)
     changes = [int(grid.positions[k]) for k in _optimal_partition(costs, beta, max_changes)]
     if grid.positions.size < n + 1:
         changes = _refine(cost, changes, min_size, gamma, slopes)
@@ -510,7 +510,7 @@ def critical_beta(x: np.ndarray, noise: Noise, betas: np.ndarray, *, slopes: boo
 
     def changes_at(k: int) -> bool:
         gamma = SLOPE_SHARE * betas[k] if slopes else np.inf
-        return bool(_optimal_partition(grid.costs(gamma)[0], betas[k], 1))
+        return bool(_optimal_partition(grid.costs(gamma), betas[k], 1))
 
     lo, hi = 0, betas.size - 1
     if changes_at(hi):

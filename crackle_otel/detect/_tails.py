@@ -53,13 +53,6 @@ def tail_probability(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     return probability
 
 
-def quantile(reference: np.ndarray, probability: float) -> float:
-    """The value whose tail probability under ``reference``'s tail model is ``probability`` (< 0.1)."""
-    threshold, shape, scale = _fit(reference)
-    log_ratio = np.log(TAIL_FRACTION / probability)
-    return float(threshold + scale * (np.expm1(shape * log_ratio) / shape if shape > 0 else log_ratio))
-
-
 def _fit(reference: np.ndarray) -> tuple[float, float, float]:
     """(threshold, shape, scale) of the tail model of ``reference``."""
     median, threshold, mid, far = np.quantile(reference, [0.5, 1 - TAIL_FRACTION, 1 - _MID, 1 - _FAR])
