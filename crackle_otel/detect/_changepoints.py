@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._stats import MAD_TO_SIGMA
+
 GRID = 200  # candidate positions searched exactly; refinement restores full resolution
 MIN_POINTS = 10  # shortest series searched
 MIN_FLAT = 3  # fewest points in a flat segment
@@ -47,7 +49,6 @@ MIN_SLOPED = 5  # fewest points in a sloped segment (shorter "ramps" are steps)
 MIN_SPREAD = 5  # fewest points in a segment of the spread search
 MAX_PHI = 0.95  # autocorrelation beyond this is treated as 0.95 (the likelihood stays proper)
 SLOPE_SHARE = 0.5  # a sloped segment pays this share of a change point's penalty
-MAD_TO_SIGMA = 1.4826
 
 # Null calibration: P(a change-free series of n points gets >= 1 change point at penalty beta)
 # ~ exp(-(beta - a) / b). Rows: n, a, b. The 90/95/98/99 % quantiles of the critical penalty were
@@ -288,7 +289,8 @@ class ARSegmentCost:
         a11 = self.w0 + self.c * self.c * m
         return np.maximum(self.w0 * xs * xs + syy - b1 * b1 / a11, 0.0) * self.scale
 
-    def sloped(self, start, end) -> np.ndarray:
+    def _line(self, start, end):
+        """Normal equations of the line a + b u per segment: (a11, a12, a22, b1, b2, total sum of squares)."""
         xs, sy, syy, suy, m = self._sums(start, end)
         c, phi = self.c, self.phi
         su = m * (m + 1) / 2.0
@@ -298,26 +300,20 @@ class ARSegmentCost:
         a22 = c * c * suu + 2 * c * phi * su + phi * phi * m
         b1 = self.w0 * xs + c * sy
         b2 = c * suy + phi * sy
+        return a11, a12, a22, b1, b2, self.w0 * xs * xs + syy
+
+    def sloped(self, start, end) -> np.ndarray:
+        a11, a12, a22, b1, b2, total = self._line(start, end)
         det = a11 * a22 - a12 * a12
         with np.errstate(divide="ignore", invalid="ignore"):
             explained = np.where(det > 0, (a22 * b1 * b1 - 2 * a12 * b1 * b2 + a11 * b2 * b2) / det, b1 * b1 / a11)
-        return np.maximum(self.w0 * xs * xs + syy - explained, 0.0) * self.scale
+        return np.maximum(total - explained, 0.0) * self.scale
 
     def fit(self, start: int, end: int, sloped: bool) -> tuple[float, float]:
         """(mean at the segment's first point, slope per point) of one segment."""
-        xs, sy, _, suy, m = (float(v[0]) for v in self._sums(np.array([start]), np.array([end])))
-        c, phi = self.c, self.phi
-        a11 = self.w0 + c * c * m
-        b1 = self.w0 * xs + c * sy
-        if not sloped:
-            return b1 / a11, 0.0
-        su = m * (m + 1) / 2.0
-        suu = m * (m + 1) * (2 * m + 1) / 6.0
-        a12 = c * (c * su + phi * m)
-        a22 = c * c * suu + 2 * c * phi * su + phi * phi * m
-        b2 = c * suy + phi * sy
+        a11, a12, a22, b1, b2, _ = (float(v[0]) for v in self._line(np.array([start]), np.array([end])))
         det = a11 * a22 - a12 * a12
-        if det <= 0:
+        if not sloped or det <= 0:
             return b1 / a11, 0.0
         return (a22 * b1 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det
 
@@ -406,14 +402,23 @@ def _local_gain(costs: np.ndarray, changes: list[int], k: int) -> float:
     return float(costs[left, right] - costs[left, k] - costs[k, right])
 
 
+def _min_size(n: int, min_size: int) -> int:
+    """Fewest points in a segment of a series of ``n``: at least MIN_FLAT and one grid cell."""
+    return max(min_size, MIN_FLAT, int(math.ceil(n / GRID)))
+
+
+def _slope_penalty(beta: float, slopes: bool) -> float:
+    return SLOPE_SHARE * beta if slopes else np.inf
+
+
 def segment(x: np.ndarray, noise: Noise, beta: float, *, min_size: int = MIN_FLAT, slopes: bool = True,
             max_changes: int = 8) -> Segmentation:
     """The penalised best partition of ``x`` (see module docstring); segments hold at least ``min_size`` points."""
     n = x.size
-    min_size = max(min_size, MIN_FLAT, int(math.ceil(n / GRID)))
+    min_size = _min_size(n, min_size)
     cost = ARSegmentCost(x, noise)
     grid = _Grid(cost, min_size, slopes)
-    gamma = SLOPE_SHARE * beta if slopes else np.inf
+    gamma = _slope_penalty(beta, slopes)
     costs = grid.costs(gamma)
     changes = [int(grid.positions[k]) for k in _optimal_partition(costs, beta, max_changes)]
     if grid.positions.size < n + 1:
@@ -483,9 +488,7 @@ def without(x: np.ndarray, noise: Noise, segmentation: Segmentation, gone: set[i
             min_size: int = MIN_FLAT, slopes: bool = True) -> Segmentation:
     """``segmentation`` with the change points ``gone`` removed, the segments around them refitted as one."""
     changes = [int(c) for c in segmentation.changes if int(c) not in gone]
-    gamma = SLOPE_SHARE * beta if slopes else np.inf
-    min_size = max(min_size, MIN_FLAT, int(math.ceil(x.size / GRID)))
-    return _describe(ARSegmentCost(x, noise), changes, gamma, slopes, min_size)
+    return _describe(ARSegmentCost(x, noise), changes, _slope_penalty(beta, slopes), slopes, _min_size(x.size, min_size))
 
 
 def _describe(cost: ARSegmentCost, changes: list[int], gamma: float, slopes: bool, min_size: int) -> Segmentation:
@@ -505,12 +508,10 @@ def _describe(cost: ARSegmentCost, changes: list[int], gamma: float, slopes: boo
 
 def critical_beta(x: np.ndarray, noise: Noise, betas: np.ndarray, *, slopes: bool, min_size: int = MIN_FLAT) -> float:
     """The smallest of ``betas`` (ascending) at which ``x`` gets no change point (calibration)."""
-    min_size = max(min_size, MIN_FLAT, int(math.ceil(x.size / GRID)))
-    grid = _Grid(ARSegmentCost(x, noise), min_size, slopes)
+    grid = _Grid(ARSegmentCost(x, noise), _min_size(x.size, min_size), slopes)
 
     def changes_at(k: int) -> bool:
-        gamma = SLOPE_SHARE * betas[k] if slopes else np.inf
-        return bool(_optimal_partition(grid.costs(gamma), betas[k], 1))
+        return bool(_optimal_partition(grid.costs(_slope_penalty(betas[k], slopes)), betas[k], 1))
 
     lo, hi = 0, betas.size - 1
     if changes_at(hi):
