@@ -275,7 +275,7 @@ def _critical(stage: str, x: np.ndarray) -> float:
     if stage == "level":
         # The noise as the second pass sees it (residual autocorrelation), at the usual penalty.
         return cp.critical_beta(searched, noise, BETAS, slopes=True, min_size=min_size)
-    spread, spread_noise = cp.spread_input(searched - level.fitted(), level, noise)
+    spread, spread_noise = cp.spread_input(searched - level.fitted(), level.bounds, noise)
     return cp.critical_beta(spread, spread_noise, BETAS, slopes=False, min_size=max(cp.MIN_SPREAD, min_size))
 
 

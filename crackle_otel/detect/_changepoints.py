@@ -230,15 +230,17 @@ def innovation_residuals(residual: np.ndarray, bounds: np.ndarray, phi: float) -
     return innovations
 
 
-def spread_input(residual: np.ndarray, level: "Segmentation", noise: Noise) -> tuple[np.ndarray, Noise]:
+def spread_input(residual: np.ndarray, bounds: np.ndarray, noise: Noise) -> tuple[np.ndarray, Noise]:
     """log |innovation| and its noise: a change of scale becomes a change of mean (log of the sd ratio).
+
+    ``residual``: around the level fit whose segment bounds are ``bounds``.
 
     The innovations (residuals whitened by phi) are independent under the null,
     so their log magnitudes carry no wandering. Unlike squares, the log keeps
     heavy tails from dominating, and a change of scale moves every point by the
     same amount.
     """
-    innovations = innovation_residuals(residual, level.bounds, noise.phi)
+    innovations = innovation_residuals(residual, bounds, noise.phi)
     floor = SPREAD_FLOOR * noise.innovation_sd if noise.innovation_sd > 0 else 1e-300
     spread = np.log(np.maximum(np.abs(innovations), floor))
     noise = estimate_noise(spread)

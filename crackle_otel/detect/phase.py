@@ -264,9 +264,7 @@ def _spread_changes(series: _Series, kept: np.ndarray, residual: np.ndarray, lev
     spread_min = max(cp.MIN_SPREAD, series.min_size)
     if kept.size < 2 * spread_min:
         return []
-    level = cp.Segmentation(level_bounds, np.zeros(level_bounds.size - 1, dtype=bool), np.zeros(0),
-                            np.zeros(level_bounds.size - 1), np.zeros(level_bounds.size - 1))
-    values, spread_noise = cp.spread_input(residual, level, noise)
+    values, spread_noise = cp.spread_input(residual, level_bounds, noise)
     if spread_noise.innovation_sd <= 0:
         return []
     beta = cp.penalty("spread", series.values.size, rate.significance)
