@@ -29,11 +29,12 @@ def usable_columns(values: np.ndarray, min_count: int) -> np.ndarray:
     return np.flatnonzero((counts >= min_count) & (np.nan_to_num(spread) > 0))
 
 
-def counter_columns(values: np.ndarray, min_count: int = 3) -> np.ndarray:
+def counter_columns(values: np.ndarray, min_count: int = 3, min_steps: int = 1) -> np.ndarray:
     """Mask of columns that never decrease in time order (IDs, sequence and batch numbers, counters).
 
     Such a metric trends by construction: its "shift" is not a phase transition
     and its near-constant step is not a conservation law (review findings 1-2).
+    ``min_steps``: how often it must step up (a flag switching on once never decreases either).
     """
     mask = np.zeros(values.shape[1], dtype=bool)
     present = np.isfinite(values)
@@ -41,10 +42,10 @@ def counter_columns(values: np.ndarray, min_count: int = 3) -> np.ndarray:
     complete = present.all(axis=0)
     if values.shape[0] >= min_count and complete.any():
         steps = np.diff(values[:, complete], axis=0)
-        mask[complete] = (steps >= 0).all(axis=0) & (steps > 0).any(axis=0)
+        mask[complete] = (steps >= 0).all(axis=0) & (np.count_nonzero(steps > 0, axis=0) >= min_steps)
     for j in np.flatnonzero(~complete):
         column = values[present[:, j], j]
         if column.size >= min_count:
             steps = np.diff(column)
-            mask[j] = bool(np.all(steps >= 0) and np.any(steps > 0))
+            mask[j] = bool(np.all(steps >= 0) and np.count_nonzero(steps > 0) >= min_steps)
     return mask

@@ -134,7 +134,9 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
         return []
     values = np.asfortranarray(matrix.values)  # contiguous columns: each metric is read as one series
     columns = usable_columns(values, min_tasks)
-    counters = counter_columns(values) & _stepping_often(values)
+    # A flag switching on once (0 -> 1) or a single noiseless step never decreases either: those are
+    # the cleanest phase transitions there are, not counters.
+    counters = counter_columns(values, min_steps=COUNTER_MIN_STEPS)
     candidates: list[_Change] = []
     for j in columns:
         checkpoint()
@@ -162,20 +164,6 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
 
 
 # --------------------------------------------------------------------- series
-def _stepping_often(values: np.ndarray) -> np.ndarray:
-    """Columns whose value changes at least COUNTER_MIN_STEPS times between neighbours.
-
-    ``counter_columns`` also matches a flag switching on once (0 -> 1) or a single
-    noiseless step: those are the cleanest phase transitions there are, not counters.
-    """
-    mask = np.zeros(values.shape[1], dtype=bool)
-    for j in range(values.shape[1]):
-        column = values[:, j]
-        column = column[np.isfinite(column)]
-        mask[j] = np.count_nonzero(np.diff(column)) >= COUNTER_MIN_STEPS
-    return mask
-
-
 def _series(name: str, column: np.ndarray, counter: bool, min_tasks: int, timestamps: np.ndarray) -> _Series | None:
     rows = np.flatnonzero(np.isfinite(column))
     raw = column[rows]
