@@ -17,6 +17,7 @@ from scipy.stats import ks_2samp, kstwobign
 
 from .. import information
 from ._binseg import MultinomialCost, binary_segmentation
+from ._stats import even_sample
 
 MIN_SHAPE_SEGMENT = 50  # fewest values on either side of a shape change
 SHAPE_PENALTY = 1.5  # per free bin, x log(n), in nats
@@ -38,12 +39,6 @@ class ShapeChange:
     ks_statistic: float
     sample_size: int
     stride: int
-
-
-def even_sample(values: np.ndarray, limit: int) -> np.ndarray:
-    if values.size <= limit:
-        return values
-    return values[np.linspace(0, values.size - 1, limit).round().astype(np.intp)]
 
 
 def shape_changes(x: np.ndarray, first: int, last: int, inflation: float) -> list[ShapeChange]:
@@ -80,7 +75,7 @@ def shape_changes(x: np.ndarray, first: int, last: int, inflation: float) -> lis
         changes.append(ShapeChange(
             position=first + at, start=first + start, end=first + end,
             p_value=min(1.0, ks_p * searched_positions),
-            jsd=binned_jsd(stretch[start:at], stretch[at:end]),
+            jsd=binned_jsd(before, after),
             ks_statistic=float(ks.statistic), sample_size=before.size + after.size, stride=stride,
         ))
     return changes

@@ -18,6 +18,13 @@ def benjamini_hochberg(p_values: np.ndarray, q: float) -> np.ndarray:
     return adjusted <= q
 
 
+def even_sample(values: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` of ``values``, evenly spaced (all of them when there are no more)."""
+    if values.size <= limit:
+        return values
+    return values[np.linspace(0, values.size - 1, limit).round().astype(np.intp)]
+
+
 def usable_columns(values: np.ndarray, min_count: int) -> np.ndarray:
     """Indices of columns with at least ``min_count`` present values and some spread."""
     present = np.isfinite(values)

@@ -53,7 +53,7 @@ from . import _changepoints as cp
 from ._explain import Explainer
 from ._interrupt import checkpoint
 from ._shape import shape_changes
-from ._stats import benjamini_hochberg, counter_columns, usable_columns
+from ._stats import benjamini_hochberg, counter_columns, even_sample, usable_columns
 
 MEAN, SPREAD, SHAPE = "mean", "spread", "shape"
 
@@ -187,7 +187,7 @@ def _multiplicative(raw: np.ndarray, latency: bool) -> bool:
     """
     if raw.min() <= 0 or np.quantile(raw, 0.99) <= LOG_SCALE_RANGE * np.quantile(raw, 0.01):
         return False
-    sample = raw[np.linspace(0, raw.size - 1, min(raw.size, SCALE_SAMPLE)).round().astype(np.intp)]
+    sample = even_sample(raw, SCALE_SAMPLE)
     correlation = spearmanr(np.abs(np.diff(sample)), sample[1:] + sample[:-1]).statistic
     return bool(correlation > (LATENCY_CORRELATION if latency else MULTIPLICATIVE_CORRELATION))
 
