@@ -85,8 +85,25 @@ class _Series:
     values: np.ndarray  # the scale searched: raw or log(raw)
     log_scale: bool
     rate: bool  # raw holds a counter's increments
-    min_size: int  # fewest values in a level segment
+    typical_share: float  # share of the values that hold the most common one
     times: np.ndarray  # timestamp of each value
+
+    @property
+    def sparse(self) -> bool:
+        """Mostly one value (errors, retries): its rare values are the signal, not outliers."""
+        return self.typical_share > 0.5
+
+    @property
+    def min_size(self) -> int:
+        """Fewest values in a segment searched: MIN_SEGMENT_SHARE of the series, at least MIN_FLAT.
+
+        A sparse metric changes by how often it leaves its usual value, so each
+        segment must also hold about SPARSE_EVENTS values that are not the usual one.
+        """
+        size = max(cp.MIN_FLAT, int(math.ceil(MIN_SEGMENT_SHARE * self.values.size)))
+        if self.sparse:
+            size = max(size, int(math.ceil(SPARSE_EVENTS / max(1.0 - self.typical_share, NUMERICAL_ZERO))))
+        return size
 
     def lasts(self, start: int, end: int, share: float = PHASE_SHARE) -> bool:
         """Whether values [start, end) span ``share`` of the values and of the time they cover."""
@@ -173,7 +190,8 @@ def _series(name: str, column: np.ndarray, counter: bool, min_tasks: int, timest
         return None
     log_scale = _multiplicative(raw, bool(_LATENCY_NAME.search(name)) and not counter)
     values = np.log(raw) if log_scale else raw.astype(float)
-    return _Series(name, rows, raw, values, log_scale, counter, _min_segment(values), timestamps[rows])
+    _, counts = np.unique(values, return_counts=True)
+    return _Series(name, rows, raw, values, log_scale, counter, counts.max() / values.size, timestamps[rows])
 
 
 def _multiplicative(raw: np.ndarray, latency: bool) -> bool:
@@ -192,31 +210,15 @@ def _multiplicative(raw: np.ndarray, latency: bool) -> bool:
     return bool(correlation > (LATENCY_CORRELATION if latency else MULTIPLICATIVE_CORRELATION))
 
 
-def _min_segment(values: np.ndarray) -> int:
-    """Fewest values in a segment searched: MIN_SEGMENT_SHARE of the series, at least MIN_FLAT.
-
-    A metric that mostly holds one value
-    (errors, retries) changes by how often it leaves it, so each segment must also
-    hold about SPARSE_EVENTS values that are not the usual one.
-    """
-    size = max(cp.MIN_FLAT, int(math.ceil(MIN_SEGMENT_SHARE * values.size)))
-    _, counts = np.unique(values, return_counts=True)
-    typical_share = counts.max() / values.size
-    if typical_share > 0.5:
-        size = max(size, int(math.ceil(SPARSE_EVENTS / max(1.0 - typical_share, NUMERICAL_ZERO))))
-    return size
-
-
 # --------------------------------------------------------------------- stages
 def _metric_changes(series: _Series, rate) -> list[_Change]:
     n = series.values.size
     if n < 2 * series.min_size:
         return []
-    # A mostly-constant metric is searched as it is: its rare values are the signal, not outliers.
-    sparse = np.count_nonzero(series.values == np.median(series.values)) > series.values.size / 2
     beta = cp.penalty("level", n, rate.significance)
+    # A sparse metric is searched as it is: its rare values are the signal, not outliers.
     level, searched, noise = cp.fit_level(series.values, beta, min_size=series.min_size, max_changes=MAX_CHANGES,
-                                          robust=not sparse)
+                                          robust=not series.sparse)
     if noise.innovation_sd <= 0:
         return []
     level, excursions = _phases_only(series.lasts, searched, noise, level, beta, series.min_size, slopes=True)
@@ -226,7 +228,7 @@ def _metric_changes(series: _Series, rate) -> list[_Change]:
         change.stats["noise_autocorrelation"] = noise.phi
 
     checkpoint()
-    if sparse:  # a mostly-constant metric's spread and shape are its rate: the level said it
+    if series.sparse:  # a mostly-constant metric's spread and shape are its rate: the level said it
         return changes
     # Spread and shape are read without the excursions (set aside above, not phases of their own).
     kept = np.flatnonzero(~excursions)
