@@ -8,6 +8,8 @@ pattern involves; codes per key are built lazily, once per matrix.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.stats import binom
 
@@ -18,6 +20,17 @@ _MAX_VALUES_PER_KEY = 2
 _MIN_SHARE = 0.2  # a value must cover at least this share of the chosen tasks ...
 _MIN_LIFT = 3.0  # ... and be this many times more common than among the others
 _SIGNIFICANCE = 0.01  # ... and that many by chance must be unlikely (binomial test)
+
+
+@dataclass(frozen=True)
+class DistinguishingValue:
+    """An attribute value much more common among some tasks than among the others."""
+
+    attribute: str
+    value: str
+    inside_share: float  # of the chosen tasks carrying it
+    outside_share: float  # of the other tasks carrying it
+    p_value: float  # binomial: this many of the chosen by chance, at the others' rate
 
 
 class Explainer:
@@ -42,15 +55,12 @@ class Explainer:
                 self._codes[key] = (np.array(("", *values), dtype=object), np.maximum(column, 0).astype(np.intp))
         return self._codes[key]
 
-    def distinguishing(self, chosen: np.ndarray, pool: np.ndarray | None = None) -> list:
+    def distinguishing(self, chosen: np.ndarray, pool: np.ndarray | None = None) -> list[DistinguishingValue]:
         """Per key, the values much more common among ``chosen`` (row indices) than among the rest of ``pool``.
 
         ``pool`` is a boolean mask of the tasks to compare against (default: all).
-        At most two values per key, most common among the chosen first, as
-        ``attribution.DistinguishingValue``.
+        At most two values per key, most common among the chosen first.
         """
-        from .attribution import DistinguishingValue  # (attribution imports this module)
-
         chosen = np.asarray(chosen, dtype=np.intp)
         n = self._matrix.n_tasks
         if chosen.size < 2 or n == 0:

@@ -48,7 +48,7 @@ from ..failures import FAILURE_METRICS, RATE_NAMES, RATE_PHRASES, Failure
 from ..matrix import MetricMatrix
 from ..patterns import InvolvedTask, Pattern, PatternKind
 from ..profile import ThermalProfile
-from ._explain import Explainer
+from ._explain import DistinguishingValue, Explainer
 from ._stats import counter_columns, usable_columns
 
 LABEL = "label"  # the task label as a pseudo-attribute (the span name, when groups mix them)
@@ -740,17 +740,6 @@ def _holds_apart(difference: _Difference, candidate: _Candidate, stronger: _Cand
 
 
 # ------------------------------------------------------------ reusable half
-@dataclass(frozen=True)
-class DistinguishingValue:
-    """An attribute value much more common among some tasks than among the others."""
-
-    attribute: str
-    value: str
-    inside_share: float  # of the chosen tasks carrying it
-    outside_share: float  # of the other tasks carrying it
-    p_value: float  # binomial: this many of the chosen by chance, at the others' rate
-
-
 def distinguishing_values(matrix: MetricMatrix, chosen: np.ndarray, pool: np.ndarray | None = None) -> list[DistinguishingValue]:
     """Which attribute values set the tasks at ``chosen`` apart from the rest of ``pool`` (default: all).
 
