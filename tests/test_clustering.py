@@ -425,3 +425,20 @@ def test_deploy_shift_halves_are_no_clusters(profile):
     scenarios = pytest.importorskip("crackle_otel.scenarios")
     patterns = clustering.detect(scenarios.deploy_shift().matrix, profile)
     assert _of_kind(patterns, PatternKind.CLUSTERING) == []
+
+
+def test_outliers_outside_every_cluster_stay_reported_when_tasks_have_no_identity():
+    # Consolidation folds an outlier set into a cluster made of the same tasks; tasks
+    # recorded without an identity (None for all) must not all count as the same task.
+    from crackle_otel.detect import run_detectors
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    a = np.where(rng.random(n) < 0.3, 100.0, 10.0) * np.exp(rng.normal(0, 0.05, n))
+    b = np.where(a > 50, 5.0, 1.0) + rng.normal(0, 0.1, n)
+    c = rng.normal(50, 1, n)
+    c[[1500, 1700, 1900]] = 90  # far out on a metric the cluster does not involve
+    matrix = MetricMatrix.from_rows([{"a": a[i], "b": b[i], "c": c[i]} for i in range(n)])
+    patterns, _ = run_detectors(matrix, ThermalProfile.default())
+    assert [p.key for p in _of_kind(patterns, PatternKind.OUTLIER)] == ["outlier:c:+"]
+    assert all("outliers_merged" not in p.statistics for p in _of_kind(patterns, PatternKind.CLUSTERING))

@@ -181,12 +181,13 @@ def _outliers_into_clusters(patterns: list[Pattern]) -> list[Pattern]:
     clusters = [p for p in patterns if p.kind is PatternKind.CLUSTERING]
     if not clusters:
         return patterns
-    members = [{t.identity for t in c.involved} for c in clusters]
+    # By matrix row: identities are optional (None for every task recorded without one).
+    members = [{t.index for t in c.involved} for c in clusters]
     merged: dict[int, int] = {}  # cluster position -> outlier tasks folded into it
     kept = []
     for pattern in patterns:
         if pattern.kind is PatternKind.OUTLIER and pattern.involved:
-            tasks = {t.identity for t in pattern.involved}
+            tasks = {t.index for t in pattern.involved}
             overlaps = [len(tasks & m) / len(tasks) for m in members]
             best = max(range(len(clusters)), key=overlaps.__getitem__)
             if overlaps[best] >= _SAME_SPANS:
