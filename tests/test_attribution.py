@@ -240,3 +240,19 @@ def test_through_a_real_sdk_the_processor_names_the_region_whose_spans_throw():
     assert [p.key for p in found] == ["attribution:cloud.region=r2"]
     assert found[0].metrics[0] == "exception_rate" and found[0].group == "shop | GET /quote"
     provider.shutdown()
+
+
+def test_a_span_name_attribution_is_plotted_from_its_tasks():
+    # Groups that mix span names compare the label as a pseudo-attribute; the report must find its tasks too.
+    from crackle_otel.report.evidence import evidence
+
+    rng = np.random.default_rng(11)
+    n = 1000
+    slow = rng.random(n) < 0.2
+    matrix = MetricMatrix.from_columns({"duration_ms": rng.lognormal(3, 0.3, n) * np.where(slow, 3.0, 1.0)},
+                                       labels=["GET /slow" if s else "GET /fast" for s in slow])
+    (found,) = attributions(matrix)
+    assert found.key == f"attribution:{attribution.LABEL}=GET /slow"
+    plot = evidence(found, matrix)
+    assert plot["plot"] == "groups"
+    assert len(plot["groups"]["label=GET /slow"]["t"]) == int(slow.sum())

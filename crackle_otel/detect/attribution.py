@@ -765,7 +765,10 @@ def attribute_value_of(pattern: Pattern, matrix: MetricMatrix) -> tuple[str, str
 
 
 def value_tasks(matrix: MetricMatrix, pattern: Pattern) -> np.ndarray | None:
-    """Mask over ``matrix``'s tasks carrying the attribute value an ATTRIBUTION pattern names (None if unknown)."""
+    """Mask over ``matrix``'s tasks carrying the attribute value an ATTRIBUTION pattern names.
+
+    None when ``pattern`` is no attribution or ``matrix`` has no such attribute; no task when none carries the value.
+    """
     named = attribute_value_of(pattern, matrix)
     if named is None:
         return None
@@ -774,5 +777,5 @@ def value_tasks(matrix: MetricMatrix, pattern: Pattern) -> np.ndarray | None:
         return np.array([label == value for label in matrix.labels], dtype=bool)
     values, codes = matrix.attribute_table.column(name)
     if value not in values:
-        return None
+        return np.zeros(matrix.n_tasks, dtype=bool)
     return codes == values.index(value) + 1

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..detect.attribution import value_tasks
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
 
@@ -47,35 +48,13 @@ def evidence(pattern: Pattern, window: MetricMatrix) -> dict[str, Any]:
     if kind in (PatternKind.PHASE_TRANSITION, PatternKind.CONSTANT) and metrics:
         return _series(pattern, window, metrics[0])
     if kind is PatternKind.ATTRIBUTION:
-        members = attributed(pattern, window)
+        members = value_tasks(window, pattern)
         shown = metrics or [name for name in ("duration_ms",) if name in window.metric_names]
         if members is not None and shown:
-            return _groups(pattern, window, shown[:1], members=(attribution_label(pattern), members))
+            return _groups(pattern, window, shown[:1], members=(pattern.key.removeprefix("attribution:"), members))
     if metrics:
         return _groups(pattern, window, _ranked(pattern, metrics)[:MAX_GROUP_METRICS])
     return {"plot": "none", "reason": "the window holds none of the pattern's metrics"}
-
-
-# ------------------------------------------------------------------ attributions
-def attribution_label(pattern: Pattern) -> str:
-    """``attribute=value`` of an attribution (its key is ``attribution:<attribute>=<value>``)."""
-    return pattern.key.removeprefix("attribution:").rstrip("'")
-
-
-def attributed(pattern: Pattern, window: MetricMatrix) -> np.ndarray | None:
-    """Which rows of ``window`` carry the attribution's attribute value (None when the window cannot tell)."""
-    if pattern.kind is not PatternKind.ATTRIBUTION:
-        return None
-    attribute, sep, value = attribution_label(pattern).partition("=")
-    if not sep:
-        return None
-    column = window.attribute_table.column(attribute)
-    if column is None:
-        return None
-    values, codes = column
-    if value not in values:
-        return np.zeros(window.n_tasks, dtype=bool)
-    return np.asarray(codes) == values.index(value) + 1
 
 
 # ------------------------------------------------------------------ helpers

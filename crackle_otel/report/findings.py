@@ -32,7 +32,8 @@ import numpy as np
 
 from ..matrix import MetricMatrix
 from ..patterns import InvolvedTask, Pattern, PatternKind
-from .evidence import attributed, edge_of, incident_evidence, service_of, evidence as plot_evidence
+from ..detect.attribution import value_tasks
+from .evidence import edge_of, incident_evidence, service_of, evidence as plot_evidence
 
 logger = logging.getLogger(__name__)
 
@@ -447,7 +448,7 @@ class FindingLedger:
     def _fresh_count(pattern: Pattern, window: MetricMatrix, fresh_from: int) -> tuple[int, bool] | None:
         """(tasks of the counted role among the rows no earlier window had, whether that is exact)."""
         n = window.n_tasks
-        members = attributed(pattern, window)
+        members = value_tasks(window, pattern)
         if members is not None:  # an attribution's tasks are those that carry its value: all known
             return int(members[fresh_from:].sum()), True
         role = _COUNTED_ROLE.get(pattern.kind)
