@@ -502,16 +502,18 @@ class _Candidate:
     value: str
     members: np.ndarray  # mask over analysed rows
     differences: list[_Difference]
-    confidence: float
     aliases: list[str] = field(default_factory=list)
+
+    @property
+    def confidence(self) -> float:
+        return max(d.strength * (1 - d.test.q) for d in self.differences)
 
     @classmethod
     def of(cls, slot: int, differences: list[_Difference], context: _Context) -> "_Candidate":
         attribute, value = context.layout.describe(slot)
         members = context.layout.members(slot)
         differences.sort(key=_importance)
-        confidence = max(d.strength * (1 - d.test.q) for d in differences)
-        return cls(slot, f"attribution:{attribute}={value}", attribute, value, members, differences, confidence)
+        return cls(slot, f"attribution:{attribute}={value}", attribute, value, members, differences)
 
     def pattern(self, context: _Context) -> Pattern:
         matrix, rows = context.matrix, context.rows
@@ -719,7 +721,6 @@ def _explained_away(candidates: list[_Candidate], context: _Context, cutoff: flo
                        and any(s.test.name == d.test.name for s in stronger.differences))]
         if held:
             candidate.differences = held
-            candidate.confidence = max(d.strength * (1 - d.test.q) for d in held)
             kept.append(candidate)
     return kept
 
