@@ -64,6 +64,7 @@ _DESCRIBES_FAILURE = 0.9  # an attribute carried by failing tasks this often des
 _FAILURE_ATTRIBUTES = ("error.type", "exception.", "otel.status_", "rpc.grpc.status", "http.response.status",
                        "http.status")
 _DURATION = "duration_ms"
+_SIGNAL_OF = {name: signal for signal, name in RATE_NAMES.items()}  # a rate's name -> its Failure bit
 
 
 def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
@@ -447,7 +448,7 @@ def _retest(test: _Test, members: np.ndarray, rest: np.ndarray, context: "_Conte
         n1, n2 = int(members.sum()), int(rest.sum())
         if n1 < minimum or n2 < minimum:
             return None
-        failed = (context.matrix.failure_bits[context.rows] & _signal_of(test.name)) != 0
+        failed = (context.matrix.failure_bits[context.rows] & _SIGNAL_OF[test.name]) != 0
         hits, rest_hits = int(failed[members].sum()), int(failed[rest].sum())
         return _proportion_tests([test.slot], "rate", test.name, np.array([hits]), np.array([n1]),
                                  hits + rest_hits, n1 + n2, False).test(0, test.q)
@@ -556,7 +557,7 @@ def _phrase(difference: _Difference) -> str:
     alike = difference.test.alike
     if not alike:
         return difference.phrase
-    names = ", ".join(RATE_PHRASES[_signal_of(name)] if name in _RATE_NAMES else name for name in alike)
+    names = ", ".join(RATE_PHRASES[_SIGNAL_OF[name]] if name in _SIGNAL_OF else name for name in alike)
     return f"{difference.phrase[:-1]}; {names} alike)"
 
 
@@ -590,7 +591,7 @@ def _difference(test: _Test, members: np.ndarray, rest: np.ndarray | None, conte
         stats[f"{name}.rest_tasks_hit" if test.kind == "share" else f"{name}.rest_failed_tasks"] = test.rest_hits
         strength = _strength(abs(math.log(test.effect)) / math.log(rate.min_rate_ratio))
         if test.kind == "rate":
-            phrase = (f"{RATE_PHRASES[_signal_of(name)]} {test.value_rate:.1%} vs {test.rest_rate:.1%}"
+            phrase = (f"{RATE_PHRASES[_SIGNAL_OF[name]]} {test.value_rate:.1%} vs {test.rest_rate:.1%}"
                       f" ({_times(test.value_rate, test.rest_rate)})")
         else:
             stats[f"{name}.usual_value"] = test.mode
@@ -635,13 +636,6 @@ def _times(value_rate: float, rest_rate: float) -> str:
     return f"x{value_rate / rest_rate:.2g}" if rest_rate > 0 else "none elsewhere"
 
 
-def _signal_of(rate_name: str) -> Failure:
-    return next(signal for signal, name in RATE_NAMES.items() if name == rate_name)
-
-
-_RATE_NAMES = frozenset(RATE_NAMES.values())
-
-
 def _involved(candidate: _Candidate, context: _Context) -> tuple[InvolvedTask, ...]:
     """The value's worst tasks on its leading difference, then a few typical tasks of the rest."""
     matrix, rows, limit = context.matrix, context.rows, context.profile.max_involved
@@ -650,7 +644,7 @@ def _involved(candidate: _Candidate, context: _Context) -> tuple[InvolvedTask, .
     rest = rows[~candidate.members]
     duration = matrix.metric_names.index(_DURATION) if _DURATION in matrix.metric_names else -1
     if lead.kind == "rate":
-        failed = (matrix.failure_bits & _signal_of(lead.name)) != 0
+        failed = (matrix.failure_bits & _SIGNAL_OF[lead.name]) != 0
         score = failed.astype(float)
         if duration >= 0:  # among the failed, the slowest first
             score = score + np.nan_to_num(matrix.values[:, duration], nan=0.0) / (1 + np.nanmax(np.abs(matrix.values[:, duration])))
