@@ -120,7 +120,6 @@ class Finding:
     count: int | None = None
     count_exact: bool = True
     group_tasks: int = 0  # tasks of the group analysed in the whole input (offline)
-    positions: list[int] = field(default_factory=list)  # change positions as span ordinals (offline)
     places: dict[str, dict[str, Any]] = field(default_factory=dict)  # statistic -> {file, span, timestamp}
     folded: list[str] = field(default_factory=list)  # an incident: the group patterns it explains
     scope: str = ""  # which part of the input the representative window covered
@@ -223,8 +222,6 @@ class FindingLedger:
         self._by_key: dict[tuple[str, str], list[tuple[Hashable, ...]]] = {}
         self._counted_until: dict[str, int] = {}  # group -> tasks already counted (offline)
         self._next_order = 0
-        self._detections = 0
-        self._errors = 0
         # What an incident's plot needs from the groups around it: their latest latency changes
         # and the calls between services seen so far (bounded: groups and edges are capped upstream).
         self._changes: dict[str, list[tuple[str, float, float, float]]] = {}
@@ -245,13 +242,11 @@ class FindingLedger:
             return
         start, stop = float(window.timestamps[0]), float(window.timestamps[-1])
         with self._lock:
-            self._detections += len(patterns)
             self._note_context(group, window, patterns)
             for pattern in patterns:
                 try:
                     self._fold(pattern, window, ordinals, fresh_from, start, stop)
                 except Exception:  # one pattern's bookkeeping must not cost the group's other findings
-                    self._errors += 1
                     logger.exception("crackle findings: could not keep a %s pattern of %s", pattern.kind, group)
 
     # ------------------------------------------------------------ reading
@@ -289,15 +284,6 @@ class FindingLedger:
             found = list(self._findings.values())
             folded = _fold_into_incidents(found)
         return [f for f in found if id(f) not in folded][-limit:][::-1]
-
-    @property
-    def detections(self) -> int:
-        return self._detections
-
-    @property
-    def errors(self) -> int:
-        """Detections that could not be kept (logged)."""
-        return self._errors
 
     def __len__(self) -> int:
         return len(self._findings)
@@ -358,7 +344,7 @@ class FindingLedger:
             finding.count += counted[0]
             finding.count_exact = finding.count_exact and counted[1]
         if self._represents(pattern, n, finding):
-            self._represent(finding, pattern, window, ordinals, changes)
+            self._represent(finding, pattern, window, ordinals)
 
     def _represents(self, pattern: Pattern, n: int, finding: Finding) -> bool:
         if self.keep == "latest" or finding.window_tasks < 0:
@@ -367,12 +353,10 @@ class FindingLedger:
             return n > finding.window_tasks
         return pattern.confidence > finding.pattern.confidence
 
-    def _represent(self, finding: Finding, pattern: Pattern, window: MetricMatrix,
-                   ordinals: np.ndarray | None, changes: tuple[int, ...]) -> None:
+    def _represent(self, finding: Finding, pattern: Pattern, window: MetricMatrix, ordinals: np.ndarray | None) -> None:
         finding.window_tasks = window.n_tasks
         finding.evidence = plot_evidence(pattern, window) if self.evidence else {}
         finding.spans = span_ids(pattern.involved)
-        finding.positions = list(changes)
         if ordinals is None:
             pattern = _in_time_terms(pattern, window)
         elif self.positions is not None:
@@ -380,7 +364,7 @@ class FindingLedger:
             first, last = self.positions.place(int(ordinals[0])), self.positions.place(int(ordinals[-1]))
             finding.scope = (f"{window.n_tasks:,} spans of {pattern.group}: span {first[1]:,} of {first[0]} "
                              f"to span {last[1]:,} of {last[0]}")
-            pattern = self._in_input_terms(pattern, window, ordinals, finding)
+            pattern = self._in_input_terms(pattern, ordinals)
         finding.pattern = self._trimmed(pattern)
 
     def _trimmed(self, pattern: Pattern) -> Pattern:
@@ -432,9 +416,8 @@ class FindingLedger:
                 places[name] = {"file": file, "span": offset, "timestamp": float(window.timestamps[int(value)])}
         return places
 
-    def _in_input_terms(self, pattern: Pattern, window: MetricMatrix, ordinals: np.ndarray,
-                        finding: Finding) -> Pattern:
-        """The description with window rows as places in the input and whole-input counts."""
+    def _in_input_terms(self, pattern: Pattern, ordinals: np.ndarray) -> Pattern:
+        """The description with window rows as places in the input (whole-input counts: ``_count_in_description``)."""
         assert self.positions is not None
         positions = self.positions
 

@@ -59,8 +59,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def findings_document(findings: Iterable["Finding"], *, summary: str, title: str, live: bool = False,
-                      generated: float | None = None) -> dict[str, Any]:
+def findings_document(findings: Iterable["Finding"], *, summary: str, title: str, live: bool = False) -> dict[str, Any]:
     """What the page's script renders: a one-line summary and every finding (``Finding.to_dict``)."""
     documents = []
     for finding in findings:
@@ -72,7 +71,7 @@ def findings_document(findings: Iterable["Finding"], *, summary: str, title: str
         "title": title,
         "summary": summary,
         "live": live,
-        "generated": time.time() if generated is None else generated,
+        "generated": time.time(),
         "findings": documents,
     }
 
