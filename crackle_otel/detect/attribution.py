@@ -163,6 +163,7 @@ class _Layout:
             eligible[a.eligible + offset] = True
         self.eligible = np.flatnonzero(eligible)
         self.n_rows = n_rows
+        self.counts = self.sums(None, None)  # tasks per slot
 
     def sums(self, present: np.ndarray | None, weights: np.ndarray | None) -> np.ndarray:
         """Per slot, the count (no weights) or weighted sum over the analysed rows in ``present``."""
@@ -237,14 +238,13 @@ def _metric_tests(matrix: MetricMatrix, rows: np.ndarray, layout: _Layout, minim
                   outcomes: dict[bytes, _Batch]) -> list[_Batch]:
     """Rank (or share) tests of every metric; ``outcomes``: 0/1 outcomes already tested, by their bytes."""
     batches: list[_Batch] = []
-    all_counts = layout.sums(None, None)
     for j in _metric_columns(matrix, rows, minimum):
         column = matrix.values[rows, j]
         present = np.isfinite(column)
         everywhere = bool(present.all())
         x = column if everywhere else column[present]
         total = x.size
-        counts = all_counts if everywhere else layout.sums(present, None)
+        counts = layout.counts if everywhere else layout.sums(present, None)
         n1 = counts[layout.eligible]
         n2 = total - n1
         testable = (n1 >= minimum) & (n2 >= minimum)
@@ -302,7 +302,6 @@ def _rate_tests(matrix: MetricMatrix, rows: np.ndarray, layout: _Layout, outcome
     bits = matrix.failure_bits[rows]
     if not bits.any():
         return []
-    counts = layout.sums(None, None)
     batches: list[_Batch] = []
     for signal in Failure:
         failed = (bits & signal) != 0
@@ -318,7 +317,7 @@ def _rate_tests(matrix: MetricMatrix, rows: np.ndarray, layout: _Layout, outcome
         if slots.size == 0:
             continue
         hits = layout.sums(None, failed.astype(float))[slots]
-        batches.append(_proportion_tests(slots, "rate", RATE_NAMES[signal], hits, counts[slots], total_failed,
+        batches.append(_proportion_tests(slots, "rate", RATE_NAMES[signal], hits, layout.counts[slots], total_failed,
                                          layout.n_rows, two_sided=False))
         outcomes[failed.tobytes()] = batches[-1]
     return batches
