@@ -242,7 +242,8 @@ class FindingLedger:
             return
         start, stop = float(window.timestamps[0]), float(window.timestamps[-1])
         with self._lock:
-            self._note_context(group, window, patterns)
+            if self.evidence:  # only an incident's plot reads the context
+                self._note_context(group, window, patterns)
             for pattern in patterns:
                 try:
                     self._fold(pattern, window, ordinals, fresh_from, start, stop)
