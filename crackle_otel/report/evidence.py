@@ -198,15 +198,12 @@ def _groups(pattern: Pattern, window: MetricMatrix, metrics: list[str],
             members: tuple[str, np.ndarray] | None = None) -> dict[str, Any]:
     """The involved tasks (by role), or the ``members`` (a name and a row mask), against the rest of the window."""
     if members is not None:
-        name, mask = members
-        chosen = np.flatnonzero(mask)
+        name, involved = members  # all of the value's tasks are set apart, not only those drawn
+        chosen = np.flatnonzero(involved)
         by_role = {name: chosen[_sample_rows(chosen.size)].tolist()}
     else:
         by_role = _involved_rows(pattern, window)
         by_role.pop("rest", None)
-    if members is not None:
-        involved = members[1]  # all of the value's tasks, not only those drawn
-    else:
         involved = np.zeros(window.n_tasks, dtype=bool)
         for rows in by_role.values():
             involved[rows] = True
