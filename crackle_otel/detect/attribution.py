@@ -49,7 +49,7 @@ from ..matrix import MetricMatrix
 from ..patterns import InvolvedTask, Pattern, PatternKind
 from ..profile import ThermalProfile
 from ._explain import DistinguishingValue, Explainer
-from ._stats import counter_columns, usable_columns
+from ._stats import counter_columns, even_sample, usable_columns
 
 LABEL = "label"  # the task label as a pseudo-attribute (the span name, when groups mix them)
 _MAX_ROWS = 20_000  # tasks compared (evenly spaced beyond): plenty of power, bounded cost
@@ -73,7 +73,7 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
     minimum = rate.min_attributed_tasks
     if matrix.n_tasks < 2 * minimum:
         return []
-    rows = _analysed_rows(matrix.n_tasks)
+    rows = even_sample(np.arange(matrix.n_tasks), _MAX_ROWS)
     attributes, skipped = _attributes(matrix, rows, minimum)
     if not attributes:
         return []
@@ -100,12 +100,6 @@ def detect(matrix: MetricMatrix, profile: ThermalProfile) -> list[Pattern]:
 
 
 # ------------------------------------------------------------------ inputs
-def _analysed_rows(n: int) -> np.ndarray:
-    if n <= _MAX_ROWS:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, _MAX_ROWS).round().astype(np.intp))
-
-
 @dataclass(frozen=True)
 class _Attribute:
     name: str

@@ -44,7 +44,7 @@ from ..matrix import MetricMatrix
 from ..patterns import InvolvedTask, Pattern, PatternKind
 from ..profile import ThermalProfile
 from ._interrupt import checkpoint
-from ._stats import benjamini_hochberg, counter_columns, usable_columns
+from ._stats import benjamini_hochberg, counter_columns, even_sample, usable_columns
 
 MIN_PAIRED_TASKS = 10  # fewest shared tasks for a correlation test
 MIN_MI_TASKS = 50  # gives at least 3 bins per metric (information.bin_count)
@@ -152,7 +152,7 @@ def _evaluate(
     autocorrelation = _lag1_autocorrelation(linear.scores)
 
     # Monotone: Spearman on an evenly spaced sample.
-    sample = _even_sample(n_rows, RANK_SAMPLE)
+    sample = even_sample(np.arange(n_rows), RANK_SAMPLE)
     ranks = _View(sample, _standardize(_average_ranks(data[sample])))
     spearman, rank_shared = _pairwise_correlation(ranks.scores, ranks.scores)
     checkpoint()
@@ -606,12 +606,6 @@ def _correlation_p(r: np.ndarray, effective_n: np.ndarray) -> np.ndarray:
 def _nan_argmax_abs(values: np.ndarray) -> np.ndarray:
     """Row of the largest |value| in each column, ignoring NaN (0 for an all-NaN column)."""
     return np.argmax(np.nan_to_num(np.abs(values), nan=-1.0), axis=0)
-
-
-def _even_sample(n: int, limit: int) -> np.ndarray:
-    if n <= limit:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.intp))
 
 
 def _average_ranks(data: np.ndarray) -> np.ndarray:
