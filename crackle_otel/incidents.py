@@ -278,29 +278,12 @@ class IncidentTracker:
     # ---------------------------------------------------------------- folding
     def explains(self, group: str, pattern: Pattern) -> bool:
         """Whether ``pattern`` of ``group`` describes an incident's spans (then it is folded into it)."""
-        if pattern.kind not in FOLDED_KINDS:
-            return False
         services = self._services_of(group)
-        latest = max((t.timestamp for t in pattern.involved), default=math.inf)
-        for incident in self._incidents:
-            if not incident.ranking:
-                continue
-            incident_services = self._upstream(set().union(*(self._services_of(g) for g in incident.groups)))
-            if services & incident_services and latest >= incident.start - self.window_s:
-                return True
-        return False
-
-    def _upstream(self, services: set[str]) -> set[str]:
-        """``services`` and every service calling them, directly or not: a caller slowing down a
-        little (too little to be one of the incident's changes) during it is the incident's effect."""
-        seen = set(services)
-        frontier = list(services)
-        while frontier:
-            for caller in self._callers.get(frontier.pop(), ()):
-                if caller not in seen:
-                    seen.add(caller)
-                    frontier.append(caller)
-        return seen
+        return any(
+            incident.ranking and explained_by(
+                pattern, services, set().union(*(self._services_of(g) for g in incident.groups)),
+                incident.start, self.window_s, self._callers)
+            for incident in self._incidents)
 
     def holds(self, group: str, pattern: Pattern, now: float) -> bool:
         """Whether a change of ``group`` standing alone is still held back (see module docstring)."""
@@ -413,6 +396,34 @@ class IncidentTracker:
         if others:
             text += f"; other candidates: {', '.join(others)}"
         return text
+
+
+# ------------------------------------------------------------------ folding
+def explained_by(pattern: Pattern, group_services: set[str] | frozenset[str], incident_services: set[str],
+                 start: float, window_s: float, callers: Mapping[str, set[str]], *,
+                 latest: float | None = None) -> bool:
+    """Whether an incident over ``incident_services`` that began at ``start`` explains ``pattern`` of a
+    group of ``group_services``: a phase transition, cluster or outlier set of one of its services, or
+    of a service calling them (``callers``: callee -> its callers), that reaches into the incident's
+    period (``latest``: its newest task's time, by default read from its involved tasks)."""
+    if pattern.kind not in FOLDED_KINDS:
+        return False
+    if latest is None:
+        latest = max((t.timestamp for t in pattern.involved), default=math.inf)
+    return latest >= start - window_s and bool(group_services & upstream(incident_services, callers))
+
+
+def upstream(services: set[str], callers: Mapping[str, set[str]]) -> set[str]:
+    """``services`` and every service calling them, directly or not: a caller slowing down a little
+    (too little to be one of the incident's changes) during it is the incident's effect."""
+    seen = set(services)
+    frontier = list(services)
+    while frontier:
+        for caller in callers.get(frontier.pop(), ()):
+            if caller not in seen:
+                seen.add(caller)
+                frontier.append(caller)
+    return seen
 
 
 # ------------------------------------------------------------------ ranking

@@ -461,29 +461,33 @@ def _in_time_terms(pattern: Pattern, window: MetricMatrix) -> Pattern:
     return dataclasses.replace(pattern, description=_TASK_POSITION.sub(moment, description))
 
 
+def _services_of(group: str) -> set[str]:
+    """The services a group is about: its own, and an edge group's caller too."""
+    edge = edge_of(group)
+    return {service_of(group), edge[0]} if edge else {service_of(group)}
+
+
 def _fold_into_incidents(findings: Sequence[Finding]) -> set[int]:
     """Findings an incident explains (its services, from shortly before it began), listed in it; their ids.
 
     The same rule as ``IncidentTracker.explains``, applied to what a ledger kept: a group's change can
     be kept before the incident it belongs to forms.
     """
-    from ..incidents import FOLDED_KINDS, IncidentTracker
+    from ..incidents import IncidentTracker, explained_by
 
     margin = IncidentTracker().window_s
     incidents = [f for f in findings if f.pattern.kind is PatternKind.INCIDENT]
     folded: set[int] = set()
     for incident in incidents:
         groups = [g.strip() for g in incident.pattern.explanation.get("groups", "").split(",") if g.strip()]
-        services = {service_of(g) for g in groups} | {e[0] for e in map(edge_of, groups) if e}
+        services = set().union(*map(_services_of, groups))
         start = incident.pattern.statistics.get("start_timestamp", incident.first_seen)
         incident.folded = []
         for finding in findings:
             pattern = finding.pattern
             latest = max((task.timestamp for task in pattern.involved), default=finding.last_seen)
-            if pattern.kind not in FOLDED_KINDS or latest < start - margin:
-                continue
-            group_services = {service_of(pattern.group)} | ({edge_of(pattern.group)[0]} if edge_of(pattern.group) else set())
-            if group_services & services:
+            # No call graph here: the stream folded its callers' small slowdowns already.
+            if explained_by(pattern, _services_of(pattern.group), services, start, margin, {}, latest=latest):
                 folded.add(id(finding))
                 incident.folded.append(f"[{pattern.kind}] {pattern.group}: {pattern.description}")
     return folded
