@@ -11,7 +11,7 @@ import logging
 from typing import Callable, Collection
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ..errors import CoolInterrupted
 from ..matrix import MetricMatrix
@@ -37,6 +37,18 @@ DETECTORS: dict[str, tuple[str, Detector]] = {
 # Cheap enough to run at every cool of a stream; the others run on a slower cadence (otel/furnace.py).
 EDGE_DETECTORS = frozenset({"edge_shift"})
 
+_blas_threads: ThreadpoolController | None = None
+
+
+def _one_blas_thread():
+    """A context that holds BLAS to one thread. The controller is made once: making one
+    reads /proc/self/maps to find the libraries (0.3-3 ms, more than a small group's whole
+    edge look); by the first cool numpy's and scipy's BLAS are loaded (the detectors import them)."""
+    global _blas_threads
+    if _blas_threads is None:
+        _blas_threads = ThreadpoolController()
+    return _blas_threads.limit(limits=1, user_api="blas")
+
 
 def run_detectors(
     matrix: MetricMatrix, profile: ThermalProfile, *, should_stop: Callable[[], bool] | None = None,
@@ -56,7 +68,7 @@ def run_detectors(
     # (multi-threaded OpenBLAS made a cool 5-20x slower on a busy 2-core machine, not faster).
     # Extreme but valid values (1e308) overflow squares and sums: the detectors treat the
     # resulting inf/NaN as missing, so numpy's warnings would only be noise on the host's stderr.
-    with threadpool_limits(limits=1, user_api="blas"), np.errstate(all="ignore"), interruptible(should_stop):
+    with _one_blas_thread(), np.errstate(all="ignore"), interruptible(should_stop):
         for name, (switch, detector) in DETECTORS.items():
             if not getattr(profile, switch) or (only is not None and name not in only):
                 continue

@@ -16,9 +16,14 @@ since the last cool):
 - two tests: a rank test (Mann-Whitney U; latency is heavy-tailed, ranks do
   not care) from ``MIN_RECENT`` tasks on, and from ``MIN_FEW`` on a test of
   them all lying far out in the usual tail (``_all_beyond``): a sparse
-  service's three calls at twenty times their usual latency are a shift;
+  service's three calls at twenty times their usual latency are a shift,
+  even when its usual is only a dozen calls (how far beyond everything seen
+  they lie is read from a log-normal fit of the usual, its uncertainty
+  included);
 - an effect that matters: the ratio of medians reaches the profile's
-  ``min_shift_ratio`` (metrics of positive values only: times, sizes, counts);
+  ``min_shift_ratio`` (metrics of positive values: times, sizes, counts; the
+  rare zero or negative value of such a metric — a call whose callee's span
+  outlasted the caller's — has no place on a log scale and is left out);
 - false alarms controlled across groups and cools, not per test: each test
   is held to ``significance / 100`` shared among the metrics tested, so a
   system of hundreds of groups cooled every few seconds stays quiet;
@@ -36,7 +41,7 @@ import math
 from datetime import datetime, timezone
 
 import numpy as np
-from scipy.stats import mannwhitneyu
+from scipy.stats import chi2, mannwhitneyu, norm
 
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
@@ -47,11 +52,15 @@ from ._stats import counter_columns, usable_columns
 MIN_RECENT = 6  # fewest newest tasks the rank test reads
 MIN_FEW = 3  # fewest newest tasks judged at all: all of them far out in the usual tail (see _all_beyond)
 MIN_FEW_SPAN_S = 5.0  # fewer than MIN_RECENT tasks must span this much time (a stall hits requests at once)
-MIN_REFERENCE = 12  # fewest tasks before them
+MIN_REFERENCE = 8  # fewest tasks before them (a sparse edge sees a few calls a minute)
 REFERENCE = 512  # the usual: at most this many tasks before the recent stretch
 MAX_AGE_S = 90.0  # the recent stretch reaches back at most this far from the newest task
 FAMILY_SHARE = 0.01  # each group's tests share significance x this
 _MIN_LEVELS = 5  # a metric with fewer distinct values is a flag or a category, not a level
+_MAX_NOT_POSITIVE = 0.05  # share (or one value) of a level's values that may be zero or less (left out)
+# Least spread (sd of log values) granted a small usual: a dozen calls that happened to agree
+# closely do not show how much a service's latency wanders (0.4: about +-50 %).
+_MIN_LOG_SPREAD = 0.4
 _PER_SIDE = 16  # linked tasks on each side of the change
 
 
@@ -94,7 +103,10 @@ def _recent_rows(matrix: MetricMatrix) -> np.ndarray | None:
 
 def _is_level(column: np.ndarray) -> bool:
     present = column[np.isfinite(column)]
-    return bool(present.size and present.min() > 0 and np.unique(present).size >= _MIN_LEVELS)
+    positive = present[present > 0]
+    not_positive = present.size - positive.size
+    return bool(not_positive <= max(1.0, _MAX_NOT_POSITIVE * present.size)
+                and np.unique(positive).size >= _MIN_LEVELS)
 
 
 def _sizes(available: int) -> list[int]:
@@ -111,8 +123,8 @@ def _sizes(available: int) -> list[int]:
 def _shift(matrix: MetricMatrix, j: int, reference: np.ndarray, recent: np.ndarray, alpha: float,
            profile: ThermalProfile) -> Pattern | None:
     column = matrix.values[:, j]
-    before_rows = reference[np.isfinite(column[reference])]
-    present = recent[np.isfinite(column[recent])]
+    before_rows = reference[column[reference] > 0]  # NaN compares False: missing values drop out too
+    present = recent[column[recent] > 0]
     if before_rows.size < MIN_REFERENCE or present.size < MIN_FEW:
         return None
     before = column[before_rows]
@@ -189,14 +201,41 @@ def _all_beyond(log_after: np.ndarray, log_before: np.ndarray, rose: bool) -> fl
     That is q ** k, with q the tail probability (on a log scale) of that least extreme
     value under the usual: the tail model of ``_tails`` where the reference is large
     enough, else the share of reference values as far out (plus one, for the unseen).
+    Beyond every reference value that share can only say "under 1/(n+1)" each; there a
+    normal fit of the few reference log values (``_beyond_all_seen``) says how far under.
     """
     reference = log_before if rose else -log_before
     nearest = float(log_after.min() if rose else -log_after.max())
+    k = log_after.size
     if _tails.fits(reference.size):
-        q = float(_tails.tail_probability(reference, np.array([nearest]))[0])
-    else:
-        q = (np.count_nonzero(reference >= nearest) + 1) / (reference.size + 1)
-    return q ** log_after.size
+        return float(_tails.tail_probability(reference, np.array([nearest]))[0]) ** k
+    as_far = np.count_nonzero(reference >= nearest)
+    p_value = ((as_far + 1) / (reference.size + 1)) ** k
+    if as_far == 0:
+        p_value = min(p_value, _beyond_all_seen(reference, nearest, k))
+    return p_value
+
+
+# Posterior draws of a normal sample's spread and centre, as standard quantiles: the spread
+# through chi-square quantiles (per sample size), the centre through Gauss-Hermite nodes.
+_SPREAD_PROBABILITIES = (np.arange(256) + 0.5) / 256
+_CENTRE_NODES, _CENTRE_WEIGHTS = np.polynomial.hermite_e.hermegauss(24)
+_CENTRE_WEIGHTS = _CENTRE_WEIGHTS / _CENTRE_WEIGHTS.sum()
+
+
+def _beyond_all_seen(reference: np.ndarray, value: float, k: int) -> float:
+    """P(k new values all >= value) if values are normal like the few ``reference`` values
+    (log scale). Centre and spread are not known, only estimated from the reference, and
+    the k values share that uncertainty: the probability is averaged over the posterior of
+    both (flat prior on the centre and the log spread), not taken as a power of one tail
+    probability, which would treat one lucky narrow estimate as k independent surprises.
+    The sample's spread is taken as at least ``_MIN_LOG_SPREAD``."""
+    n = reference.size
+    spread = max(float(np.std(reference, ddof=1)), _MIN_LOG_SPREAD)
+    sigma = spread * np.sqrt((n - 1) / chi2.ppf(_SPREAD_PROBABILITIES, n - 1))  # (S,)
+    centre = float(np.mean(reference)) + np.outer(sigma / math.sqrt(n), _CENTRE_NODES)  # (S, C)
+    tail = norm.sf((value - centre) / sigma[:, None])
+    return float(np.mean((tail**k) @ _CENTRE_WEIGHTS))
 
 
 def _where_it_began(column: np.ndarray, before_rows: np.ndarray, after_rows: np.ndarray, rose: bool) -> int:
