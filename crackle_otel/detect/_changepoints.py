@@ -380,9 +380,10 @@ def _optimal_partition(costs: np.ndarray, beta: float, max_changes: int) -> list
     best = np.full(g, np.inf)
     best[0] = -beta
     previous = np.zeros(g, dtype=np.intp)
+    into = np.ascontiguousarray(costs.T)  # into[j, i]: segment i -> j, read a row at a time
     for j in range(1, g):
-        candidates = best[:j] + costs[:j, j]
-        i = int(np.argmin(candidates))
+        candidates = best[:j] + into[j, :j]
+        i = int(candidates.argmin())
         best[j] = candidates[i] + beta
         previous[j] = i
     changes = []

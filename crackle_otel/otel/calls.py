@@ -31,7 +31,7 @@ counted in ``stats()``).
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -99,8 +99,11 @@ class CallGraph:
         self.max_spans = max_spans
         self.max_age_s = max_age_s
         self._lock = threading.Lock()
-        self._parents: dict[tuple[int, int], _Parent] = {}  # (trace, span) -> facts, oldest first
-        self._waiting: dict[tuple[int, int], list[_Child]] = {}  # (trace, parent span) -> children seen
+        # Oldest first, forgotten from the front. OrderedDicts, not dicts: a dict's first key after
+        # deletions at its front is found by scanning past the deleted slots (up to max_spans of them
+        # per span observed: 1.8 s per 100k spans at the default 16,384, against 0.1 s).
+        self._parents: OrderedDict[tuple[int, int], _Parent] = OrderedDict()  # (trace, span) -> facts
+        self._waiting: OrderedDict[tuple[int, int], list[_Child]] = OrderedDict()  # (trace, parent span) -> children
         self._waiting_count = 0
         self._edges: Counter[Edge] = Counter()  # calls seen per edge
         self._forgotten = 0
