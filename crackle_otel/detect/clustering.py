@@ -343,13 +343,23 @@ def _scale_and_level(column: np.ndarray, rows: np.ndarray, smallest: float, alph
 
 
 def _blocks(values: np.ndarray) -> list[np.ndarray]:
-    """Consecutive blocks of time-ordered values, each of at least _MIN_BLOCK."""
-    return np.array_split(values, max(1, min(_DRIFT_BLOCKS, values.size // _MIN_BLOCK)))
+    """Consecutive blocks of time-ordered values, each of at least _MIN_BLOCK, as rows of at most two matrices.
+
+    As ``np.array_split`` into min(_DRIFT_BLOCKS, size // _MIN_BLOCK) blocks (the first
+    ``size % count`` one value longer), but one block per row: a median per block is
+    then one call per matrix (``axis=1``), not one per block (the same medians).
+    """
+    count = max(1, min(_DRIFT_BLOCKS, values.size // _MIN_BLOCK))
+    size, longer = divmod(values.size, count)
+    cut = longer * (size + 1)
+    matrices = [values[:cut].reshape(longer, size + 1), values[cut:].reshape(count - longer, size)]
+    return [matrix for matrix in matrices if matrix.shape[0]]
 
 
 def _spread_instability(residuals: np.ndarray) -> float:
     """How much the spread of time-ordered residuals (around a moving level) changes from block to block (sd of log MAD)."""
-    spreads = np.array([np.median(np.abs(block - np.median(block))) for block in _blocks(residuals)])
+    spreads = np.concatenate([np.median(np.abs(blocks - np.median(blocks, axis=1, keepdims=True)), axis=1)
+                              for blocks in _blocks(residuals)])
     spreads = spreads[spreads > 0]
     return float(np.std(np.log(spreads))) if spreads.size >= 2 else math.inf
 
@@ -379,16 +389,17 @@ def _time_local_level(rows: np.ndarray, column: np.ndarray, alpha: float) -> _Le
     if not spread > 0:
         return None
     blocks = _blocks(values)
-    medians = np.array([np.median(block) for block in blocks])
+    medians = np.concatenate([np.median(rows_of_blocks, axis=1) for rows_of_blocks in blocks])
     if np.max(np.abs(medians - overall)) < _MIN_DRIFT * spread:
         return None
     # Standard error of a block median: 1 / (2 f sqrt(size)), f the density at the overall median.
     density = np.count_nonzero(np.abs(values - overall) < 0.5 * spread) / (size * spread)
     if density <= 0:
         return None
-    standard_errors = 1.0 / (2 * density * np.sqrt([block.size for block in blocks]))
+    sizes = np.concatenate([np.full(matrix.shape[0], matrix.shape[1]) for matrix in blocks])
+    standard_errors = 1.0 / (2 * density * np.sqrt(sizes))
     statistic = float(np.sum(((medians - overall) / standard_errors) ** 2))
-    if chi2.sf(statistic, len(blocks) - 1) > alpha:
+    if chi2.sf(statistic, sizes.size - 1) > alpha:
         return None
     window = min(_MAX_LEVEL_WINDOW, max(_MIN_LEVEL_WINDOW, size // _DRIFT_BLOCKS)) | 1
     local, uncertainty = _edge_preserving_median(values, window, rows, column)
