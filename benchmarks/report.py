@@ -9,7 +9,8 @@ file exporter's default), each timed ``--rounds`` times, the two ways interleave
   CPU fault in recommendationservice, then the following files until the span count is reached; read
   through ``benchmarks/nezha.py``). Skipped with a note when the data is not there.
 
-For each: ``plain`` = ``analyze_files`` as `crackle-otel analyze` runs without a report (the
+For each: ``plain`` = ``analyze_files`` as `crackle-otel analyze` runs without a report, in a process
+prepared as the command prepares its own (``prepare_batch_process``) (the
 baseline, measured in the same run); ``report`` = the same with plot data kept (``evidence=True``)
 plus writing the HTML (``render_report``), i.e. what ``--report`` runs; the ratio report/plain (in
 CPU seconds of this process, which a machine shared with other work disturbs less than wall time);
@@ -34,7 +35,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from crackle_otel.demo import CHECKOUTS, SIMULATED_SPAN_GAP_S, run_workload, save_spans
-from crackle_otel.gateway.analyze import analyze_files
+from crackle_otel.gateway.analyze import analyze_files, prepare_batch_process
 from crackle_otel.otel.config import CrackleConfig
 from crackle_otel.report.html import render_report
 
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nezha")
     args = parser.parse_args()
+    prepare_batch_process()  # as `crackle-otel analyze` does in its process (allocator, garbage collector)
     config = CrackleConfig.load({}, exporter="none")
     with tempfile.TemporaryDirectory() as tmp:
         inputs: list[tuple[str, Path, int, str]] = []

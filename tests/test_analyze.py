@@ -8,6 +8,7 @@ between records_in and records_out in ``etl | process batch``.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import platform
@@ -401,3 +402,14 @@ def test_a_bad_crackle_variable_is_named_not_ignored(tmp_path, capsys, monkeypat
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_analyze_keeps_freed_memory_for_reuse_under_glibc():
     assert keep_freed_memory() is True  # glibc accepted both options (mallopt returns 1 for each)
+
+
+def test_the_analyze_command_collects_garbage_rarely_in_its_own_process(tmp_path):
+    requests, _ = workload(n=200)
+    path = write_json_lines(tmp_path / "spans.jsonl", requests)
+    thresholds = gc.get_threshold()
+    try:
+        assert main(["analyze", str(path)]) == 0
+        assert gc.get_threshold()[0] >= 50_000  # a kiln keeps its newest objects: the default 700 meant full collections
+    finally:
+        gc.set_threshold(*thresholds)
