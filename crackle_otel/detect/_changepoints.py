@@ -35,6 +35,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -286,14 +287,20 @@ class ARSegmentCost:
         return xs, sy, syy, sty - (start - self._offset) * sy, m
 
     def flat(self, start, end) -> np.ndarray:
-        xs, sy, syy, _, m = self._sums(start, end)
+        return self._flat(self._sums(start, end))
+
+    def _flat(self, sums) -> np.ndarray:
+        xs, sy, syy, _, m = sums
         b1 = self.w0 * xs + self.c * sy
         a11 = self.w0 + self.c * self.c * m
         return np.maximum(self.w0 * xs * xs + syy - b1 * b1 / a11, 0.0) * self.scale
 
     def _line(self, start, end):
         """Normal equations of the line a + b u per segment: (a11, a12, a22, b1, b2, total sum of squares)."""
-        xs, sy, syy, suy, m = self._sums(start, end)
+        return self._line_of(self._sums(start, end))
+
+    def _line_of(self, sums):
+        xs, sy, syy, suy, m = sums
         c, phi = self.c, self.phi
         su = m * (m + 1) / 2.0
         suu = m * (m + 1) * (2 * m + 1) / 6.0
@@ -305,7 +312,10 @@ class ARSegmentCost:
         return a11, a12, a22, b1, b2, self.w0 * xs * xs + syy
 
     def sloped(self, start, end) -> np.ndarray:
-        a11, a12, a22, b1, b2, total = self._line(start, end)
+        return self._sloped(self._sums(start, end))
+
+    def _sloped(self, sums) -> np.ndarray:
+        a11, a12, a22, b1, b2, total = self._line_of(sums)
         det = a11 * a22 - a12 * a12
         with np.errstate(divide="ignore", invalid="ignore"):
             explained = np.where(det > 0, (a22 * b1 * b1 - 2 * a12 * b1 * b2 + a11 * b2 * b2) / det, b1 * b1 / a11)
@@ -351,23 +361,37 @@ class Segmentation:
         return np.repeat(self.start_level, lengths) + np.repeat(self.slope, lengths) * local
 
 
+@functools.lru_cache(maxsize=32)
+def _grid_cells(n: int, min_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate positions for ``n`` points, and which grid segments are long enough: (positions, mask, starts, ends).
+
+    The same for every series of a window (its metrics, both passes of a level search): cached.
+    """
+    positions = np.unique(np.linspace(0, n, min(GRID, n) + 1).round().astype(np.intp))
+    start, end = np.meshgrid(positions, positions, indexing="ij")
+    ok = end - start >= min_size
+    cells = (positions, ok, start[ok], end[ok])
+    for array in cells:
+        array.flags.writeable = False
+    return cells
+
+
 class _Grid:
     """Segment costs between every pair of candidate positions (inf where a segment is too short)."""
 
     def __init__(self, cost: ARSegmentCost, min_size: int, slopes: bool) -> None:
-        n = cost.n
-        self.positions = np.unique(np.linspace(0, n, min(GRID, n) + 1).round().astype(np.intp))
-        p = self.positions
-        start, end = np.meshgrid(p, p, indexing="ij")
-        length = end - start
-        ok = length >= min_size
-        s, e = start[ok], end[ok]
-        self.flat = np.full(start.shape, np.inf)
-        self.flat[ok] = cost.flat(s, e)
-        self.sloped = np.full(start.shape, np.inf)
+        self.positions, ok, s, e = _grid_cells(cost.n, min_size)
+        shape = (self.positions.size, self.positions.size)
+        sums = cost._sums(s, e)
+        self.flat = np.full(shape, np.inf)
+        self.flat[ok] = cost._flat(sums)
+        self.sloped = np.full(shape, np.inf)
         if slopes:
-            ok_sloped = length >= max(MIN_SLOPED, min_size)
-            self.sloped[ok_sloped] = cost.sloped(start[ok_sloped], end[ok_sloped])
+            if min_size >= MIN_SLOPED:  # the same segments: the same sums
+                self.sloped[ok] = cost._sloped(sums)
+            else:
+                _, ok_sloped, s, e = _grid_cells(cost.n, MIN_SLOPED)
+                self.sloped[ok_sloped] = cost.sloped(s, e)
 
     def costs(self, gamma: float) -> np.ndarray:
         """Best-model cost of every grid segment, a sloped one paying ``gamma``."""
@@ -434,10 +458,11 @@ def segment(x: np.ndarray, noise: Noise, beta: float, *, min_size: int = MIN_FLA
 def _segment_cost(cost: ARSegmentCost, start, end, gamma: float, slopes: bool, min_size: int):
     """Best-model cost of segments (arrays), and whether each is sloped."""
     start, end = np.asarray(start), np.asarray(end)
-    flat = cost.flat(start, end)
+    sums = cost._sums(start, end)
+    flat = cost._flat(sums)
     if not slopes:
         return flat, np.zeros(flat.shape, dtype=bool)
-    sloped = np.where(end - start >= max(MIN_SLOPED, min_size), cost.sloped(start, end) + gamma, np.inf)
+    sloped = np.where(end - start >= max(MIN_SLOPED, min_size), cost._sloped(sums) + gamma, np.inf)
     return np.minimum(flat, sloped), sloped < flat
 
 
