@@ -202,7 +202,8 @@ class IncidentTracker:
         incidents = self._match(components)
         reports = []
         for incident in incidents:
-            incident.ranking = _rank(incident.members.values(), facts, callees)
+            incident.ranking = _keep_standing_origin(
+                _rank(incident.members.values(), facts, callees), incident.reported_origin)
             if not incident.ranking:
                 continue
             origin = incident.ranking[0][0]
@@ -495,6 +496,26 @@ def _rank(changes: Iterable[Change], facts: Mapping[str, GroupFacts],
         if s2 >= _NEAR_TIE * s1 and _calls(first, second, changes, facts):
             ranked[i], ranked[i + 1] = ranked[i + 1], ranked[i]
     return [(service, score, change) for service, (score, change) in ranked if score > 0]
+
+
+def _keep_standing_origin(ranking: list[tuple[str, float, Change]],
+                          reported: str) -> list[tuple[str, float, Change]]:
+    """The origin already reported stays first until another candidate is clearly stronger.
+
+    Evidence keeps arriving while an incident stands, and two candidates within a few per
+    cent of each other trade places from one cool to the next (a caller's span that wraps a
+    call nothing traced rises with the callee); naming a new origin at every such turn
+    re-reports the incident and tells an SRE to look elsewhere on no new information.
+    Clearly stronger: the reported origin's score falls below ``_NEAR_TIE`` of the leader's.
+    """
+    if not ranking or not reported or ranking[0][0] == reported:
+        return ranking
+    for i, (service, score, _) in enumerate(ranking):
+        if service == reported:
+            if score >= _NEAR_TIE * ranking[0][1]:
+                return [ranking[i], *ranking[:i], *ranking[i + 1:]]
+            break
+    return ranking
 
 
 OWN_TIME, PEER_TIME, WAIT, EFFECT = "own time", "peer time", "wait", "effect"

@@ -243,3 +243,18 @@ def test_an_incident_is_reported_once_while_it_stands():
     assert len(tracker.update(changes(1010), FACTS, CALLS, 1010)) == 1
     for now in (1025, 1040, 1055):
         assert tracker.update(changes(now), FACTS, CALLS, now) == []
+
+
+def test_a_reported_origin_stays_until_another_is_clearly_stronger():
+    # cart is reported first; a wait on payment then rises within a few per cent of it (no new
+    # report, cart still named first), and only a clearly stronger rise moves the origin.
+    tracker = IncidentTracker()
+    cart = lambda now: change("cart | GetCart", SELF_TIME, 1, 64, seen=now)  # noqa: E731
+    first = tracker.update([cart(1010), change("checkout | PlaceOrder", DURATION, 30, 60, seen=1010)],
+                           FACTS, CALLS, 1010)
+    assert first[0].explanation["origins"].startswith("cart")
+    near_tie = [cart(1025), change("checkout -> payment | Charge", CALL_GAP, 1, 66, seen=1025)]
+    assert tracker.update(near_tie, FACTS, CALLS, 1025) == []
+    clearly = [cart(1040), change("checkout -> payment | Charge", CALL_GAP, 1, 1000, seen=1040)]
+    moved = tracker.update(clearly, FACTS, CALLS, 1040)
+    assert len(moved) == 1 and moved[0].explanation["origins"].startswith("payment")
