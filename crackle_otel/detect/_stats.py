@@ -25,6 +25,29 @@ def even_sample(values: np.ndarray, limit: int) -> np.ndarray:
     return values[np.linspace(0, values.size - 1, limit).round().astype(np.intp)]
 
 
+def column_medians(values: np.ndarray) -> np.ndarray:
+    """Per-column median of a 2-D array, NaN left out (NaN for a column with none): ``np.nanmedian(axis=0)``.
+
+    The same values, without numpy's route for it: on fewer than 600 rows nanmedian goes
+    through masked arrays, on more through one Python call per column (0.5-2 ms a call on a
+    window's sample; clustering makes several per window). Here columns without NaN take
+    one ``np.median`` together and only the others are done one by one.
+    """
+    missing = np.isnan(values)
+    if values.shape[0] == 0:
+        return np.full(values.shape[1], np.nan)
+    if not missing.any():
+        return np.median(values, axis=0)
+    gaps = missing.any(axis=0)
+    result = np.empty(values.shape[1])
+    if not gaps.all():
+        result[~gaps] = np.median(values[:, ~gaps], axis=0)
+    for j in np.flatnonzero(gaps):
+        kept = values[~missing[:, j], j]
+        result[j] = np.median(kept) if kept.size else np.nan
+    return result
+
+
 def usable_columns(values: np.ndarray, min_count: int) -> np.ndarray:
     """Indices of columns with at least ``min_count`` present values and some spread."""
     present = np.isfinite(values)

@@ -54,7 +54,7 @@ from ..profile import ThermalProfile
 from . import _tails
 from ._interrupt import checkpoint
 from ._explain import Explainer
-from ._stats import MAD_TO_SIGMA, counter_columns, usable_columns
+from ._stats import MAD_TO_SIGMA, column_medians, counter_columns, usable_columns
 
 _SAMPLE_SIZE = 4000  # tasks the split search and the scale estimates read; the assignment reads all
 _MAX_CLUSTERS = 8
@@ -572,7 +572,7 @@ def _candidate_projections(points: np.ndarray, min_side: int) -> list[np.ndarray
     projections = [points[:, j] for j in range(m) if present[:, j].sum() >= 2 * min_side]
     # Principal axes need many more tasks than metrics, or noise looks separable.
     if m >= 2 and n >= 5 * m:
-        center = np.nanmedian(points, axis=0)
+        center = column_medians(points)
         centred = np.where(present & np.isfinite(center), points - np.nan_to_num(center), 0.0)
         clipped = np.clip(centred, -_PCA_CLIP, _PCA_CLIP)
         checkpoint()
@@ -650,9 +650,9 @@ def _group_center_spread(z_rows: np.ndarray, min_present: int = 3) -> tuple[np.n
     """Per-metric median and MAD-sigma of some rows; NaN where too few have the metric."""
     if z_rows.shape[0] == 0:
         return np.full(z_rows.shape[1], np.nan), np.full(z_rows.shape[1], np.nan)
-    center = np.nanmedian(z_rows, axis=0)
+    center = column_medians(z_rows)
     deviation = np.abs(z_rows - center)
-    spread = np.nanmedian(deviation, axis=0) * MAD_TO_SIGMA
+    spread = column_medians(deviation) * MAD_TO_SIGMA
     for j in np.flatnonzero(~(spread > 0) & np.isfinite(center)):
         present = np.isfinite(z_rows[:, j])
         spread[j] = _spread_without_mad(deviation[present, j], z_rows[present, j])
