@@ -275,7 +275,8 @@ class ARSegmentCost:
         self._yy = _prefix(y * y)
         self._ty = _prefix(t * y)
 
-    def _sums(self, start, end):
+    def sums(self, start, end):
+        """Sums over segments [start, end) (arrays) that both costs read: computed once for both."""
         start = np.asarray(start)
         end = np.asarray(end)
         first = start + 1
@@ -286,20 +287,14 @@ class ARSegmentCost:
         xs = self._x[np.minimum(start, self.n - 1)]
         return xs, sy, syy, sty - (start - self._offset) * sy, m
 
-    def flat(self, start, end) -> np.ndarray:
-        return self._flat(self._sums(start, end))
-
-    def _flat(self, sums) -> np.ndarray:
+    def flat(self, sums) -> np.ndarray:
         xs, sy, syy, _, m = sums
         b1 = self.w0 * xs + self.c * sy
         a11 = self.w0 + self.c * self.c * m
         return np.maximum(self.w0 * xs * xs + syy - b1 * b1 / a11, 0.0) * self.scale
 
-    def _line(self, start, end):
+    def _line(self, sums):
         """Normal equations of the line a + b u per segment: (a11, a12, a22, b1, b2, total sum of squares)."""
-        return self._line_of(self._sums(start, end))
-
-    def _line_of(self, sums):
         xs, sy, syy, suy, m = sums
         c, phi = self.c, self.phi
         su = m * (m + 1) / 2.0
@@ -311,11 +306,8 @@ class ARSegmentCost:
         b2 = c * suy + phi * sy
         return a11, a12, a22, b1, b2, self.w0 * xs * xs + syy
 
-    def sloped(self, start, end) -> np.ndarray:
-        return self._sloped(self._sums(start, end))
-
-    def _sloped(self, sums) -> np.ndarray:
-        a11, a12, a22, b1, b2, total = self._line_of(sums)
+    def sloped(self, sums) -> np.ndarray:
+        a11, a12, a22, b1, b2, total = self._line(sums)
         det = a11 * a22 - a12 * a12
         with np.errstate(divide="ignore", invalid="ignore"):
             explained = np.where(det > 0, (a22 * b1 * b1 - 2 * a12 * b1 * b2 + a11 * b2 * b2) / det, b1 * b1 / a11)
@@ -323,7 +315,7 @@ class ARSegmentCost:
 
     def fit(self, start: int, end: int, sloped: bool) -> tuple[float, float]:
         """(mean at the segment's first point, slope per point) of one segment."""
-        a11, a12, a22, b1, b2, _ = (float(v[0]) for v in self._line(np.array([start]), np.array([end])))
+        a11, a12, a22, b1, b2, _ = (float(v[0]) for v in self._line(self.sums(np.array([start]), np.array([end]))))
         det = a11 * a22 - a12 * a12
         if not sloped or det <= 0:
             return b1 / a11, 0.0
@@ -382,16 +374,16 @@ class _Grid:
     def __init__(self, cost: ARSegmentCost, min_size: int, slopes: bool) -> None:
         self.positions, ok, s, e = _grid_cells(cost.n, min_size)
         shape = (self.positions.size, self.positions.size)
-        sums = cost._sums(s, e)
+        sums = cost.sums(s, e)
         self.flat = np.full(shape, np.inf)
-        self.flat[ok] = cost._flat(sums)
+        self.flat[ok] = cost.flat(sums)
         self.sloped = np.full(shape, np.inf)
         if slopes:
             if min_size >= MIN_SLOPED:  # the same segments: the same sums
-                self.sloped[ok] = cost._sloped(sums)
+                self.sloped[ok] = cost.sloped(sums)
             else:
                 _, ok_sloped, s, e = _grid_cells(cost.n, MIN_SLOPED)
-                self.sloped[ok_sloped] = cost.sloped(s, e)
+                self.sloped[ok_sloped] = cost.sloped(cost.sums(s, e))
 
     def costs(self, gamma: float) -> np.ndarray:
         """Best-model cost of every grid segment, a sloped one paying ``gamma``."""
@@ -458,11 +450,11 @@ def segment(x: np.ndarray, noise: Noise, beta: float, *, min_size: int = MIN_FLA
 def _segment_cost(cost: ARSegmentCost, start, end, gamma: float, slopes: bool, min_size: int):
     """Best-model cost of segments (arrays), and whether each is sloped."""
     start, end = np.asarray(start), np.asarray(end)
-    sums = cost._sums(start, end)
-    flat = cost._flat(sums)
+    sums = cost.sums(start, end)
+    flat = cost.flat(sums)
     if not slopes:
         return flat, np.zeros(flat.shape, dtype=bool)
-    sloped = np.where(end - start >= max(MIN_SLOPED, min_size), cost._sloped(sums) + gamma, np.inf)
+    sloped = np.where(end - start >= max(MIN_SLOPED, min_size), cost.sloped(sums) + gamma, np.inf)
     return np.minimum(flat, sloped), sloped < flat
 
 
