@@ -19,7 +19,7 @@ truth and prediction, and segmentation covering. The false-change rate is the sh
 of change-free series (white Gaussian, AR(1), heavy-tailed) given any change point.
 
     pip install -e '.[bench]'
-    python benchmarks/changepoints.py [--per-cell 6] [--noise-series 300]
+    python benchmarks/changepoints.py [--per-cell 6] [--noise-series 300] [--seed 11] [--noise-seed 5]
     python benchmarks/changepoints.py --calibrate level|spread   # regenerate the penalty table
 """
 
@@ -303,19 +303,85 @@ def calibrate(stage: str, count: int, seed: int = 20240611) -> None:
         print(f"        ({n}, {c[0] + c[1] * log_n:.3f}, {c[2] + c[3] / log_n:.3f}),")
 
 
+SHORT_LENGTHS = (10, 12, 15, 20, 25, 30, 40)
+LONG_LENGTHS = (41, 50, 70, 100, 150, 200, 300, 400)
+TRUE_PHIS = (0.0, 0.3, 0.5, 0.7, 0.9)
+MIN_IN_CELL = 30  # fewest series of one true phi in a bin of fitted phi for its tail to count
+EXCEEDANCE = 0.2  # the tail is fitted to this top share of the critical penalties
+
+
+def _exponential_tail(critical: np.ndarray) -> tuple[float, float]:
+    """(a, b) with P(critical > beta) ~ exp(-(beta - a) / b), fitted to the top EXCEEDANCE share.
+
+    Above its (1 - EXCEEDANCE) quantile q the excess is taken as exponential with mean b
+    (maximum likelihood: the mean excess): far steadier than a 99 % quantile of a few hundred.
+    """
+    q = float(np.quantile(critical, 1 - EXCEEDANCE))
+    b = max(float(np.mean(critical[critical > q] - q)), 0.5)
+    return q - b * math.log(1 / EXCEEDANCE), b
+
+
+def _worst(tails: list[tuple[float, float]]) -> tuple[float, float]:
+    """The tail that needs the highest penalty at cp.AUTOCORRELATED_RATE."""
+    return max(tails, key=lambda t: t[0] + t[1] * math.log(1 / cp.AUTOCORRELATED_RATE))
+
+
+def calibrate_by_phi(stage: str, count: int, seed: int = 20261207) -> None:
+    """Print SHORT_CALIBRATION (``short``) or LEVEL_BY_PHI (``level-phi``) from AR(1) noise of every TRUE_PHIS.
+
+    short: per n, the white-noise tail and the worst autocorrelated one. level-phi: per n and
+    bin of the differences' phi (cp.PHI_EDGES), the worst autocorrelated tail among the true
+    phis that land in the bin at least MIN_IN_CELL times (an empty bin takes its nearest).
+    """
+    rng = np.random.default_rng(seed)
+    bins = len(cp.PHI_EDGES) + 1
+    print(("SHORT_CALIBRATION" if stage == "short" else "LEVEL_BY_PHI") + " = (")
+    for n in SHORT_LENGTHS if stage == "short" else LONG_LENGTHS:
+        min_size = max(cp.MIN_FLAT, math.ceil(phase.MIN_SEGMENT_SHARE * n))
+        white, autocorrelated = None, [[] for _ in range(bins)]
+        for phi in TRUE_PHIS:
+            series = [_ar1(rng, n, phi) for _ in range(count)]
+            if stage == "short":
+                critical = np.array([cp.short_fit(cp.level_input(x)[0], min_size).critical() for x in series])
+                fitted = np.zeros(count, dtype=int)
+            else:
+                critical = np.array([_critical("level", x) for x in series])
+                fitted = np.array([cp.phi_bin(cp.estimate_noise(x).phi) for x in series])
+            if phi == 0:
+                white = _exponential_tail(critical)
+                continue
+            for k in range(bins):
+                if np.count_nonzero(fitted == k) >= MIN_IN_CELL:
+                    autocorrelated[k].append(_exponential_tail(critical[fitted == k]))
+        if stage == "short":
+            print(f"    ({n}, ({white[0]:.3f}, {white[1]:.3f}), ({_worst(autocorrelated[0])[0]:.3f}, "
+                  f"{_worst(autocorrelated[0])[1]:.3f})),", flush=True)
+            continue
+        filled = [k for k in range(bins) if autocorrelated[k]]
+        cells = [_worst(autocorrelated[k] or autocorrelated[min(filled, key=lambda j: (abs(j - k), -j))])
+                 for k in range(bins)]
+        print(f"    ({n}, ({', '.join(f'({a:.3f}, {b:.3f})' for a, b in cells)})),", flush=True)
+    print(")")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-cell", type=int, default=6, help="series per category and length")
     parser.add_argument("--noise-series", type=int, default=300, help="change-free series per length and noise")
-    parser.add_argument("--calibrate", choices=["level", "spread"], help="print the null calibration table instead")
+    parser.add_argument("--seed", type=int, default=11, help="seed of the labelled suite (another one checks for overfitting)")
+    parser.add_argument("--noise-seed", type=int, default=5, help="seed of the change-free series")
+    parser.add_argument("--calibrate", choices=["level", "spread", "short", "level-phi"], help="print a null calibration table instead")
     parser.add_argument("--calibration-series", type=int, default=4000)
     args = parser.parse_args()
+    if args.calibrate in ("short", "level-phi"):
+        calibrate_by_phi(args.calibrate, args.calibration_series)
+        return
     if args.calibrate:
         calibrate(args.calibrate, args.calibration_series)
         return
-    report(evaluate(make_suite(args.per_cell)))
+    report(evaluate(make_suite(args.per_cell, args.seed)))
     if args.noise_series:
-        false_change_rates(args.noise_series)
+        false_change_rates(args.noise_series, args.noise_seed)
 
 
 if __name__ == "__main__":
