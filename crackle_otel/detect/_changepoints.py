@@ -275,36 +275,45 @@ class ARSegmentCost:
         self._yy = _prefix(y * y)
         self._ty = _prefix(t * y)
 
-    def sums(self, start, end):
-        """Sums over segments [start, end) (arrays) that both costs read: computed once for both."""
+    def sums(self, start, end, fresh: bool = False):
+        """Per segment: (head weight, head value, sums over the points read as innovations, count, first u).
+
+        Computed once for both costs. The series' first point is a stationary draw (weight
+        1 - phi^2). A later segment's first point is read like the rest, through
+        x_s - phi x_{s-1}: the noise runs on across a change point, so a jump is paid as an
+        innovation, not forgiven by a fresh start (which let wandering noise cut itself into
+        steps). With phi = 0 both agree.
+        """
         start = np.asarray(start)
         end = np.asarray(end)
-        first = start + 1
+        head = (start == 0) | fresh
+        first = np.where(head, start + 1, start)
         sy = self._y[end] - self._y[first]
         syy = self._yy[end] - self._yy[first]
         sty = self._ty[end] - self._ty[first]
-        m = (end - start - 1).astype(float)  # points after the first
-        xs = self._x[np.minimum(start, self.n - 1)]
-        return xs, sy, syy, sty - (start - self._offset) * sy, m
+        m = (end - first).astype(float)  # points read as innovations
+        xs = np.where(head, self._x[np.minimum(start, self.n - 1)], 0.0)
+        w0 = np.where(head, self.w0, 0.0)
+        return w0, xs, sy, syy, sty - (start - self._offset) * sy, m, head.astype(float)
 
     def flat(self, sums) -> np.ndarray:
-        xs, sy, syy, _, m = sums
-        b1 = self.w0 * xs + self.c * sy
-        a11 = self.w0 + self.c * self.c * m
-        return np.maximum(self.w0 * xs * xs + syy - b1 * b1 / a11, 0.0) * self.scale
+        w0, xs, sy, syy, _, m, _ = sums
+        b1 = w0 * xs + self.c * sy
+        a11 = w0 + self.c * self.c * m
+        return np.maximum(w0 * xs * xs + syy - b1 * b1 / a11, 0.0) * self.scale
 
     def _line(self, sums):
         """Normal equations of the line a + b u per segment: (a11, a12, a22, b1, b2, total sum of squares)."""
-        xs, sy, syy, suy, m = sums
+        w0, xs, sy, syy, suy, m, shift = sums
         c, phi = self.c, self.phi
-        su = m * (m + 1) / 2.0
-        suu = m * (m + 1) * (2 * m + 1) / 6.0
-        a11 = self.w0 + c * c * m
+        su = m * shift + m * (m - 1) / 2.0  # u runs shift .. shift + m - 1
+        suu = m * shift * shift + shift * m * (m - 1) + (m - 1) * m * (2 * m - 1) / 6.0
+        a11 = w0 + c * c * m
         a12 = c * (c * su + phi * m)
         a22 = c * c * suu + 2 * c * phi * su + phi * phi * m
-        b1 = self.w0 * xs + c * sy
+        b1 = w0 * xs + c * sy
         b2 = c * suy + phi * sy
-        return a11, a12, a22, b1, b2, self.w0 * xs * xs + syy
+        return a11, a12, a22, b1, b2, w0 * xs * xs + syy
 
     def sloped(self, sums) -> np.ndarray:
         a11, a12, a22, b1, b2, total = self._line(sums)
@@ -315,7 +324,9 @@ class ARSegmentCost:
 
     def fit(self, start: int, end: int, sloped: bool) -> tuple[float, float]:
         """(mean at the segment's first point, slope per point) of one segment."""
-        a11, a12, a22, b1, b2, _ = (float(v[0]) for v in self._line(self.sums(np.array([start]), np.array([end]))))
+        # From the segment's own values (a fresh start): the jump into it says where it
+        # begins, not what its level is.
+        a11, a12, a22, b1, b2, _ = (float(v[0]) for v in self._line(self.sums(np.array([start]), np.array([end]), fresh=True)))
         det = a11 * a22 - a12 * a12
         if not sloped or det <= 0:
             return b1 / a11, 0.0
@@ -543,3 +554,255 @@ def critical_beta(x: np.ndarray, noise: Noise, betas: np.ndarray, *, slopes: boo
         else:
             hi = mid
     return float(betas[lo])
+
+
+# --------------------------------------------------------------- short series
+# Up to SHORT_MAX points, every placement of at most SHORT_CHANGES change points between flat
+# segments is tried, against no change (flat, or one line over the whole series: a trend is no
+# change), with phi and the innovation sd profiled out of each model: -2 log L = n ln(RSS / n)
+# - ln(1 - phi^2). Nothing is read from differences first, so neither a step (which inflates a
+# difference-based sd) nor a dozen differences' loose phi (sd ~0.5 at 15 points) blunts the search.
+# Unlike the long search's segment costs, the noise runs on through a change point
+# (x_t - mu_t = phi (x_{t-1} - mu_{t-1}) + e_t): a step must show as one large innovation. With a
+# fresh start per segment, a wandering series could cut itself into "steps" for free.
+SHORT_MAX = 40
+PHI_GRID = np.round(np.linspace(0.0, MAX_PHI, 20), 3)
+PHI_EDGES = (0.2, 0.4, 0.6, 0.8)  # bins of fitted phi that the calibrations are conditioned on
+AUTOCORRELATED_RATE = 0.05  # false-change rate held on AR(1) noise (phi 0.3-0.9) when significance is lower
+
+# Null law of the short search's critical penalty per n: rows (n, white, autocorrelated), each (a, b)
+# with P(critical > beta) ~ exp(-(beta - a) / b). "white": Gaussian white noise; "autocorrelated":
+# the AR(1) noise of phi 0.3, 0.5, 0.7 or 0.9 that needs the highest penalty at AUTOCORRELATED_RATE.
+# The penalty holds both: ``significance`` on white noise, max(significance, AUTOCORRELATED_RATE) on
+# AR(1) noise up to phi 0.9 (a dozen points of such noise wander like steps; holding it to 1 % too
+# would leave short series nearly blind). benchmarks/changepoints.py --calibrate short prints it.
+SHORT_CALIBRATION: tuple = ()
+
+# The long search's (``fit_level``) law on AR(1) noise from 41 points, per bin of the phi read from
+# differences (``estimate_noise``; bins PHI_EDGES): rows (n, ((a, b) per bin)), each the AR(1)
+# noise (phi 0.3-0.9) that needs the highest penalty at AUTOCORRELATED_RATE in that bin. A few dozen
+# differences underestimate a high phi, and the white-noise table alone then let wandering pass as
+# steps. Constant beyond 400 points. benchmarks/changepoints.py --calibrate level-phi prints it.
+LEVEL_BY_PHI: tuple = ()
+
+
+def _whitened(x: np.ndarray, phi: float) -> np.ndarray:
+    """Innovations of x under AR(1) noise: sqrt(1 - phi^2) x_0, then x_t - phi x_{t-1}."""
+    z = np.empty_like(x, dtype=float)
+    z[0] = math.sqrt(1.0 - phi * phi) * x[0]
+    z[1:] = x[1:] - phi * x[:-1]
+    return z
+
+
+def _segment_system(z: np.ndarray, phi: float, bounds: np.ndarray):
+    """Normal equations of the flat means of segments ``bounds`` (rows: configurations) under running noise.
+
+    The whitened indicator of segment [s, e) is 1 at s (sqrt(1 - phi^2) when s = 0),
+    1 - phi inside and -phi at e: its Gram matrix is tridiagonal, and every sum
+    comes from prefix sums of z. Returns (G, h) of shapes (m, K, K) and (m, K).
+    """
+    n = z.size
+    prefix = _prefix(z)
+    w0, c = math.sqrt(1.0 - phi * phi), 1.0 - phi
+    starts, ends = bounds[:, :-1], bounds[:, 1:]
+    head = np.where(starts == 0, w0, 1.0)
+    closed = ends < n
+    diagonal = head * head + (ends - starts - 1) * c * c + np.where(closed, phi * phi, 0.0)
+    inside = prefix[ends] - prefix[np.minimum(starts + 1, ends)]
+    after = np.where(closed, z[np.minimum(ends, n - 1)], 0.0)
+    h = head * z[starts] + c * inside - phi * after
+    k = diagonal.shape[1]
+    gram = np.zeros((*diagonal.shape, k))
+    idx = np.arange(k)
+    gram[:, idx, idx] = diagonal
+    gram[:, idx[:-1], idx[1:]] = -phi
+    gram[:, idx[1:], idx[:-1]] = -phi
+    return gram, h
+
+
+def running_fit(x: np.ndarray, phi: float, bounds) -> tuple[float, np.ndarray]:
+    """(residual sum of squared innovations, segment means) of flat segments ``bounds`` under running noise."""
+    z = _whitened(x, phi)
+    gram, h = _segment_system(z, phi, np.asarray(bounds, dtype=np.intp)[None, :])
+    means = np.linalg.solve(gram[0], h[0])
+    return float(z @ z - h[0] @ means), means
+
+
+def _trend_rss(z: np.ndarray, phi: float) -> float:
+    """Residual sum of squared innovations of one line a + b t over the whole series."""
+    n = z.size
+    t = np.arange(n, dtype=float)
+    ones = np.full(n, 1.0 - phi)
+    ones[0] = math.sqrt(1.0 - phi * phi)
+    slope = (1.0 - phi) * t + phi
+    slope[0] = 0.0
+    design = np.column_stack([ones, slope])
+    coef, *_ = np.linalg.lstsq(design, z, rcond=None)
+    residual = z - design @ coef
+    return float(residual @ residual)
+
+
+@dataclass(frozen=True)
+class ShortFit:
+    """The best short-series model per (change points, sloped segments): (-2 log L, changes, phi, rss)."""
+
+    scores: dict
+    phi: float  # phi of the best two-change model: what the calibration is conditioned on
+
+    def critical(self) -> float:
+        """The smallest penalty per change point at which a change-free model wins.
+
+        Model (k, s) costs its score + (k + SLOPE_SHARE s) beta; the change-free ones are
+        flat (0, 0) and a trend (0, 1). An alternative's excess over their minimum grows
+        with beta, so it has one root: the smaller of its roots against each.
+        """
+        flat = self.scores[(0, 0)][0]
+        trend = self.scores[(0, 1)][0]
+        worst = 0.0
+        for (k, s), (score, *_rest) in self.scores.items():
+            if k == 0 or not np.isfinite(score):
+                continue
+            weight = k + SLOPE_SHARE * s
+            worst = max(worst, min((flat - score) / weight, (trend - score) / (weight - SLOPE_SHARE)))
+        return worst
+
+    def best(self, beta: float) -> tuple[tuple[int, ...], float, float]:
+        """(changes, phi, rss) of the model with the lowest penalised cost at ``beta``."""
+        key = min(self.scores, key=lambda m: self.scores[m][0] + (m[0] + SLOPE_SHARE * m[1]) * beta)
+        return self.scores[key][1:]
+
+
+def short_fit(x: np.ndarray, min_size: int = MIN_FLAT, max_changes: int = 2) -> ShortFit:
+    """Every flat model of ``x`` with at most two change points, and the trend, profiled over phi."""
+    n = x.size
+    min_size = max(min_size, MIN_FLAT)
+    floor = 1e-12 * max(float(np.sum((x - x.mean()) ** 2)), 1e-300)
+    scores: dict = {}
+    fit_phi, fit_score = None, np.inf
+    ones = np.arange(min_size, n - min_size + 1)
+    pairs = np.array([(a, b) for a in ones for b in ones if b - a >= min_size], dtype=np.intp).reshape(-1, 2)
+
+    def keep(model, rss, phi, changes) -> float:
+        score = n * math.log(max(rss, floor) / n) - math.log(1.0 - phi * phi)
+        if score < scores.get(model, (np.inf,))[0]:
+            scores[model] = (score, tuple(int(c) for c in changes), float(phi), float(rss))
+        return score
+
+    for phi in PHI_GRID:
+        phi = float(phi)
+        z = _whitened(x, phi)
+        total = float(z @ z)
+        keep((0, 0), total - (z[0] * math.sqrt(1 - phi * phi) + (1 - phi) * z[1:].sum()) ** 2
+             / (1 - phi * phi + (n - 1) * (1 - phi) ** 2), phi, ())
+        keep((0, 1), _trend_rss(z, phi), phi, ())
+        for count, cuts in ((1, ones[:, None]), (2, pairs)):
+            if count > max_changes or cuts.size == 0:
+                continue
+            bounds = np.column_stack([np.zeros(len(cuts), dtype=np.intp), cuts, np.full(len(cuts), n)])
+            gram, h = _segment_system(z, phi, bounds)
+            rss = total - np.einsum("mk,mk->m", h, np.linalg.solve(gram, h[..., None])[..., 0])
+            i = int(np.argmin(rss))
+            score = keep((count, 0), float(rss[i]), phi, cuts[i])
+            if count == 2 and score < fit_score:
+                fit_score, fit_phi = score, phi
+    if fit_phi is None:  # too short for two change points: condition on the one-change model
+        fit_phi = scores.get((1, 0), scores[(0, 0)])[2]
+    return ShortFit(scores, fit_phi)
+
+
+def phi_bin(phi: float) -> int:
+    return int(np.searchsorted(PHI_EDGES, phi, side="right"))
+
+
+def _interpolate(lengths, cells, n: int) -> tuple[float, float]:
+    logs, cells, log_n = np.log(np.asarray(lengths, dtype=float)), np.asarray(cells, dtype=float), math.log(max(n, 2))
+    return float(np.interp(log_n, logs, cells[:, 0])), float(np.interp(log_n, logs, cells[:, 1]))
+
+
+def _binding(white: tuple[float, float], autocorrelated: tuple[float, float], alpha: float) -> tuple[float, float, float]:
+    """(beta, a, b): the penalty holding alpha on white and AUTOCORRELATED_RATE on AR(1) noise, and its tail.
+
+    The tail keeps the binding law's slope b, shifted so that p(beta) = alpha: a
+    p-value then says how far beyond the penalty a gain lies, on that law's scale.
+    """
+    rate = max(alpha, AUTOCORRELATED_RATE)
+    beta, b = max((white[0] + white[1] * math.log(1 / alpha), white[1]),
+                  (autocorrelated[0] + autocorrelated[1] * math.log(1 / rate), autocorrelated[1]))
+    return beta, beta - b * math.log(1 / alpha), b
+
+
+def short_penalty(n: int, alpha: float) -> tuple[float, float, float]:
+    """(beta, a, b) of the short search at ``n`` points (see SHORT_CALIBRATION)."""
+    lengths = [row[0] for row in SHORT_CALIBRATION]
+    white = _interpolate(lengths, [row[1] for row in SHORT_CALIBRATION], n)
+    return _binding(white, _interpolate(lengths, [row[2] for row in SHORT_CALIBRATION], n), alpha)
+
+
+def long_penalty(n: int, phi: float, alpha: float) -> tuple[float, float, float]:
+    """(beta, a, b) of the long search at ``n`` points whose differences show ``phi`` (see LEVEL_BY_PHI)."""
+    if not LEVEL_BY_PHI:
+        a, b = _tail("level", n)
+        return a + b * math.log(1.0 / alpha), a, b
+    lengths = [row[0] for row in LEVEL_BY_PHI]
+    autocorrelated = _interpolate(lengths, [row[1][phi_bin(phi)] for row in LEVEL_BY_PHI], n)
+    return _binding(_tail("level", n), autocorrelated, alpha)
+
+
+@dataclass(frozen=True)
+class LevelFit:
+    """A level segmentation with what judging it needs: the series searched, its noise, the penalty used."""
+
+    segmentation: "Segmentation"
+    searched: np.ndarray
+    noise: Noise
+    beta: float
+    tail: tuple[float, float]  # (a, b): P(noise alone gains >= g) ~ exp(-(g - a) / b)
+    running: bool  # the short search's model (noise running on through change points)
+    min_size: int
+
+    def p_value(self, gain: float) -> float:
+        a, b = self.tail
+        return float(min(1.0, math.exp(-(gain - a) / b)))
+
+    def without(self, segmentation: "Segmentation", gone: set[int]) -> "Segmentation":
+        """``segmentation`` with the change points ``gone`` removed, refitted by the same model."""
+        if self.running:
+            return _running_segmentation(self.searched, self.noise.phi,
+                                         [int(c) for c in segmentation.changes if int(c) not in gone])
+        return without(self.searched, self.noise, segmentation, gone, self.beta, min_size=self.min_size)
+
+
+def _running_segmentation(x: np.ndarray, phi: float, changes: list[int]) -> "Segmentation":
+    """Flat segments at ``changes`` under running noise; gains in -2 log L with the sd profiled."""
+    n = x.size
+    bounds = np.array([0, *changes, n], dtype=np.intp)
+    rss, means = running_fit(x, phi, bounds)
+    gains = np.zeros(len(changes))
+    for i in range(len(changes)):
+        merged, _ = running_fit(x, phi, np.delete(bounds, i + 1))
+        gains[i] = n * math.log(max(merged, 1e-300) / max(rss, 1e-300))
+    k = len(changes) + 1
+    return Segmentation(bounds, np.zeros(k, dtype=bool), gains, means, np.zeros(k))
+
+
+def search_level(x: np.ndarray, alpha: float, *, min_size: int = MIN_FLAT, max_changes: int = 8,
+                 robust: bool = True) -> LevelFit:
+    """The level segmentation of ``x`` whose false-change probability on change-free noise is ``alpha``.
+
+    Up to SHORT_MAX points the exhaustive short search; longer series the penalised
+    optimal partition of ``fit_level``. Either penalty is read for the phi the
+    series shows (see SHORT_CALIBRATION, LEVEL_BY_PHI).
+    """
+    n = x.size
+    searched, noise = level_input(x) if robust else (x, estimate_noise(x))
+    if n > SHORT_MAX or not SHORT_CALIBRATION:
+        beta, a, b = long_penalty(n, noise.phi, alpha)
+        level, searched, noise = fit_level(x, beta, min_size=min_size, max_changes=max_changes, robust=robust)
+        return LevelFit(level, searched, noise, beta, (a, b), False, min_size)
+    if np.ptp(searched) <= 0:
+        return LevelFit(_constant(n), searched, Noise(0.0, 0.0), np.inf, (np.inf, 1.0), True, min_size)
+    fit = short_fit(searched, min_size, max_changes)
+    beta, a, b = short_penalty(n, alpha)
+    changes, phi, rss = fit.best(beta)
+    noise = Noise(math.sqrt(max(rss, 0.0) / n), phi)
+    return LevelFit(_running_segmentation(searched, phi, list(changes)), searched, noise, beta, (a, b), True, min_size)

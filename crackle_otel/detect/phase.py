@@ -215,15 +215,15 @@ def _metric_changes(series: _Series, rate) -> list[_Change]:
     n = series.values.size
     if n < 2 * series.min_size:
         return []
-    beta = cp.penalty("level", n, rate.significance)
     # A sparse metric is searched as it is: its rare values are the signal, not outliers.
-    level, searched, noise = cp.fit_level(series.values, beta, min_size=series.min_size, max_changes=MAX_CHANGES,
-                                          robust=not series.sparse)
+    fit = cp.search_level(series.values, rate.significance, min_size=series.min_size, max_changes=MAX_CHANGES,
+                          robust=not series.sparse)
+    level, searched, noise, beta = fit.segmentation, fit.searched, fit.noise, fit.beta
     if noise.innovation_sd <= 0:
         return []
-    level, excursions = _phases_only(series.lasts, searched, noise, level, beta, series.min_size, slopes=True)
+    level, excursions = _phases_only(series.lasts, searched.size, level, beta, fit.without)
     residual = series.values - level.fitted()  # unclipped: effects are measured on what was observed
-    changes = [_level_change(series, level, residual, transition) for transition in _transitions(level)]
+    changes = [_level_change(series, level, residual, transition, fit.p_value) for transition in _transitions(level)]
     for change in changes:
         change.stats["noise_autocorrelation"] = noise.phi
 
@@ -263,12 +263,15 @@ def _spread_changes(series: _Series, kept: np.ndarray, residual: np.ndarray, lev
     def lasts(start: int, end: int, share: float = PHASE_SHARE) -> bool:
         return series.lasts(int(kept[start]), int(kept[end - 1]) + 1, share)
 
-    spread, _ = _phases_only(lasts, values, spread_noise, spread, beta, spread_min, slopes=False)
+    def refit(segmentation: cp.Segmentation, gone: set[int]) -> cp.Segmentation:
+        return cp.without(values, spread_noise, segmentation, gone, beta, min_size=spread_min, slopes=False)
+
+    spread, _ = _phases_only(lasts, values.size, spread, beta, refit)
     return [_spread_change(series, kept, spread, residual, i) for i in range(spread.changes.size)]
 
 
-def _phases_only(lasts, x: np.ndarray, noise: cp.Noise, segmentation: cp.Segmentation, beta: float,
-                 min_size: int, slopes: bool) -> tuple[cp.Segmentation, np.ndarray]:
+def _phases_only(lasts, n: int, segmentation: cp.Segmentation, beta: float,
+                 refit) -> tuple[cp.Segmentation, np.ndarray]:
     """Set aside every flat segment that does not last a phase: (segmentation, mask of the excursions).
 
     A burst of slow requests and back is an excursion, and a change in the last
@@ -276,7 +279,7 @@ def _phases_only(lasts, x: np.ndarray, noise: cp.Noise, segmentation: cp.Segment
     boundaries of such a segment go, and so does any boundary that then no longer
     pays its penalty. Sloped segments may be short: several make one curved ramp.
     """
-    excursions = np.zeros(x.size, dtype=bool)
+    excursions = np.zeros(n, dtype=bool)
     while segmentation.changes.size:
         bounds = segmentation.bounds
         last = bounds.size - 2
@@ -287,14 +290,14 @@ def _phases_only(lasts, x: np.ndarray, noise: cp.Noise, segmentation: cp.Segment
                  or (segmentation.sloped[k] and k in (0, last)
                      and not lasts(int(bounds[k]), int(bounds[k + 1]), EDGE_RAMP_SHARE))]
         if short:
-            gone = _merge_short(segmentation, short[0], x.size)
+            gone = _merge_short(segmentation, short[0], n)
             if len(gone) != 1 or short[0] in (0, bounds.size - 2):  # set aside, not joined to a neighbour
                 excursions[bounds[short[0]] : bounds[short[0] + 1]] = True
         elif segmentation.gains.min() < beta:  # a boundary left over from an excursion no longer pays
             gone = {int(segmentation.changes[int(np.argmin(segmentation.gains))])}
         else:
             break
-        segmentation = cp.without(x, noise, segmentation, gone, beta, min_size=min_size, slopes=slopes)
+        segmentation = refit(segmentation, gone)
     return segmentation, excursions
 
 
@@ -333,7 +336,7 @@ def _transitions(level: cp.Segmentation) -> list[tuple[int, int, bool]]:
     return sorted(transitions)
 
 
-def _level_change(series: _Series, level: cp.Segmentation, residual: np.ndarray, transition) -> _Change:
+def _level_change(series: _Series, level: cp.Segmentation, residual: np.ndarray, transition, p_value) -> _Change:
     first, last, ramp = transition
     bounds, n_segments = level.bounds, level.sloped.size
     if ramp:
@@ -358,7 +361,7 @@ def _level_change(series: _Series, level: cp.Segmentation, residual: np.ndarray,
     effect = shift / noise_sd if noise_sd > NUMERICAL_ZERO * max(1.0, shift) else (math.inf if shift > 0 else 0.0)
     change = _Change(
         series=series, kind=MEAN, position=position, start=start, end=end,
-        p_value=cp.p_value("level", series.values.size, float(gain)), effect=effect,
+        p_value=p_value(float(gain)), effect=effect,
         level_before=math.nan, level_after=math.nan, ramp_end=ramp_end,
     )
     # Levels: the typical value of each side (median for metrics that vary by factors, else mean).
