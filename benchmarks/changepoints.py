@@ -198,11 +198,12 @@ def covering(truth, predicted, n: int) -> float:
 
 
 # ---------------------------------------------------------------- reporting
-def evaluate(suite: list[Series]) -> dict:
-    results = {name: [] for name in METHODS}
-    seconds = {name: 0.0 for name in METHODS}
+def evaluate(suite: list[Series], names: list[str] | None = None) -> dict:
+    methods = {name: METHODS[name] for name in names or METHODS}
+    results = {name: [] for name in methods}
+    seconds = {name: 0.0 for name in methods}
     for series in suite:
-        for name, method in METHODS.items():
+        for name, method in methods.items():
             started = time.perf_counter()
             found = method(series.values)
             seconds[name] += time.perf_counter() - started
@@ -218,7 +219,7 @@ def _mean(rows, column: int, keep) -> float:
 
 def report(evaluation: dict) -> None:
     results = evaluation["results"]
-    names = list(METHODS)
+    names = list(results)
     print(f"\nF1 (margin {MARGIN}) / covering, by length band ({len(results['crackle'])} series)")
     print(f"{'band':<10}" + "".join(f"{name:>18}" for name in names))
     for band, lengths in BANDS.items():
@@ -237,7 +238,7 @@ def report(evaluation: dict) -> None:
         f"{m} {evaluation['seconds'][m] / len(results[m]) * 1000:.1f} ms" for m in names))
 
 
-def false_change_rates(count: int, seed: int = 5) -> None:
+def false_change_rates(count: int, seed: int = 5, with_pelt: bool = True) -> None:
     """Share of change-free series given any change point, per length and kind of noise."""
     rng = np.random.default_rng(seed)
     kinds = {
@@ -256,7 +257,8 @@ def false_change_rates(count: int, seed: int = 5) -> None:
         for n in lengths:
             series = [make(n) for _ in range(count)]
             ours = np.mean([bool(crackle(x)) for x in series])
-            theirs = np.mean([bool(pelt(x)) for x in series[: max(20, count // 5)]]) if n <= 800 else math.nan
+            theirs = (np.mean([bool(pelt(x)) for x in series[: max(20, count // 5)]])
+                      if n <= 800 and with_pelt else math.nan)
             cells.append(f"{ours:.3f} ({theirs:.2f})")
         print(f"{kind:<11}" + "".join(f"{cell:>13}" for cell in cells))
 
@@ -368,6 +370,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-cell", type=int, default=6, help="series per category and length")
     parser.add_argument("--noise-series", type=int, default=300, help="change-free series per length and noise")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated subset of " + ", ".join(METHODS) + " (ruptures' do not change between runs)")
+    parser.add_argument("--no-pelt-noise", action="store_true", help="leave Pelt (slow) out of the false-change table")
     parser.add_argument("--seed", type=int, default=11, help="seed of the labelled suite (another one checks for overfitting)")
     parser.add_argument("--noise-seed", type=int, default=5, help="seed of the change-free series")
     parser.add_argument("--calibrate", choices=["level", "spread", "short", "level-phi"], help="print a null calibration table instead")
@@ -379,9 +384,9 @@ def main() -> None:
     if args.calibrate:
         calibrate(args.calibrate, args.calibration_series)
         return
-    report(evaluate(make_suite(args.per_cell, args.seed)))
+    report(evaluate(make_suite(args.per_cell, args.seed), args.methods.split(",")))
     if args.noise_series:
-        false_change_rates(args.noise_series, args.noise_seed)
+        false_change_rates(args.noise_series, args.noise_seed, with_pelt=not args.no_pelt_noise)
 
 
 if __name__ == "__main__":

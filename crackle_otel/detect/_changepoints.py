@@ -576,7 +576,14 @@ AUTOCORRELATED_RATE = 0.05  # false-change rate held on AR(1) noise (phi 0.3-0.9
 # The penalty holds both: ``significance`` on white noise, max(significance, AUTOCORRELATED_RATE) on
 # AR(1) noise up to phi 0.9 (a dozen points of such noise wander like steps; holding it to 1 % too
 # would leave short series nearly blind). benchmarks/changepoints.py --calibrate short prints it.
-SHORT_CALIBRATION: tuple = ()
+SHORT_CALIBRATION: tuple = (
+    (10, (0.252, 1.999), (1.175, 3.799)),
+    (12, (1.626, 1.804), (2.988, 3.121)),
+    (15, (2.256, 1.757), (5.003, 2.592)),
+    (20, (2.874, 1.629), (5.518, 2.804)),
+    (25, (3.320, 1.387), (6.150, 2.386)),
+    (30, (2.778, 1.639), (5.239, 3.051)),
+)
 
 # The long search's (``fit_level``) law on AR(1) noise from 41 points, per bin of the phi read from
 # differences (``estimate_noise``; bins PHI_EDGES): rows (n, ((a, b) per bin)), each the AR(1)
