@@ -679,39 +679,90 @@ class ShortFit:
         return self.scores[key][1:]
 
 
+@functools.lru_cache(maxsize=64)
+def _placements(n: int, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every single change point, and every pair, leaving ``min_size`` points per segment (cached per n)."""
+    ones = np.arange(min_size, n - min_size + 1, dtype=np.intp)
+    a, b = np.meshgrid(ones, ones, indexing="ij")
+    keep = b - a >= min_size
+    pairs = np.column_stack([a[keep], b[keep]])
+    for array in (ones, pairs):
+        array.flags.writeable = False
+    return ones, pairs
+
+
 def short_fit(x: np.ndarray, min_size: int = MIN_FLAT, max_changes: int = 2) -> ShortFit:
-    """Every flat model of ``x`` with at most two change points, and the trend, profiled over phi."""
+    """Every flat model of ``x`` with at most two change points, and the trend, profiled over phi.
+
+    All of PHI_GRID at once: the whitened segment indicators' Gram matrix is
+    tridiagonal (diagonal d_k, off-diagonal -phi), so the explained sum of squares
+    of one or two change points has a closed form, and every placement at every phi
+    is one array expression.
+    """
     n = x.size
     min_size = max(min_size, MIN_FLAT)
     floor = 1e-12 * max(float(np.sum((x - x.mean()) ** 2)), 1e-300)
-    scores: dict = {}
-    fit_phi, fit_score = None, np.inf
-    ones = np.arange(min_size, n - min_size + 1)
-    pairs = np.array([(a, b) for a in ones for b in ones if b - a >= min_size], dtype=np.intp).reshape(-1, 2)
+    phi = PHI_GRID.astype(float)[:, None]  # (P, 1)
+    w0, c = np.sqrt(1.0 - phi * phi), 1.0 - phi
+    z = np.empty((phi.size, n))
+    z[:, :1] = w0 * x[0]
+    z[:, 1:] = x[1:] - phi * x[:-1]
+    total = np.einsum("pt,pt->p", z, z)[:, None]
+    prefix = np.zeros((phi.size, n + 1))
+    np.cumsum(z, axis=1, out=prefix[:, 1:])
+    t = np.arange(1, n, dtype=float)
+    sum_z, sum_tz = prefix[:, n:] - prefix[:, 1:2], (z[:, 1:] @ t)[:, None]
 
-    def keep(model, rss, phi, changes) -> float:
-        score = n * math.log(max(rss, floor) / n) - math.log(1.0 - phi * phi)
-        if score < scores.get(model, (np.inf,))[0]:
-            scores[model] = (score, tuple(int(c) for c in changes), float(phi), float(rss))
+    def segment(start, end):
+        """(diagonal entry, h) of segments [start, end) at every phi: shapes (P, m)."""
+        head = w0 if start is None else 1.0
+        first = np.zeros_like(end) if start is None else start
+        closed = end < n
+        diagonal = head * head + (end - first - 1) * c * c + np.where(closed, phi * phi, 0.0)
+        inside = prefix[:, end] - prefix[:, np.minimum(first + 1, end)]
+        after = np.where(closed, z[:, np.minimum(end, n - 1)], 0.0)
+        return diagonal, head * z[:, first] + c * inside - phi * after
+
+    scores: dict = {}
+
+    def keep(model, rss: np.ndarray, placements) -> np.ndarray:
+        """The best placement per phi, then the best phi; returns the model's score per phi."""
+        k = np.argmin(rss, axis=1) if rss.ndim == 2 and rss.shape[1] > 1 else np.zeros(phi.size, dtype=np.intp)
+        best = rss[np.arange(phi.size), k] if rss.ndim == 2 else rss
+        score = n * np.log(np.maximum(best, floor) / n) - np.log(1.0 - phi[:, 0] ** 2)
+        p = int(np.argmin(score))
+        changes = tuple(int(v) for v in np.atleast_1d(placements[k[p]])) if placements is not None else ()
+        scores[model] = (float(score[p]), changes, float(phi[p, 0]), float(best[p]))
         return score
 
-    for phi in PHI_GRID:
-        phi = float(phi)
-        z = _whitened(x, phi)
-        total = float(z @ z)
-        keep((0, 0), total - (z[0] * math.sqrt(1 - phi * phi) + (1 - phi) * z[1:].sum()) ** 2
-             / (1 - phi * phi + (n - 1) * (1 - phi) ** 2), phi, ())
-        keep((0, 1), _trend_rss(z, phi), phi, ())
-        for count, cuts in ((1, ones[:, None]), (2, pairs)):
-            if count > max_changes or cuts.size == 0:
-                continue
-            bounds = np.column_stack([np.zeros(len(cuts), dtype=np.intp), cuts, np.full(len(cuts), n)])
-            gram, h = _segment_system(z, phi, bounds)
-            rss = total - np.einsum("mk,mk->m", h, np.linalg.solve(gram, h[..., None])[..., 0])
-            i = int(np.argmin(rss))
-            score = keep((count, 0), float(rss[i]), phi, cuts[i])
-            if count == 2 and score < fit_score:
-                fit_score, fit_phi = score, phi
+    flat_diagonal = w0 * w0 + (n - 1) * c * c
+    flat_h = w0 * z[:, :1] + c * sum_z
+    keep((0, 0), (total - flat_h * flat_h / flat_diagonal)[:, 0], None)
+    # One line a + b t: its whitened slope column is 0 at t = 0, then c t + phi.
+    a12 = c * (c * t.sum() + phi * (n - 1))
+    a22 = c * c * float(t @ t) + 2 * c * phi * t.sum() + phi * phi * (n - 1)
+    b2 = c * sum_tz + phi * sum_z
+    det = flat_diagonal * a22 - a12 * a12
+    explained = (a22 * flat_h * flat_h - 2 * a12 * flat_h * b2 + flat_diagonal * b2 * b2) / det
+    keep((0, 1), (total - explained)[:, 0], None)
+
+    ones, pairs = _placements(n, min_size)
+    fit_phi = None
+    if max_changes >= 1 and ones.size:
+        d1, h1 = segment(None, ones)
+        d2, h2 = segment(ones, np.full(ones.size, n))
+        quad = (d2 * h1 * h1 + 2 * phi * h1 * h2 + d1 * h2 * h2) / (d1 * d2 - phi * phi)
+        keep((1, 0), total - quad, ones)
+    if max_changes >= 2 and pairs.size:
+        a, b = pairs[:, 0], pairs[:, 1]
+        d1, h1 = segment(None, a)
+        d2, h2 = segment(a, b)
+        d3, h3 = segment(b, np.full(b.size, n))
+        det3 = d1 * d2 * d3 - phi * phi * (d1 + d3)
+        quad = ((d2 * d3 - phi * phi) * h1 * h1 + d1 * d3 * h2 * h2 + (d1 * d2 - phi * phi) * h3 * h3
+                + 2 * phi * d3 * h1 * h2 + 2 * phi * phi * h1 * h3 + 2 * phi * d1 * h2 * h3) / det3
+        keep((2, 0), total - quad, pairs)
+        fit_phi = scores[(2, 0)][2]
     if fit_phi is None:  # too short for two change points: condition on the one-change model
         fit_phi = scores.get((1, 0), scores[(0, 0)])[2]
     return ShortFit(scores, fit_phi)
