@@ -398,3 +398,38 @@ def test_a_small_group_is_analysed_through_the_kiln():
     (pattern,) = [p for p in kiln.cool() if p.kind is PatternKind.PHASE_TRANSITION]
     assert pattern.statistics["change_index"] == 8
     assert pattern.statistics["change_timestamp"] == START + 8
+
+
+@pytest.mark.parametrize("n", [12, 20, 30])
+def test_short_strongly_autocorrelated_noise_stays_quiet(n):
+    # AR(1) noise with phi 0.9 wanders like a staircase over a few dozen points; the short
+    # search holds it to AUTOCORRELATED_RATE (5 %) per series.
+    rng = np.random.default_rng(300 + n)
+    phi = 0.9
+    found = 0
+    for _ in range(100):
+        x = lfilter([1.0], [1.0, -phi], rng.normal(0, 1, n + 100))[100:] * math.sqrt(1 - phi**2)
+        found += bool(phase.detect(_matrix({"x": x}), DEFAULT))
+    assert found <= 10
+
+
+# Up and back down, and a rising staircase long enough to be told from a straight line (in 24
+# points, three equal levels fit a trend almost as well, and a trend is no change).
+@pytest.mark.parametrize("n, at, second", [(18, (6, 12), -4), (24, (8, 16), -4), (36, (10, 25), 4)])
+def test_two_steps_in_a_short_series_are_both_found(n, at, second):
+    rng = np.random.default_rng(400 + n)
+    values = rng.normal(50, 1, n)
+    values[at[0]:] += 4
+    values[at[1]:] += second
+    (pattern,) = phase.detect(_matrix({"pool_size": values}), DEFAULT)
+    assert _change_indices(pattern) == pytest.approx(list(at), abs=1)
+    assert "gradually" not in pattern.description
+
+
+def test_a_step_on_short_smooth_noise_is_found():
+    rng = np.random.default_rng(33)
+    n, phi = 30, 0.6
+    values = lfilter([1.0], [1.0, -phi], rng.normal(0, 1, n + 100))[100:] * math.sqrt(1 - phi**2)
+    values[18:] += 4
+    (pattern,) = phase.detect(_matrix({"x": values}), DEFAULT)
+    assert abs(pattern.statistics["change_index"] - 18) <= 1

@@ -170,14 +170,19 @@ def winsorize(x: np.ndarray, noise: Noise) -> np.ndarray:
 
 
 def fit_level(x: np.ndarray, beta: float, *, min_size: int = MIN_FLAT, max_changes: int = 8,
-              robust: bool = True) -> tuple["Segmentation", np.ndarray, Noise]:
+              robust: bool = True, prepared: tuple[np.ndarray, Noise] | None = None
+              ) -> tuple["Segmentation", np.ndarray, Noise]:
     """Level segmentation of ``x``: (segmentation, the series searched, its noise).
 
     Two passes: noise from differences, then, if the residuals show more
     autocorrelation than that, once more with it. ``robust=False`` searches the
     values as they are (mostly-constant metrics, whose rare values are the signal).
+    ``prepared``: the (series searched, noise) the caller already read from ``x``.
     """
-    searched, noise = level_input(x) if robust else (x, estimate_noise(x))
+    if prepared is not None:
+        searched, noise = prepared
+    else:
+        searched, noise = level_input(x) if robust else (x, estimate_noise(x))
     if noise.innovation_sd <= 0:
         return _constant(x.size), searched, noise
     level = segment(searched, noise, beta, min_size=min_size, max_changes=max_changes)
@@ -275,7 +280,7 @@ class ARSegmentCost:
         self._yy = _prefix(y * y)
         self._ty = _prefix(t * y)
 
-    def sums(self, start, end, fresh: bool = False):
+    def sums(self, start, end, fresh: bool = False, heads: bool | None = None):
         """Per segment: (head weight, head value, sums over the points read as innovations, count, first u).
 
         Computed once for both costs. The series' first point is a stationary draw (weight
@@ -283,18 +288,24 @@ class ARSegmentCost:
         x_s - phi x_{s-1}: the noise runs on across a change point, so a jump is paid as an
         innovation, not forgiven by a fresh start (which let wandering noise cut itself into
         steps). With phi = 0 both agree.
+        ``fresh``: every segment read as a fresh start. ``heads``: known to start at 0 (True)
+        or nowhere at 0 (False), so the head terms are scalars (the grid's tens of thousands
+        of segments are read in those two batches).
         """
         start = np.asarray(start)
         end = np.asarray(end)
-        head = (start == 0) | fresh
-        first = np.where(head, start + 1, start)
+        if fresh:
+            head, first, xs = 1.0, start + 1, self._x[np.minimum(start, self.n - 1)]
+        elif heads is None:
+            head = (start == 0).astype(float)
+            first, xs = start, self._x[0] * head  # y_0 = 0 in the prefix sums: a head's sums may start at 0
+        else:
+            head, first, xs = (1.0, start, self._x[0]) if heads else (0.0, start, 0.0)
         sy = self._y[end] - self._y[first]
         syy = self._yy[end] - self._yy[first]
         sty = self._ty[end] - self._ty[first]
-        m = (end - first).astype(float)  # points read as innovations
-        xs = np.where(head, self._x[np.minimum(start, self.n - 1)], 0.0)
-        w0 = np.where(head, self.w0, 0.0)
-        return w0, xs, sy, syy, sty - (start - self._offset) * sy, m, head.astype(float)
+        m = end - start - (1.0 if fresh else head)  # points read as innovations
+        return self.w0 * head, xs, sy, syy, sty - (start - self._offset) * sy, m, head
 
     def flat(self, sums) -> np.ndarray:
         w0, xs, sy, syy, _, m, _ = sums
@@ -379,22 +390,27 @@ def _grid_cells(n: int, min_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return cells
 
 
+def _head_and_rest(cost: ARSegmentCost, ok: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple:
+    """Sums of the grid segments starting at 0 (the first row of ``ok``, first in row-major order), then the rest."""
+    k = int(np.count_nonzero(ok[0]))
+    return cost.sums(starts[:k], ends[:k], heads=True), cost.sums(starts[k:], ends[k:], heads=False)
+
+
 class _Grid:
     """Segment costs between every pair of candidate positions (inf where a segment is too short)."""
 
     def __init__(self, cost: ARSegmentCost, min_size: int, slopes: bool) -> None:
         self.positions, ok, s, e = _grid_cells(cost.n, min_size)
         shape = (self.positions.size, self.positions.size)
-        sums = cost.sums(s, e)
+        sums = _head_and_rest(cost, ok, s, e)
         self.flat = np.full(shape, np.inf)
-        self.flat[ok] = cost.flat(sums)
+        self.flat[ok] = np.concatenate([cost.flat(part) for part in sums])
         self.sloped = np.full(shape, np.inf)
         if slopes:
-            if min_size >= MIN_SLOPED:  # the same segments: the same sums
-                self.sloped[ok] = cost.sloped(sums)
-            else:
-                _, ok_sloped, s, e = _grid_cells(cost.n, MIN_SLOPED)
-                self.sloped[ok_sloped] = cost.sloped(cost.sums(s, e))
+            if min_size < MIN_SLOPED:  # longer segments only: their own sums
+                _, ok, s, e = _grid_cells(cost.n, MIN_SLOPED)
+                sums = _head_and_rest(cost, ok, s, e)
+            self.sloped[ok] = np.concatenate([cost.sloped(part) for part in sums])
 
     def costs(self, gamma: float) -> np.ndarray:
         """Best-model cost of every grid segment, a sloped one paying ``gamma``."""
@@ -557,7 +573,7 @@ def critical_beta(x: np.ndarray, noise: Noise, betas: np.ndarray, *, slopes: boo
 
 
 # --------------------------------------------------------------- short series
-# Up to SHORT_MAX points, every placement of at most SHORT_CHANGES change points between flat
+# Up to SHORT_MAX points, every placement of at most two change points between flat
 # segments is tried, against no change (flat, or one line over the whole series: a trend is no
 # change), with phi and the innovation sd profiled out of each model: -2 log L = n ln(RSS / n)
 # - ln(1 - phi^2). Nothing is read from differences first, so neither a step (which inflates a
@@ -566,8 +582,18 @@ def critical_beta(x: np.ndarray, noise: Noise, betas: np.ndarray, *, slopes: boo
 # (x_t - mu_t = phi (x_{t-1} - mu_{t-1}) + e_t): a step must show as one large innovation. With a
 # fresh start per segment, a wandering series could cut itself into "steps" for free.
 SHORT_MAX = 40
+# Fewest points per flat segment of the short search. Three-point segments let wandering AR(1) noise
+# cut itself into steps more cheaply, which raised the penalty every short series pays (by 0.3-1.7 at
+# 10-30 points, measured); a four-point phase is still 10 % of 40 points.
+SHORT_MIN_FLAT = 4
 PHI_GRID = np.round(np.linspace(0.0, MAX_PHI, 20), 3)
 PHI_EDGES = (0.2, 0.4, 0.6, 0.8)  # bins of fitted phi that the calibrations are conditioned on
+# Penalties (in beta) the lone trend pays as a change-free model. At half a change point (as a sloped
+# segment pays in the long search) two steps had to beat a straight line by 1.5 beta, and a rising
+# staircase of 20-40 points was folded into a trend; as dear as a whole one, a single step beat a
+# noisy straight line whenever it fitted as well (17-24 % of 30-point trends rising 2-4 sds reported
+# as a change). Three quarters: 2-14 % of such trends (a step is what they end up closest to).
+TREND_SHARE = 0.75
 AUTOCORRELATED_RATE = 0.05  # false-change rate held on AR(1) noise (phi 0.3-0.9) when significance is lower
 
 # Null law of the short search's critical penalty per n: rows (n, white, autocorrelated), each (a, b)
@@ -577,12 +603,13 @@ AUTOCORRELATED_RATE = 0.05  # false-change rate held on AR(1) noise (phi 0.3-0.9
 # AR(1) noise up to phi 0.9 (a dozen points of such noise wander like steps; holding it to 1 % too
 # would leave short series nearly blind). benchmarks/changepoints.py --calibrate short prints it.
 SHORT_CALIBRATION: tuple = (
-    (10, (0.252, 1.999), (1.175, 3.799)),
-    (12, (1.626, 1.804), (2.988, 3.121)),
-    (15, (2.256, 1.757), (5.003, 2.592)),
-    (20, (2.874, 1.629), (5.518, 2.804)),
-    (25, (3.320, 1.387), (6.150, 2.386)),
-    (30, (2.778, 1.639), (5.239, 3.051)),
+    (10, (-0.647, 2.160), (-0.063, 3.605)),
+    (12, (0.449, 2.067), (1.882, 3.351)),
+    (15, (1.235, 1.926), (3.764, 3.178)),
+    (20, (2.379, 1.614), (4.660, 2.986)),
+    (25, (2.543, 1.742), (4.788, 3.001)),
+    (30, (2.541, 1.776), (5.569, 2.719)),
+    (40, (2.951, 1.805), (5.914, 2.644)),
 )
 
 # The long search's (``fit_level``) law on AR(1) noise from 41 points, per bin of the phi read from
@@ -649,6 +676,12 @@ def _trend_rss(z: np.ndarray, phi: float) -> float:
     return float(residual @ residual)
 
 
+def _weight(model: tuple[int, int]) -> float:
+    """Penalties (in beta) that model (change points, sloped segments) pays; the lone trend pays TREND_SHARE."""
+    changes, sloped = model
+    return TREND_SHARE if model == (0, 1) else changes + SLOPE_SHARE * sloped
+
+
 @dataclass(frozen=True)
 class ShortFit:
     """The best short-series model per (change points, sloped segments): (-2 log L, changes, phi, rss)."""
@@ -666,16 +699,20 @@ class ShortFit:
         flat = self.scores[(0, 0)][0]
         trend = self.scores[(0, 1)][0]
         worst = 0.0
-        for (k, s), (score, *_rest) in self.scores.items():
-            if k == 0 or not np.isfinite(score):
+        for model, (score, *_rest) in self.scores.items():
+            if model[0] == 0 or not np.isfinite(score):
                 continue
-            weight = k + SLOPE_SHARE * s
-            worst = max(worst, min((flat - score) / weight, (trend - score) / (weight - SLOPE_SHARE)))
+            weight = _weight(model)
+            if weight > TREND_SHARE:
+                against_trend = (trend - score) / (weight - TREND_SHARE)
+            else:  # as dear as the trend: better or worse at every penalty
+                against_trend = np.inf if score < trend else -np.inf
+            worst = max(worst, min((flat - score) / weight, against_trend))
         return worst
 
     def best(self, beta: float) -> tuple[tuple[int, ...], float, float]:
         """(changes, phi, rss) of the model with the lowest penalised cost at ``beta``."""
-        key = min(self.scores, key=lambda m: self.scores[m][0] + (m[0] + SLOPE_SHARE * m[1]) * beta)
+        key = min(self.scores, key=lambda m: self.scores[m][0] + _weight(m) * beta)
         return self.scores[key][1:]
 
 
@@ -700,7 +737,7 @@ def short_fit(x: np.ndarray, min_size: int = MIN_FLAT, max_changes: int = 2) -> 
     is one array expression.
     """
     n = x.size
-    min_size = max(min_size, MIN_FLAT)
+    min_size = max(min_size, SHORT_MIN_FLAT)
     floor = 1e-12 * max(float(np.sum((x - x.mean()) ** 2)), 1e-300)
     phi = PHI_GRID.astype(float)[:, None]  # (P, 1)
     w0, c = np.sqrt(1.0 - phi * phi), 1.0 - phi
@@ -855,7 +892,8 @@ def search_level(x: np.ndarray, alpha: float, *, min_size: int = MIN_FLAT, max_c
     searched, noise = level_input(x) if robust else (x, estimate_noise(x))
     if n > SHORT_MAX or not SHORT_CALIBRATION:
         beta, a, b = long_penalty(n, noise.phi, alpha)
-        level, searched, noise = fit_level(x, beta, min_size=min_size, max_changes=max_changes, robust=robust)
+        level, searched, noise = fit_level(x, beta, min_size=min_size, max_changes=max_changes,
+                                           prepared=(searched, noise))
         return LevelFit(level, searched, noise, beta, (a, b), False, min_size)
     if np.ptp(searched) <= 0:
         return LevelFit(_constant(n), searched, Noise(0.0, 0.0), np.inf, (np.inf, 1.0), True, min_size)
