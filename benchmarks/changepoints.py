@@ -20,7 +20,7 @@ of change-free series (white Gaussian, AR(1), heavy-tailed) given any change poi
 
     pip install -e '.[bench]'
     python benchmarks/changepoints.py [--per-cell 6] [--noise-series 300] [--seed 11] [--noise-seed 5]
-    python benchmarks/changepoints.py --calibrate level|spread   # regenerate the penalty table
+    python benchmarks/changepoints.py --calibrate level|spread|short   # regenerate a penalty table
 """
 
 from __future__ import annotations
@@ -306,9 +306,7 @@ def calibrate(stage: str, count: int, seed: int = 20240611) -> None:
 
 
 SHORT_LENGTHS = (10, 12, 15, 20, 25, 30, 40)
-LONG_LENGTHS = (41, 50, 70, 100, 150, 200, 300, 400)
 TRUE_PHIS = (0.0, 0.3, 0.5, 0.7, 0.9)
-MIN_IN_CELL = 30  # fewest series of one true phi in a bin of fitted phi for its tail to count
 EXCEEDANCE = 0.2  # the tail is fitted to this top share of the critical penalties
 
 
@@ -328,41 +326,22 @@ def _worst(tails: list[tuple[float, float]]) -> tuple[float, float]:
     return max(tails, key=lambda t: t[0] + t[1] * math.log(1 / cp.AUTOCORRELATED_RATE))
 
 
-def calibrate_by_phi(stage: str, count: int, seed: int = 20261207) -> None:
-    """Print SHORT_CALIBRATION (``short``) or LEVEL_BY_PHI (``level-phi``) from AR(1) noise of every TRUE_PHIS.
-
-    short: per n, the white-noise tail and the worst autocorrelated one. level-phi: per n and
-    bin of the differences' phi (cp.PHI_EDGES), the worst autocorrelated tail among the true
-    phis that land in the bin at least MIN_IN_CELL times (an empty bin takes its nearest).
-    """
+def calibrate_short(count: int, seed: int = 20261207) -> None:
+    """Print SHORT_CALIBRATION from AR(1) noise of every TRUE_PHIS: per n the white-noise tail and the worst autocorrelated one."""
     rng = np.random.default_rng(seed)
-    bins = len(cp.PHI_EDGES) + 1
-    print(("SHORT_CALIBRATION" if stage == "short" else "LEVEL_BY_PHI") + " = (")
-    for n in SHORT_LENGTHS if stage == "short" else LONG_LENGTHS:
+    print("SHORT_CALIBRATION = (")
+    for n in SHORT_LENGTHS:
         min_size = max(cp.MIN_FLAT, math.ceil(phase.MIN_SEGMENT_SHARE * n))
-        white, autocorrelated = None, [[] for _ in range(bins)]
+        white, autocorrelated = None, []
         for phi in TRUE_PHIS:
-            series = [_ar1(rng, n, phi) for _ in range(count)]
-            if stage == "short":
-                critical = np.array([cp.short_fit(cp.level_input(x)[0], min_size).critical() for x in series])
-                fitted = np.zeros(count, dtype=int)
-            else:
-                critical = np.array([_critical("level", x) for x in series])
-                fitted = np.array([cp.phi_bin(cp.estimate_noise(x).phi) for x in series])
+            critical = np.array([cp.short_fit(cp.level_input(_ar1(rng, n, phi))[0], min_size).critical()
+                                 for _ in range(count)])
             if phi == 0:
                 white = _exponential_tail(critical)
-                continue
-            for k in range(bins):
-                if np.count_nonzero(fitted == k) >= MIN_IN_CELL:
-                    autocorrelated[k].append(_exponential_tail(critical[fitted == k]))
-        if stage == "short":
-            print(f"    ({n}, ({white[0]:.3f}, {white[1]:.3f}), ({_worst(autocorrelated[0])[0]:.3f}, "
-                  f"{_worst(autocorrelated[0])[1]:.3f})),", flush=True)
-            continue
-        filled = [k for k in range(bins) if autocorrelated[k]]
-        cells = [_worst(autocorrelated[k] or autocorrelated[min(filled, key=lambda j: (abs(j - k), -j))])
-                 for k in range(bins)]
-        print(f"    ({n}, ({', '.join(f'({a:.3f}, {b:.3f})' for a, b in cells)})),", flush=True)
+            else:
+                autocorrelated.append(_exponential_tail(critical))
+        worst = _worst(autocorrelated)
+        print(f"    ({n}, ({white[0]:.3f}, {white[1]:.3f}), ({worst[0]:.3f}, {worst[1]:.3f})),", flush=True)
     print(")")
 
 
@@ -375,11 +354,11 @@ def main() -> None:
     parser.add_argument("--no-pelt-noise", action="store_true", help="leave Pelt (slow) out of the false-change table")
     parser.add_argument("--seed", type=int, default=11, help="seed of the labelled suite (another one checks for overfitting)")
     parser.add_argument("--noise-seed", type=int, default=5, help="seed of the change-free series")
-    parser.add_argument("--calibrate", choices=["level", "spread", "short", "level-phi"], help="print a null calibration table instead")
+    parser.add_argument("--calibrate", choices=["level", "spread", "short"], help="print a null calibration table instead")
     parser.add_argument("--calibration-series", type=int, default=4000)
     args = parser.parse_args()
-    if args.calibrate in ("short", "level-phi"):
-        calibrate_by_phi(args.calibrate, args.calibration_series)
+    if args.calibrate == "short":
+        calibrate_short(args.calibration_series)
         return
     if args.calibrate:
         calibrate(args.calibrate, args.calibration_series)

@@ -587,7 +587,6 @@ SHORT_MAX = 40
 # 10-30 points, measured); a four-point phase is still 10 % of 40 points.
 SHORT_MIN_FLAT = 4
 PHI_GRID = np.round(np.linspace(0.0, MAX_PHI, 20), 3)
-PHI_EDGES = (0.2, 0.4, 0.6, 0.8)  # bins of fitted phi that the calibrations are conditioned on
 # Penalties (in beta) the lone trend pays as a change-free model. At half a change point (as a sloped
 # segment pays in the long search) two steps had to beat a straight line by 1.5 beta, and a rising
 # staircase of 20-40 points was folded into a trend; as dear as a whole one, a single step beat a
@@ -612,12 +611,6 @@ SHORT_CALIBRATION: tuple = (
     (40, (2.951, 1.805), (5.914, 2.644)),
 )
 
-# The long search's (``fit_level``) law on AR(1) noise from 41 points, per bin of the phi read from
-# differences (``estimate_noise``; bins PHI_EDGES): rows (n, ((a, b) per bin)), each the AR(1)
-# noise (phi 0.3-0.9) that needs the highest penalty at AUTOCORRELATED_RATE in that bin. A few dozen
-# differences underestimate a high phi, and the white-noise table alone then let wandering pass as
-# steps. Constant beyond 400 points. benchmarks/changepoints.py --calibrate level-phi prints it.
-LEVEL_BY_PHI: tuple = ()
 
 
 def _whitened(x: np.ndarray, phi: float) -> np.ndarray:
@@ -687,7 +680,7 @@ class ShortFit:
     """The best short-series model per (change points, sloped segments): (-2 log L, changes, phi, rss)."""
 
     scores: dict
-    phi: float  # phi of the best two-change model: what the calibration is conditioned on
+    phi: float  # phi of the best two-change model
 
     def critical(self) -> float:
         """The smallest penalty per change point at which a change-free model wins.
@@ -805,10 +798,6 @@ def short_fit(x: np.ndarray, min_size: int = MIN_FLAT, max_changes: int = 2) -> 
     return ShortFit(scores, fit_phi)
 
 
-def phi_bin(phi: float) -> int:
-    return int(np.searchsorted(PHI_EDGES, phi, side="right"))
-
-
 def _interpolate(lengths, cells, n: int) -> tuple[float, float]:
     logs, cells, log_n = np.log(np.asarray(lengths, dtype=float)), np.asarray(cells, dtype=float), math.log(max(n, 2))
     return float(np.interp(log_n, logs, cells[:, 0])), float(np.interp(log_n, logs, cells[:, 1]))
@@ -833,14 +822,16 @@ def short_penalty(n: int, alpha: float) -> tuple[float, float, float]:
     return _binding(white, _interpolate(lengths, [row[2] for row in SHORT_CALIBRATION], n), alpha)
 
 
-def long_penalty(n: int, phi: float, alpha: float) -> tuple[float, float, float]:
-    """(beta, a, b) of the long search at ``n`` points whose differences show ``phi`` (see LEVEL_BY_PHI)."""
-    if not LEVEL_BY_PHI:
-        a, b = _tail("level", n)
-        return a + b * math.log(1.0 / alpha), a, b
-    lengths = [row[0] for row in LEVEL_BY_PHI]
-    autocorrelated = _interpolate(lengths, [row[1][phi_bin(phi)] for row in LEVEL_BY_PHI], n)
-    return _binding(_tail("level", n), autocorrelated, alpha)
+def long_penalty(n: int, alpha: float) -> tuple[float, float, float]:
+    """(beta, a, b) of the long search at ``n`` points (white-noise law, CALIBRATION["level"]).
+
+    Its AR(1) segment costs take the noise's phi into account; a law conditioned on the phi
+    read from differences was tried and was too loose to use below ~100 points (the
+    differences' phi misclassifies a wandering series as white, so the white bin would
+    have had to pay for it).
+    """
+    a, b = _tail("level", n)
+    return a + b * math.log(1.0 / alpha), a, b
 
 
 @dataclass(frozen=True)
@@ -885,13 +876,12 @@ def search_level(x: np.ndarray, alpha: float, *, min_size: int = MIN_FLAT, max_c
     """The level segmentation of ``x`` whose false-change probability on change-free noise is ``alpha``.
 
     Up to SHORT_MAX points the exhaustive short search; longer series the penalised
-    optimal partition of ``fit_level``. Either penalty is read for the phi the
-    series shows (see SHORT_CALIBRATION, LEVEL_BY_PHI).
+    optimal partition of ``fit_level`` (see SHORT_CALIBRATION, CALIBRATION).
     """
     n = x.size
     searched, noise = level_input(x) if robust else (x, estimate_noise(x))
     if n > SHORT_MAX or not SHORT_CALIBRATION:
-        beta, a, b = long_penalty(n, noise.phi, alpha)
+        beta, a, b = long_penalty(n, alpha)
         level, searched, noise = fit_level(x, beta, min_size=min_size, max_changes=max_changes,
                                            prepared=(searched, noise))
         return LevelFit(level, searched, noise, beta, (a, b), False, min_size)
