@@ -305,7 +305,7 @@ def calibrate(stage: str, count: int, seed: int = 20240611) -> None:
         print(f"        ({n}, {c[0] + c[1] * log_n:.3f}, {c[2] + c[3] / log_n:.3f}),")
 
 
-SHORT_LENGTHS = (10, 12, 15, 20, 25, 30, 40)
+SHORT_LENGTHS = (10, 12, 15, 20, 25, 30, 40, 50, 60)
 TRUE_PHIS = (0.0, 0.3, 0.5, 0.7, 0.9)
 EXCEEDANCE = 0.2  # the tail is fitted to this top share of the critical penalties
 
