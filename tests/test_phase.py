@@ -433,3 +433,17 @@ def test_a_step_on_short_smooth_noise_is_found():
     values[18:] += 4
     (pattern,) = phase.detect(_matrix({"x": values}), DEFAULT)
     assert abs(pattern.statistics["change_index"] - 18) <= 1
+
+
+def test_a_burst_of_slow_calls_fitted_as_a_short_line_is_an_excursion_not_a_phase():
+    # Call gaps of a real OnlineBoutique group (Nezha, a healthy minute): four slow calls at
+    # task 16 and back. The noise runs on through change points, so the burst's two jumps
+    # cost more than a five-point line down through its end; that line is no phase either.
+    gaps = np.array([
+        3.13, 3.02, 3.35, 3.2, 3.31, 2.12, 2.73, 3.27, 5.25, 5.29, 5.37, 2.75, 3.93, 3.91, 3.48, 2.48, 7.14, 7.25,
+        6.02, 6.07, 2.77, 2.89, 3.58, 2.9, 2.7, 4.31, 5.24, 5.25, 4.26, 5.03, 3.43, 3.99, 4.89, 4.55, 3.2, 8.49, 3.69,
+        5.22, 4.52, 2.58, 2.98, 3.51, 4.98, 5.2, 5.48, 3.23, 4.57, 4.46, 4.08, 3.54, 3.43, 2.73, 2.51, 2.48, 2.96, 4.84,
+        4.81, 4.59, 5.57, 3.85, 4.64, 4.53, 4.62, 3.87, 3.39, 5.47, 5.77, 5.65, 4.85, 5.05, 4.04, 3.3, 3.75, 2.87, 3.09,
+        2.91, 2.81, 3.29, 3.23, 3.41, 3.26, 3.35, 2.85, 2.23, 2.78, 2.37, 2.85, 3.24, 2.55, 6.25, 6.17, 2.62, 2.21, 3.19,
+    ])
+    assert phase.detect(_matrix({"call_gap_ms": gaps}), DEFAULT) == []

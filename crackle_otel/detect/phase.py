@@ -277,7 +277,10 @@ def _phases_only(lasts, n: int, segmentation: cp.Segmentation, beta: float,
     A burst of slow requests and back is an excursion, and a change in the last
     seconds of the window is not a phase yet (a later cool will see it last): both
     boundaries of such a segment go, and so does any boundary that then no longer
-    pays its penalty. Sloped segments may be short: several make one curved ramp.
+    pays its penalty. Sloped segments may be short: several make one curved ramp, and a
+    steep one joins two phases; but a short one between two flat phases that are closer
+    to each other than to it is a burst fitted as a line (a jump up, then back down
+    through it), an excursion like a flat one.
     """
     excursions = np.zeros(n, dtype=bool)
     while segmentation.changes.size:
@@ -288,7 +291,9 @@ def _phases_only(lasts, n: int, segmentation: cp.Segmentation, beta: float,
         short = [k for k in range(last + 1)
                  if (not segmentation.sloped[k] and not lasts(int(bounds[k]), int(bounds[k + 1])))
                  or (segmentation.sloped[k] and k in (0, last)
-                     and not lasts(int(bounds[k]), int(bounds[k + 1]), EDGE_RAMP_SHARE))]
+                     and not lasts(int(bounds[k]), int(bounds[k + 1]), EDGE_RAMP_SHARE))
+                 or (0 < k < last and _sloped_excursion(segmentation, k)
+                     and not lasts(int(bounds[k]), int(bounds[k + 1])))]
         if short:
             gone = _merge_short(segmentation, short[0], n)
             if len(gone) != 1 or short[0] in (0, bounds.size - 2):  # set aside, not joined to a neighbour
@@ -383,6 +388,15 @@ def _sides(change: _Change) -> tuple[np.ndarray, np.ndarray]:
     return before, after
 
 
+def _sloped_excursion(segmentation: cp.Segmentation, k: int) -> bool:
+    """Whether interior sloped segment ``k`` stands apart from its flat neighbours, which are closer to each other."""
+    if not segmentation.sloped[k] or segmentation.sloped[k - 1] or segmentation.sloped[k + 1]:
+        return False
+    before, after = segmentation.end_level()[k - 1], segmentation.start_level[k + 1]
+    middle = (segmentation.start_level[k] + segmentation.end_level()[k]) / 2.0  # a line's mean
+    return abs(before - after) < min(abs(middle - before), abs(middle - after))
+
+
 def _merge_short(segmentation: cp.Segmentation, k: int, n: int) -> set[int]:
     """The boundaries to remove for short flat segment ``k``.
 
@@ -394,6 +408,8 @@ def _merge_short(segmentation: cp.Segmentation, k: int, n: int) -> set[int]:
     bounds, level = segmentation.bounds, segmentation.start_level
     if k == 0 or k == bounds.size - 2:
         return {int(bounds[1])} if k == 0 else {int(bounds[-2])}
+    if _sloped_excursion(segmentation, k):
+        return {int(bounds[k]), int(bounds[k + 1])}
     before, after = segmentation.end_level()[k - 1], level[k + 1]
     to_before, to_after = abs(level[k] - before), abs(level[k] - after)
     if abs(before - after) < min(to_before, to_after):
