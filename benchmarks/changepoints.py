@@ -306,7 +306,6 @@ def calibrate(stage: str, count: int, seed: int = 20240611) -> None:
 
 
 SHORT_LENGTHS = (10, 12, 15, 20, 25, 30, 40, 50, 60)
-TRUE_PHIS = (0.0, 0.3, 0.5, 0.7, 0.9)
 EXCEEDANCE = 0.2  # the tail is fitted to this top share of the critical penalties
 
 
@@ -321,27 +320,16 @@ def _exponential_tail(critical: np.ndarray) -> tuple[float, float]:
     return q - b * math.log(1 / EXCEEDANCE), b
 
 
-def _worst(tails: list[tuple[float, float]]) -> tuple[float, float]:
-    """The tail that needs the highest penalty at cp.AUTOCORRELATED_RATE."""
-    return max(tails, key=lambda t: t[0] + t[1] * math.log(1 / cp.AUTOCORRELATED_RATE))
-
-
 def calibrate_short(count: int, seed: int = 20261207) -> None:
-    """Print SHORT_CALIBRATION from AR(1) noise of every TRUE_PHIS: per n the white-noise tail and the worst autocorrelated one."""
+    """Print SHORT_CALIBRATION (the short search's null law on Gaussian white noise, per n)."""
     rng = np.random.default_rng(seed)
-    print("SHORT_CALIBRATION = (")
+    print("SHORT_CALIBRATION: tuple = (")
     for n in SHORT_LENGTHS:
         min_size = max(cp.MIN_FLAT, math.ceil(phase.MIN_SEGMENT_SHARE * n))
-        white, autocorrelated = None, []
-        for phi in TRUE_PHIS:
-            critical = np.array([cp.short_fit(cp.level_input(_ar1(rng, n, phi))[0], min_size).critical()
-                                 for _ in range(count)])
-            if phi == 0:
-                white = _exponential_tail(critical)
-            else:
-                autocorrelated.append(_exponential_tail(critical))
-        worst = _worst(autocorrelated)
-        print(f"    ({n}, ({white[0]:.3f}, {white[1]:.3f}), ({worst[0]:.3f}, {worst[1]:.3f})),", flush=True)
+        critical = np.array([cp.short_fit(cp.level_input(rng.normal(0.0, 1.0, n))[0], min_size).critical()
+                             for _ in range(count)])
+        a, b = _exponential_tail(critical)
+        print(f"    ({n}, {a:.3f}, {b:.3f}),", flush=True)
     print(")")
 
 

@@ -402,15 +402,16 @@ def test_a_small_group_is_analysed_through_the_kiln():
 
 @pytest.mark.parametrize("n", [12, 20, 30])
 def test_short_strongly_autocorrelated_noise_stays_quiet(n):
-    # AR(1) noise with phi 0.9 wanders like a staircase over a few dozen points; the short
-    # search holds it to AUTOCORRELATED_RATE (5 %) per series.
+    # AR(1) noise with phi 0.9 wanders like a staircase over a few dozen points. The short search
+    # holds `significance` on white noise only, as the long search does; on such noise it stays
+    # within what the detector before it gave (10-18 % of 15-50-point series, README).
     rng = np.random.default_rng(300 + n)
     phi = 0.9
     found = 0
     for _ in range(100):
         x = lfilter([1.0], [1.0, -phi], rng.normal(0, 1, n + 100))[100:] * math.sqrt(1 - phi**2)
         found += bool(phase.detect(_matrix({"x": x}), DEFAULT))
-    assert found <= 10
+    assert found <= 20
 
 
 # Up and back down, and a rising staircase long enough to be told from a straight line (in 24
@@ -447,3 +448,15 @@ def test_a_burst_of_slow_calls_fitted_as_a_short_line_is_an_excursion_not_a_phas
         2.91, 2.81, 3.29, 3.23, 3.41, 3.26, 3.35, 2.85, 2.23, 2.78, 2.37, 2.85, 3.24, 2.55, 6.25, 6.17, 2.62, 2.21, 3.19,
     ])
     assert phase.detect(_matrix({"call_gap_ms": gaps}), DEFAULT) == []
+
+
+@pytest.mark.parametrize("n", [12, 14, 16, 20])
+def test_a_clear_step_in_the_newest_three_tasks_is_found(n):
+    # A sparse group (a call every 10-20 s) shows a slowdown first in its newest few tasks: the
+    # stream should not wait for a fourth (three still last a phase up to 20 tasks).
+    rng = np.random.default_rng(500 + n)
+    values = rng.normal(100, 2, n)
+    values[n - 3:] += 20
+    (pattern,) = phase.detect(_matrix({"queue_depth": values}), DEFAULT)
+    assert pattern.statistics["change_index"] == n - 3
+    assert pattern.statistics["level_after"] == pytest.approx(120, abs=3)
