@@ -488,6 +488,18 @@ class Kiln:
         ``only``: run just these detectors (names in ``detect.DETECTORS``): a partial look that
         leaves every task as new as it was (sliding windows only: a sealed kiln cools once).
         """
+        matrix = self.take_window(only=only)
+        # Detection runs outside the lock: recording goes on meanwhile.
+        patterns, errors = run_detectors(matrix, self.profile, should_stop=should_stop, only=only)
+        self.note_detector_errors(errors)
+        return patterns, matrix
+
+    def take_window(self, *, only: Collection[str] | None = None) -> MetricMatrix:
+        """The first half of ``cool_with_matrix``: the window its detectors read, its tasks marked cooled.
+
+        For a caller that runs ``run_detectors`` on it elsewhere (another process) and then
+        hands the errors to ``note_detector_errors``.
+        """
         partial = only is not None
         with self._lock:
             if self._sealed:
@@ -502,13 +514,14 @@ class Kiln:
                 self._cools += 1
                 if self.seal_on_cool:
                     self._sealed = True
-        # Detection runs outside the lock: recording goes on meanwhile.
-        patterns, errors = run_detectors(matrix, self.profile, should_stop=should_stop, only=only)
+        return matrix
+
+    def note_detector_errors(self, errors: dict[str, str]) -> None:
+        """What ``run_detectors`` reported failing over a window of this kiln (counted, kept as the last)."""
         if errors:
             with self._lock:
                 self._detector_errors += len(errors)
         self.last_detector_errors = errors
-        return patterns, matrix
 
     def reset(self) -> None:
         """Empty the kiln (counters included) and make it accept tasks again."""

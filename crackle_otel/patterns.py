@@ -122,6 +122,12 @@ class Pattern:
         if not self.key:
             object.__setattr__(self, "key", f"{self.kind.slug}:{'|'.join(self.metrics)}")
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Its mappings are read-only proxies, which pickle cannot take: rebuilt from plain dicts
+        # (``__post_init__`` freezes them again, unchanged), e.g. to come back from a worker process.
+        return (Pattern, (self.kind, self.description, self.confidence, self.metrics, dict(self.statistics),
+                          self.involved, dict(self.explanation), self.key, self.group))
+
     @property
     def involved_labels(self) -> list[str]:
         return [task.label for task in self.involved]

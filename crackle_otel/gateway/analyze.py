@@ -33,6 +33,7 @@ from ..otel.extract import ExtractionRules
 from ..otel.furnace import Emitter, Furnace
 from ..patterns import Pattern
 from ..report.findings import Finding, FindingLedger, SpanPositions
+from .detector_workers import DetectorWorkerFailed, DetectorWorkers, can_fork_workers, usable_cores
 from .feed import RequestFeeder
 from .otlp_files import DEFAULT_MAX_RECORD_BYTES, FileFormatError, OTLPFile, ProblemLog
 
@@ -191,8 +192,9 @@ class AnalysisSummary:
 class _PlacedFurnace(Furnace):
     """A furnace that notes which span of the input each task it keeps was made from."""
 
-    def __init__(self, config: CrackleConfig, positions: SpanPositions, ledger: FindingLedger) -> None:
-        super().__init__(config, None, keep_reported=0, observer=ledger)
+    def __init__(self, config: CrackleConfig, positions: SpanPositions, ledger: FindingLedger,
+                 detection: DetectorWorkers | None = None) -> None:
+        super().__init__(config, None, keep_reported=0, observer=ledger, detection=detection)
         self.positions = positions
         self.ordinal: Callable[[], int] = lambda: 0
         self.first_timestamp = float("inf")
@@ -216,13 +218,30 @@ def analyze_files(
     max_problems_kept: int = 10,
     evidence: bool = False,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    jobs: int = 1,
 ) -> AnalysisSummary:
     """Stream every file through a feeder and furnace; at the end, one pattern per standing finding goes to
-    ``emitter`` (most confident first) and the findings are in the summary (with plot data if ``evidence``)."""
+    ``emitter`` (most confident first) and the findings are in the summary (with plot data if ``evidence``).
+
+    ``jobs``: processes that analyse: this one, which reads and records, and ``jobs - 1`` forked
+    workers that run the detectors of each cooled window (``detector_workers``), started here and
+    ended before this returns; the findings are the same as with 1. Where the platform cannot fork,
+    1. Raises ``DetectorWorkerFailed`` when a worker died: its findings would be incomplete. For
+    ``crackle-otel analyze``'s own process (or a script's), never a host service's.
+    """
+    if jobs > 1 and can_fork_workers():
+        with DetectorWorkers(jobs - 1) as workers:
+            return _analyze(paths, config, emitter, progress, max_problems_kept, evidence, max_record_bytes, workers)
+    return _analyze(paths, config, emitter, progress, max_problems_kept, evidence, max_record_bytes, None)
+
+
+def _analyze(paths: Sequence[str], config: CrackleConfig, emitter: Emitter | None, progress: ProgressLine | None,
+             max_problems_kept: int, evidence: bool, max_record_bytes: int,
+             workers: DetectorWorkers | None) -> AnalysisSummary:
     started = time.perf_counter()
     positions = SpanPositions(config.kiln_capacity)
     ledger = FindingLedger(positions=positions, keep="widest", max_involved=config.profile.max_involved, evidence=evidence)
-    furnace = _PlacedFurnace(config, positions, ledger)
+    furnace = _PlacedFurnace(config, positions, ledger, workers)
     feeder = RequestFeeder(
         furnace,
         ExtractionRules(allow=config.attributes_allow, deny=config.attributes_deny, group_by=config.group_by),

@@ -57,9 +57,63 @@ class CoolObserver(Protocol):
     ``window`` is the group's kiln as cooled: a pattern's ``InvolvedTask.index`` is a row
     of it. Called on the cooling thread after the emitter, with the group set on each
     pattern; it must be quick (errors are logged and counted, never raised).
+
+    An observer that keeps per-group state beside the kilns (where each row came from)
+    may also have ``taken(group, window) -> object``: a furnace whose detectors run
+    elsewhere (``detection``) calls it when it takes the window, in cool order, and passes
+    what it returned to ``cooled(..., taken=...)`` once the detectors are done, by which
+    time later tasks have been recorded.
     """
 
     def cooled(self, group: str, window: MetricMatrix, patterns: Sequence[Pattern]) -> None: ...
+
+
+class Detection(Protocol):
+    """Runs a window's detectors elsewhere (another process): what ``run_detectors`` returns, to come."""
+
+    #: Windows handed over and not yet reported before a cool waits for the oldest: bounds memory and lag.
+    max_in_flight: int
+
+    def submit(self, window: MetricMatrix, profile: Any, only: frozenset[str] | None) -> "DetectionResult": ...
+
+
+class DetectionResult(Protocol):
+    def done(self) -> bool: ...
+
+    def result(self) -> tuple[list[Pattern], dict[str, str]]: ...
+
+
+@dataclasses.dataclass
+class _Cooled:
+    """One group's part of a cool: the window taken from its kiln, and what the detectors found in it."""
+
+    name: str
+    group: "_Group"
+    window: MetricMatrix
+    first_seen: float  # the group's as of the cool (start-up transients are judged against it)
+    patterns: list[Pattern] = dataclasses.field(default_factory=list)
+    detection: DetectionResult | None = None  # deferred: the detectors' results, to come
+    taken: Any = None  # what the observer noted when the window was taken (deferred cools)
+
+
+@dataclasses.dataclass
+class _CoolState:
+    """What a cool's reporting reads besides the windows, as of the cool: calls, group facts, cool counts.
+
+    A deferred cool is reported after later tasks were recorded; they must not change it."""
+
+    edges: dict[Edge, int]
+    facts: dict[str, GroupFacts]
+    cools: dict[str, int]
+
+
+@dataclasses.dataclass
+class _PendingCool:
+    now: float
+    final: bool
+    cooled: list[_Cooled]
+    state: _CoolState
+    seconds: float  # spent in this process so far (taking the windows)
 
 
 @dataclasses.dataclass
@@ -77,7 +131,7 @@ class _Group:
 START_UP_S = 60.0  # a group's first minute of span time
 
 
-def _start_up(pattern: Pattern, group: _Group, window: MetricMatrix) -> bool:
+def _start_up(pattern: Pattern, first_seen: float, window: MetricMatrix) -> bool:
     """A group's first moments: caches filling, connections opening, code warming up.
 
     Services are slow for a while after they (or the stream) start: their first
@@ -87,11 +141,11 @@ def _start_up(pattern: Pattern, group: _Group, window: MetricMatrix) -> bool:
     reported: a service that starts slowing down at once is news).
     """
     if pattern.kind is PatternKind.OUTLIER:
-        return bool(pattern.involved) and all(t.timestamp < group.first_seen + START_UP_S for t in pattern.involved)
+        return bool(pattern.involved) and all(t.timestamp < first_seen + START_UP_S for t in pattern.involved)
     if pattern.kind is not PatternKind.PHASE_TRANSITION or not pattern.metrics:
         return False
     at = pattern.statistics.get("change_timestamp")
-    if at is None or at >= group.first_seen + START_UP_S or pattern.metrics[0] not in window.metric_names:
+    if at is None or at >= first_seen + START_UP_S or pattern.metrics[0] not in window.metric_names:
         return False
     column = window.column(pattern.metrics[0])
     before = column[(window.timestamps < at) & np.isfinite(column)]
@@ -108,13 +162,24 @@ class Furnace:
     ``pattern_memory_cools`` and the profile. ``keep_reported``: how many recently
     reported patterns ``reported_patterns()`` returns (each holds up to
     ``max_involved`` tasks, so 0 saves memory where nobody asks, e.g. offline analysis).
+
+    ``detection``: run the detectors of each cooled window there (``crackle-otel analyze``'s
+    worker processes) while the caller goes on recording. A cool then takes the windows,
+    hands them over and returns; its patterns are reported by a later ``cool`` (the last
+    one with ``final``), in cool order and from the state as of the cool, so the reports
+    are those of running the detectors in place. Single caller thread only; no
+    ``deadline`` or ``should_stop``.
     """
 
     def __init__(self, config: CrackleConfig, emitter: Emitter | None = None, *,
-                 keep_reported: int = _MAX_REPORTED_KEPT, observer: CoolObserver | None = None) -> None:
+                 keep_reported: int = _MAX_REPORTED_KEPT, observer: CoolObserver | None = None,
+                 detection: Detection | None = None) -> None:
         self.config = config
         self.emitter = emitter
         self.observer = observer
+        self.detection = detection
+        self._pending: deque[_PendingCool] = deque()  # cools handed to ``detection``, oldest first
+        self._in_flight = 0  # their windows
         #: A group is "filled" (worth cooling before the interval) after this many new tasks.
         self.cool_after = max(config.profile.rate.min_tasks, config.kiln_capacity // 2)
         #: Every interval a group with new tasks gets the detectors cheap enough for that (its newest
@@ -243,112 +308,194 @@ class Furnace:
         left waiting are counted in ``cools_skipped``; what the groups cooled
         before the stop found is reported. Returns the patterns reported (new or
         materially changed, group set), which were also handed to the emitter.
+
+        With ``detection``, the patterns returned are those of earlier cools whose
+        detectors are done by now (with ``final``: of every cool, this one included).
         """
+        if self.detection is not None:
+            if deadline != math.inf or should_stop is not None:
+                raise ValueError("a furnace with detection elsewhere cools without a deadline")
+            with self._cool_lock:
+                return self._cool_deferred(only_filled, final)
 
         def stop() -> bool:
             return time.monotonic() >= deadline or (should_stop is not None and should_stop())
 
         with self._cool_lock:
             started = time.perf_counter()
-            with self._lock:
-                due = [
-                    (name, group)
-                    for name, group in self._groups.items()
-                    if group.new_tasks and not (only_filled and group.new_tasks < self.cool_after)
-                ]
-                now = self._latest
-            found: list[tuple[str, _Group, list[Pattern]]] = []
-            windows: list[tuple[str, MetricMatrix, list[Pattern]]] = []
-            changes = []
+            due, now = self._due(only_filled)
+            cooled: list[_Cooled] = []
             for position, (name, group) in enumerate(due):
                 if stop():
                     with self._lock:
                         self._cools_skipped += len(due) - position
                     break
-                full = final or group.since_full >= self.cool_after or now - group.last_full >= self.full_every_s
                 try:
-                    patterns, window = self._cool_group(group, stop, full, now)
+                    patterns, window = self._cool_group(group, stop, self._is_full(group, now, final), now)
                 except CoolInterrupted:
                     with self._lock:
                         self._cools_interrupted += 1
                         self._cools_skipped += len(due) - position - 1
                     break
-                start_ups = [p for p in patterns if _start_up(p, group, window)]
-                if start_ups:
-                    patterns = [p for p in patterns if p not in start_ups]
-                    with self._lock:
-                        self._patterns_detected += len(start_ups)
-                        self._patterns_start_up += len(start_ups)
-                found.append((name, group, patterns))
-                windows.append((name, window, patterns))
-                changes.extend(changes_of(patterns, window, name, now))
-            if not found and not self._held:
-                return []
-            edges = self._calls.edges()
-            incidents = self._incidents.update(changes, self._group_facts(edges),
-                                               {(e.caller_service, e.callee_service) for e in edges}, now)
-            reported = list(incidents)
-            folded = 0
-            # Lone changes held back at an earlier cool: folded into an incident by now, or reported.
-            held, self._held = self._held, []
-            cooled = {name for name, _, _ in found}  # a group cooled again supersedes what it held
-            waiting = [(name, self._groups[name], [p]) for name, p in held if name in self._groups and name not in cooled]
-            superseded = len(held) - len(waiting)
-            for name, group, patterns in waiting + found:
-                visible = []
-                for pattern in patterns:
-                    if self._incidents.explains(name, pattern):
-                        folded += 1
-                    elif not final and self._incidents.holds(name, pattern, now):
-                        self._held.append((name, pattern))
-                    else:
-                        visible.append(pattern)
-                fresh, repeats = group.reported.select(visible, group.cools)
-                reported.extend(dataclasses.replace(p, group=name) for p in fresh)
-                with self._lock:
-                    self._patterns_repeated += repeats
-            with self._lock:
-                self._patterns_detected += sum(len(p) for _, _, p in found) + len(incidents)
-                self._patterns_reported += len(reported)
-                self._patterns_folded += folded
-                self._patterns_superseded += superseded
-                self._incidents_reported += len(incidents)
-                self._reported_recent.extend(reported)
-                if found:
-                    elapsed = time.perf_counter() - started
-                    self._last_cool_seconds = elapsed
-                    self._total_cool_seconds += elapsed
-                    self._cools += 1
-            if reported and self.emitter is not None:
-                try:
-                    self.emitter.emit(reported)
-                except Exception:
-                    with self._lock:
-                        self._emit_errors += 1
-                        self._patterns_emit_failed += len(reported)
-                    logger.exception("crackle: emitter failed")
-            self._observe(windows, incidents)
-            return reported
+                cooled.append(_Cooled(name, group, window, group.first_seen, patterns))
+            return self._report(cooled, now, final, None, lambda: time.perf_counter() - started)
 
-    def _observe(self, windows: list[tuple[str, MetricMatrix, list[Pattern]]], incidents: list[Pattern]) -> None:
+    def _due(self, only_filled: bool) -> tuple[list[tuple[str, _Group]], float]:
+        """The groups a cool takes, and its clock (the newest task time)."""
+        with self._lock:
+            due = [
+                (name, group)
+                for name, group in self._groups.items()
+                if group.new_tasks and not (only_filled and group.new_tasks < self.cool_after)
+            ]
+            return due, self._latest
+
+    def _is_full(self, group: _Group, now: float, final: bool) -> bool:
+        """Whether a group's cool runs every detector (else only those cheap enough for every interval)."""
+        return final or group.since_full >= self.cool_after or now - group.last_full >= self.full_every_s
+
+    def _cool_deferred(self, only_filled: bool, final: bool) -> list[Pattern]:
+        """Take the due windows and hand them to ``detection``; report the cools whose detectors are done."""
+        assert self.detection is not None
+        started = time.perf_counter()
+        due, now = self._due(only_filled)
+        cooled: list[_Cooled] = []
+        for name, group in due:
+            full = self._is_full(group, now, final)
+            window = self._take_group(group, full, now)
+            cooled.append(_Cooled(name, group, window, group.first_seen, taken=self._taken(name, window),
+                                  detection=self.detection.submit(window, self.config.profile,
+                                                                  None if full else EDGE_DETECTORS)))
+        if cooled or final or self._held or self._pending:  # else, as in place: nothing to report
+            self._pending.append(_PendingCool(now, final, cooled, self._state(), time.perf_counter() - started))
+            self._in_flight += len(cooled)
+        reported: list[Pattern] = []
+        while self._pending and (final or self._in_flight > self.detection.max_in_flight
+                                 or all(c.detection is not None and c.detection.done() for c in self._pending[0].cooled)):
+            waited = time.perf_counter()
+            cool = self._pending.popleft()
+            self._in_flight -= len(cool.cooled)
+            for part in cool.cooled:
+                assert part.detection is not None
+                part.patterns, errors = part.detection.result()  # raises when the work was lost (a dead worker)
+                part.detection = None
+                part.group.kiln.note_detector_errors(errors)
+            reported += self._report(cool.cooled, cool.now, cool.final, cool.state,
+                                     lambda: cool.seconds + time.perf_counter() - waited)
+        return reported
+
+    def _taken(self, name: str, window: MetricMatrix) -> Any:
+        """What the observer notes when a window is taken, for its ``cooled`` once the detectors are done."""
+        taken = getattr(self.observer, "taken", None)
+        if taken is None:
+            return None
+        try:
+            return taken(name, window)
+        except Exception:
+            with self._lock:
+                self._observer_errors += 1
+            logger.exception("crackle: cool observer failed")
+            return None
+
+    def _state(self) -> _CoolState:
+        edges = self._calls.edges()
+        with self._lock:
+            cools = {name: group.cools for name, group in self._groups.items()}
+        return _CoolState(edges, self._group_facts(edges), cools)
+
+    def _report(self, cooled: list[_Cooled], now: float, final: bool, state: _CoolState | None,
+                seconds: Callable[[], float]) -> list[Pattern]:
+        """A cool's second half, once its detectors are done: incidents, the reporting rule, emit, observe.
+
+        ``state``: as of the cool (deferred); None reads the furnace's now (a cool in place).
+        """
+        found: list[tuple[str, _Group, list[Pattern]]] = []
+        windows: list[tuple[str, MetricMatrix, list[Pattern], Any]] = []
+        changes = []
+        for part in cooled:
+            name, group, window, patterns = part.name, part.group, part.window, part.patterns
+            start_ups = [p for p in patterns if _start_up(p, part.first_seen, window)]
+            if start_ups:
+                patterns = [p for p in patterns if p not in start_ups]
+                with self._lock:
+                    self._patterns_detected += len(start_ups)
+                    self._patterns_start_up += len(start_ups)
+            found.append((name, group, patterns))
+            windows.append((name, window, patterns, part.taken))
+            changes.extend(changes_of(patterns, window, name, now))
+        if not found and not self._held:
+            return []
+        if state is None:
+            edges = self._calls.edges()
+            facts = self._group_facts(edges)
+        else:
+            edges, facts = state.edges, state.facts
+        incidents = self._incidents.update(changes, facts, {(e.caller_service, e.callee_service) for e in edges}, now)
+        reported = list(incidents)
+        folded = 0
+        # Lone changes held back at an earlier cool: folded into an incident by now, or reported.
+        held, self._held = self._held, []
+        cooled_now = {name for name, _, _ in found}  # a group cooled again supersedes what it held
+        waiting = [(name, self._groups[name], [p]) for name, p in held
+                   if name in self._groups and name not in cooled_now]
+        superseded = len(held) - len(waiting)
+        for name, group, patterns in waiting + found:
+            visible = []
+            for pattern in patterns:
+                if self._incidents.explains(name, pattern):
+                    folded += 1
+                elif not final and self._incidents.holds(name, pattern, now):
+                    self._held.append((name, pattern))
+                else:
+                    visible.append(pattern)
+            fresh, repeats = group.reported.select(visible, group.cools if state is None else state.cools[name])
+            reported.extend(dataclasses.replace(p, group=name) for p in fresh)
+            with self._lock:
+                self._patterns_repeated += repeats
+        with self._lock:
+            self._patterns_detected += sum(len(p) for _, _, p in found) + len(incidents)
+            self._patterns_reported += len(reported)
+            self._patterns_folded += folded
+            self._patterns_superseded += superseded
+            self._incidents_reported += len(incidents)
+            self._reported_recent.extend(reported)
+            if found:
+                elapsed = seconds()
+                self._last_cool_seconds = elapsed
+                self._total_cool_seconds += elapsed
+                self._cools += 1
+        if reported and self.emitter is not None:
+            try:
+                self.emitter.emit(reported)
+            except Exception:
+                with self._lock:
+                    self._emit_errors += 1
+                    self._patterns_emit_failed += len(reported)
+                logger.exception("crackle: emitter failed")
+        self._observe(windows, incidents)
+        return reported
+
+    def _observe(self, windows: list[tuple[str, MetricMatrix, list[Pattern], Any]], incidents: list[Pattern]) -> None:
         """Show the observer every cooled group's window and findings (repeats and folded ones too)."""
         if self.observer is None:
             return
-        cooled = {name for name, _, _ in windows}
-        for position, (name, window, patterns) in enumerate(windows):
+        cooled = {name for name, _, _, _ in windows}
+        for position, (name, window, patterns, taken) in enumerate(windows):
             found = [dataclasses.replace(p, group=name) for p in patterns]
             # An incident goes with its origin's window, or the first one when that group did not cool now.
             found += [p for p in incidents if p.group == name or (position == 0 and p.group not in cooled)]
             try:
-                self.observer.cooled(name, window, found)
+                if taken is None:
+                    self.observer.cooled(name, window, found)
+                else:
+                    self.observer.cooled(name, window, found, taken=taken)  # type: ignore[call-arg]
             except Exception:
                 with self._lock:
                     self._observer_errors += 1  # the report's collector, not the emitter: counted apart
                 logger.exception("crackle: cool observer failed")
 
-    def _cool_group(self, group: _Group, stop: Callable[[], bool], full: bool,
-                    now: float) -> tuple[list[Pattern], MetricMatrix]:
-        """One group's cool: every detector (``full``) or only those cheap enough for every interval."""
+    def _start_group_cool(self, group: _Group, full: bool) -> tuple[int, int]:
+        """A group's counters as its cool starts: (new tasks, tasks since its last full cool) before it."""
         with self._lock:
             waiting, since_full = group.new_tasks, group.since_full
             if waiting >= self.cool_after:
@@ -358,6 +505,20 @@ class Furnace:
                 group.since_full = 0
                 group.cools += 1
             self._group_cools += 1
+        return waiting, since_full
+
+    def _take_group(self, group: _Group, full: bool, now: float) -> MetricMatrix:
+        """A group's cool up to its detectors (run elsewhere): its window."""
+        self._start_group_cool(group, full)
+        window = group.kiln.take_window(only=None if full else EDGE_DETECTORS)
+        if full:
+            group.last_full = now
+        return window
+
+    def _cool_group(self, group: _Group, stop: Callable[[], bool], full: bool,
+                    now: float) -> tuple[list[Pattern], MetricMatrix]:
+        """One group's cool: every detector (``full``) or only those cheap enough for every interval."""
+        waiting, since_full = self._start_group_cool(group, full)
         try:
             result = group.kiln.cool_with_matrix(should_stop=stop, only=None if full else EDGE_DETECTORS)
         except CoolInterrupted:

@@ -228,16 +228,27 @@ class FindingLedger:
         self._edges: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------ observing
-    def cooled(self, group: str, window: MetricMatrix, patterns: Sequence[Pattern]) -> None:
+    def taken(self, group: str, window: MetricMatrix) -> tuple[np.ndarray | None, int]:
+        """Where the rows of a window just taken from ``group``'s kiln came from, before later tasks move them.
+
+        For ``cooled(..., taken=...)`` when the detectors run elsewhere (``Furnace(detection=...)``):
+        (span ordinals of the rows, the first row no earlier window of the group held).
+        """
+        if self.positions is None:
+            return None, 0
         n = window.n_tasks
-        ordinals = None
-        fresh_from = 0
-        if self.positions is not None:
-            ordinals = self.positions.window_ordinals(group, n)
-            recorded = self.positions.recorded(group)
-            # Rows not in an earlier window of this group: each task is counted once.
-            fresh_from = max(0, n - (recorded - self._counted_until.get(group, 0)))
-            self._counted_until[group] = recorded
+        ordinals = self.positions.window_ordinals(group, n)
+        recorded = self.positions.recorded(group)
+        # Rows not in an earlier window of this group: each task is counted once.
+        fresh_from = max(0, n - (recorded - self._counted_until.get(group, 0)))
+        self._counted_until[group] = recorded
+        return ordinals, fresh_from
+
+    def cooled(self, group: str, window: MetricMatrix, patterns: Sequence[Pattern], *,
+               taken: tuple[np.ndarray | None, int] | None = None) -> None:
+        """Fold one cooled window's detections in; ``taken``: what ``taken`` said when the window was taken."""
+        n = window.n_tasks
+        ordinals, fresh_from = taken if taken is not None else self.taken(group, window)
         if n == 0:
             return
         start, stop = float(window.timestamps[0]), float(window.timestamps[-1])

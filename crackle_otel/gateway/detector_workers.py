@@ -1,0 +1,121 @@
+"""`crackle-otel analyze --jobs N`: the detectors of each cooled window in worker processes.
+
+The analysing process decodes, extracts and records spans; when a group cools, its
+window (``MetricMatrix``) goes to a worker, which runs the profile's detectors on it
+and sends the patterns back. The furnace reports them in cool order, from its state
+as of each cool (``Furnace(detection=...)``), so the findings are those of one
+process. Only for ``analyze``'s own process: the workers are forked from it (a spawned
+worker would spend ~2 s of CPU importing numpy and scipy), never from a host service
+or the gateway.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from ..detect import run_detectors
+from ..matrix import MetricMatrix
+from ..patterns import Pattern
+from ..profile import ThermalProfile
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_WINDOWS_IN_FLIGHT_PER_WORKER = 4  # enough to keep a worker busy while the analysing process records
+
+
+class DetectorWorkerFailed(RuntimeError):
+    """A detector worker process died (killed, out of memory ...) or could not run a window: findings incomplete."""
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and `taskset` narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def can_fork_workers() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _worker_started(parent: int) -> None:
+    # Ctrl-C reaches the whole process group: the analysing process stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:  # end with the analysing process, even when it is killed and cannot shut the pool down
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it ended before the line above took effect
+        os._exit(0)
+
+
+def _detect(window: MetricMatrix, profile: ThermalProfile,
+            only: frozenset[str] | None) -> tuple[list[Pattern], dict[str, str]]:
+    return run_detectors(window, profile, only=only)
+
+
+class _WorkerResult:
+    """One window's detection, to come; a lost one raises ``DetectorWorkerFailed``."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: Future) -> None:
+        self._future = future
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self) -> tuple[list[Pattern], dict[str, str]]:
+        try:
+            return self._future.result()
+        except BrokenProcessPool as error:
+            raise DetectorWorkerFailed(f"a detector worker process ended abruptly ({error})") from error
+        except Exception as error:  # e.g. MemoryError or a window that could not be sent
+            raise DetectorWorkerFailed(f"a detector worker could not analyse a window: "
+                                       f"{type(error).__name__}: {error}") from error
+
+
+class DetectorWorkers:
+    """``workers`` forked processes that run detectors (a ``furnace.Detection``); a context manager.
+
+    The processes start at once (forked while this process is small, before it starts
+    threads of its own) and end at ``close()``: all of them, also after a failure.
+    """
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("at least one worker process")
+        if not can_fork_workers():
+            raise DetectorWorkerFailed("worker processes need os.fork(), which this platform lacks")
+        self.workers = workers
+        self.max_in_flight = _WINDOWS_IN_FLIGHT_PER_WORKER * workers
+        self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                             initializer=_worker_started, initargs=(os.getpid(),))
+        try:  # with fork, the first task starts every worker
+            _WorkerResult(self._executor.submit(os.getpid)).result()
+        except BaseException:
+            self.close()
+            raise
+
+    def submit(self, window: MetricMatrix, profile: ThermalProfile, only: frozenset[str] | None) -> _WorkerResult:
+        try:
+            return _WorkerResult(self._executor.submit(_detect, window, profile, only))
+        except BrokenProcessPool as error:  # a worker died earlier: said at once
+            raise DetectorWorkerFailed(f"a detector worker process ended abruptly ({error})") from error
+
+    def close(self) -> None:
+        """Stop and reap every worker (windows not started are dropped)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "DetectorWorkers":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
