@@ -27,6 +27,16 @@ def _analyze(args: argparse.Namespace) -> int:
     return run_analyze(args)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by serve and analyze; unset ones fall back to CRACKLE_* variables, then defaults."""
     group = parser.add_argument_group("analysis (default: CRACKLE_* variables, then built-in defaults)")
@@ -105,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--max-record-bytes", type=int, metavar="BYTES",
                          help="longest record (JSON line, protobuf frame) read; longer ones are skipped and "
                               "reported with their line number (default 16 MiB): memory stays bounded")
+    analyze.add_argument("--jobs", type=_positive_int, metavar="N",
+                         help="processes that analyse: this one reads and records spans, N-1 others run the "
+                              "detectors of each cooled window; same findings as 1 (default: the usable cores)")
     _add_analysis_options(analyze)
     analyze.set_defaults(handler=_analyze)
     return parser

@@ -374,9 +374,18 @@ def run_analyze(args: argparse.Namespace) -> int:
         total = sum(os.path.getsize(p) for p in args.files if os.path.isfile(p))
         show_progress = sys.stderr.isatty() and total >= _PROGRESS_MIN_BYTES
     prepare_batch_process()
-    summary = analyze_files(args.files, config, exporter, progress=ProgressLine(enabled=show_progress),
-                            max_record_bytes=args.max_record_bytes or DEFAULT_MAX_RECORD_BYTES,
-                            evidence=render is not None)
+    progress = ProgressLine(enabled=show_progress)
+    try:
+        summary = analyze_files(args.files, config, exporter, progress=progress,
+                                max_record_bytes=args.max_record_bytes or DEFAULT_MAX_RECORD_BYTES,
+                                evidence=render is not None, jobs=args.jobs or usable_cores())
+    except DetectorWorkerFailed as error:
+        progress.finish()
+        print(f"crackle-otel analyze: {error}; no findings reported (--jobs 1 runs the detectors in this process)",
+              file=sys.stderr)
+        if exporter is not None:
+            exporter.shutdown(timeout_millis=config.export_timeout_millis)
+        return 1
     _print_findings(summary.findings, args.json)
     summary.stats["max_groups"] = config.max_groups
     _report(summary, sys.stderr)
