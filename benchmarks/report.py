@@ -1,7 +1,7 @@
-"""What `crackle-otel analyze --report` costs: the analysis, the plot data, the HTML file.
+"""What `crackle-otel analyze --report` costs, in one process and with detector workers (``--jobs``).
 
 Two inputs of about ``--spans`` spans (default 100,000), written as OTLP JSON lines (the collector
-file exporter's default), each timed ``--rounds`` times, the two ways interleaved:
+file exporter's default), each timed ``--rounds`` times, the ways below interleaved:
 
 - ``demo``: the demo's workload, run again with new seeds one after the other in time (24 runs of
   4,200 spans: a cluster, shifts and a broken law in each);
@@ -9,21 +9,23 @@ file exporter's default), each timed ``--rounds`` times, the two ways interleave
   CPU fault in recommendationservice, then the following files until the span count is reached; read
   through ``benchmarks/nezha.py``). Skipped with a note when the data is not there.
 
-For each: ``plain`` = ``analyze_files`` as `crackle-otel analyze` runs without a report, in a process
-prepared as the command prepares its own (``prepare_batch_process``) (the
-baseline, measured in the same run); ``report`` = the same with plot data kept (``evidence=True``)
-plus writing the HTML (``render_report``), i.e. what ``--report`` runs; the ratio report/plain (in
-CPU seconds of this process, which a machine shared with other work disturbs less than wall time);
-how long the HTML alone took; the report's size. Ranges are min-max over the rounds.
+For each: ``report --jobs N`` = ``analyze_files`` with plot data kept (``evidence=True``) plus writing
+the HTML (``render_report``), i.e. what ``--report`` runs, with the detectors in N-1 worker processes
+(``--jobs`` lists the N, default ``1,<usable cores>``; 1, the code before workers, is the baseline,
+measured in the same run); ``plain --jobs N`` = the same without a report, at the largest N (what
+``--report`` adds); all in a process prepared as the command prepares its own
+(``prepare_batch_process``). Times: wall seconds, what the user waits for; CPU seconds of this process
+and of the worker processes (``RUSAGE_CHILDREN``: the workers end before ``analyze_files`` returns);
+how long the HTML alone took; the report's size. The findings of every way must be the same (checked).
+Ranges are min-max over the rounds.
 
-    python benchmarks/report.py [--spans 100000] [--rounds 3] [--data ../shared/data/nezha]
-"""
-
+    python benchmarks/report.py [--spans 100000] [--rounds 3] [--jobs 1,2] [--data ../shared/data/nezha]
 from __future__ import annotations
 
 import argparse
 import gc
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -35,7 +37,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from crackle_otel.demo import CHECKOUTS, SIMULATED_SPAN_GAP_S, run_workload, save_spans
-from crackle_otel.gateway.analyze import analyze_files, prepare_batch_process
+from crackle_otel.gateway.analyze import AnalysisSummary, analyze_files, prepare_batch_process
+from crackle_otel.gateway.detector_workers import usable_cores
 from crackle_otel.otel.config import CrackleConfig
 from crackle_otel.report.html import render_report
 
@@ -78,23 +81,47 @@ def nezha_file(path: Path, data: Path, spans: int) -> tuple[int, str] | None:
     return count, f"{fault.id} ({fault.fault_type} in {fault.service}), files {chosen[0].name}..{chosen[-1].name}"
 
 
-def timed_plain(path: Path, config: CrackleConfig) -> tuple[float, float, int]:
-    """(wall seconds, CPU seconds, findings) of analyze without a report."""
-    gc.collect()
-    started, cpu = time.perf_counter(), time.process_time()
-    summary = analyze_files([str(path)], config)
-    return time.perf_counter() - started, time.process_time() - cpu, len(summary.findings)
+def children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
-def timed_report(path: Path, config: CrackleConfig, out: Path) -> tuple[float, float, float, int]:
-    """(wall seconds, CPU seconds, seconds writing the HTML, bytes) of analyze --report."""
-    gc.collect()
-    started, cpu = time.perf_counter(), time.process_time()
-    summary = analyze_files([str(path)], config, evidence=True)
-    rendered = time.perf_counter()
-    size = render_report(summary, str(out), title=path.name)
-    done = time.perf_counter()
-    return done - started, time.process_time() - cpu, done - rendered, size
+class Timing:
+    """Wall and CPU seconds (this process, its workers) of one way over the rounds, and what it found."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.workers_cpu: list[float] = []
+        self.html: list[float] = []
+        self.sizes: list[int] = []
+        self.findings: list[list[str]] = []
+
+    def run(self, path: Path, config: CrackleConfig, jobs: int, out: Path | None) -> None:
+        """analyze_files (and the HTML when ``out``), timed."""
+        gc.collect()
+        started, cpu, workers = time.perf_counter(), time.process_time(), children_cpu()
+        summary = analyze_files([str(path)], config, evidence=out is not None, jobs=jobs)
+        rendered = time.perf_counter()
+        if out is not None:
+            self.sizes.append(render_report(summary, str(out), title=path.name))
+        done = time.perf_counter()
+        self.wall.append(done - started)
+        self.cpu.append(time.process_time() - cpu)
+        self.workers_cpu.append(children_cpu() - workers)
+        self.html.append(done - rendered)
+        self.findings.append(found(summary))
+
+    def line(self) -> str:
+        total = [own + workers for own, workers in zip(self.cpu, self.workers_cpu)]
+        text = f"{span_range(self.wall)} wall, {span_range(total)} CPU"
+        if max(self.workers_cpu) > 0:
+            text += f" ({span_range(self.cpu)} this process, {span_range(self.workers_cpu)} workers)"
+        return text
+
+
+def found(summary: AnalysisSummary) -> list[str]:
+    return [finding.pattern.to_json() for finding in summary.findings]
 
 
 def span_range(values: list[float], unit: str = "s", scale: float = 1.0) -> str:
@@ -106,6 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", default=f"1,{usable_cores()}", help="the --jobs values compared (1: the baseline)")
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nezha")
     args = parser.parse_args()
     prepare_batch_process()  # as `crackle-otel analyze` does in its process (allocator, garbage collector)
@@ -121,28 +149,36 @@ def main() -> None:
                 inputs.append(("nezha", real, made[0], made[1]))
         else:
             print(f"(no Nezha data at {args.data}: the real-trace input is skipped)")
-        print(f"analyze --report, {args.rounds} rounds each, plain and report interleaved "
-              f"(plain = analyze without --report, the baseline)")
+        print(f"analyze --report, {args.rounds} rounds each, the ways interleaved; --jobs 1 is the baseline "
+              f"(one process), plain = analyze without --report; {usable_cores()} usable cores, "
+              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start")
+        jobs_list = sorted({int(j) for j in args.jobs.split(",")})
         for name, path, spans, what in inputs:
-            plain, plain_cpu, report, report_cpu, html, sizes, findings = [], [], [], [], [], [], 0
+            ways = {f"report --jobs {jobs}": (jobs, Path(tmp) / f"{name}.html") for jobs in jobs_list}
+            ways[f"plain --jobs {jobs_list[-1]}"] = (jobs_list[-1], None)
+            timings = {way: Timing() for way in ways}
             for _ in range(args.rounds):
-                seconds, cpu, findings = timed_plain(path, config)
-                plain.append(seconds)
-                plain_cpu.append(cpu)
-                total, cpu, render, size = timed_report(path, config, Path(tmp) / f"{name}.html")
-                report.append(total)
-                report_cpu.append(cpu)
-                html.append(render)
-                sizes.append(size)
-            ratios = [r / p for r, p in zip(report_cpu, plain_cpu)]
+                for way, (jobs, out) in ways.items():
+                    timings[way].run(path, config, jobs, out)
+            reference = timings[f"report --jobs {jobs_list[0]}"].findings[0]
+            for way, timing in timings.items():
+                if any(f != reference for f in timing.findings):
+                    raise SystemExit(f"{name}: {way} found other findings than report --jobs {jobs_list[0]}")
             print(f"\n{name}: {spans:,} spans, {os.path.getsize(path) / 2**20:.0f} MiB of OTLP JSON; {what}")
-            print(f"  findings            {findings}")
-            print(f"  plain analyze       {span_range(plain)} wall, {span_range(plain_cpu)} CPU")
-            print(f"  analyze --report    {span_range(report)} wall, {span_range(report_cpu)} CPU "
-                  f"({min(ratios):.2f}-{max(ratios):.2f}x plain in CPU)")
-            print(f"  of which the HTML   {span_range(html, 'ms', 1000)}")
-            print(f"  report size         {max(sizes) / 2**20:.2f} MiB "
-                  f"({(max(sizes) - len_plotly()) / 2**10:.0f} KiB besides plotly.js)")
+            print(f"  findings              {len(reference)} (the same every way and round)")
+            for way, timing in timings.items():
+                print(f"  {way:<21} {timing.line()}")
+            baseline = timings[f"report --jobs {jobs_list[0]}"]
+            for jobs in jobs_list[1:]:
+                timing = timings[f"report --jobs {jobs}"]
+                ratios = [w / b for w, b in zip(timing.wall, baseline.wall)]
+                print(f"  --jobs {jobs} / --jobs {jobs_list[0]}      {min(ratios):.2f}-{max(ratios):.2f}x in wall time "
+                      f"(round by round)")
+            report = timings[f"report --jobs {jobs_list[-1]}"]
+            print(f"  of which the HTML     {span_range(report.html, 'ms', 1000)}")
+            print(f"  report size           {max(report.sizes) / 2**20:.2f} MiB "
+                  f"({(max(report.sizes) - len_plotly()) / 2**10:.0f} KiB besides plotly.js)")
+        print(f"\nload average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
 
 
 def len_plotly() -> int:
