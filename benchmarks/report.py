@@ -20,6 +20,8 @@ how long the HTML alone took; the report's size. The findings of every way must 
 Ranges are min-max over the rounds.
 
     python benchmarks/report.py [--spans 100000] [--rounds 3] [--jobs 1,2] [--data ../shared/data/nezha]
+"""
+
 from __future__ import annotations
 
 import argparse
