@@ -12,16 +12,18 @@ or the gateway.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import multiprocessing
 import os
 import signal
 import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Hashable, Sequence
 
 from ..detect import run_detectors
 from ..matrix import MetricMatrix
-from ..patterns import Pattern
+from ..patterns import InvolvedTask, Pattern
 from ..profile import ThermalProfile
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -61,25 +63,44 @@ def _detect(window: MetricMatrix, profile: ThermalProfile,
     return run_detectors(window, profile, only=only)
 
 
+def _with_identities(pattern: Pattern, identities: Sequence[Hashable | None]) -> Pattern:
+    if not pattern.involved:
+        return pattern
+    return dataclasses.replace(pattern, involved=tuple(
+        InvolvedTask(task.label, task.role, task.index, task.timestamp, identities[task.index])
+        for task in pattern.involved))
+
+
 class _WorkerResult:
-    """One window's detection, to come; a lost one raises ``DetectorWorkerFailed``."""
+    """One window's detection, to come; a lost one raises ``DetectorWorkerFailed``.
 
-    __slots__ = ("_future",)
+    The window went without its tasks' identities (a fifth of its pickle and three quarters of the
+    time pickling it: a tuple of two big ints per row); the detectors only copy a row's identity into
+    the ``InvolvedTask`` of that row, which gets it back here.
+    """
 
-    def __init__(self, future: Future) -> None:
+    __slots__ = ("_future", "_identities")
+
+    def __init__(self, future: Future, identities: Sequence[Hashable | None] = ()) -> None:
         self._future = future
+        self._identities = identities
 
     def done(self) -> bool:
         return self._future.done()
 
     def result(self) -> tuple[list[Pattern], dict[str, str]]:
-        try:
-            return self._future.result()
-        except BrokenProcessPool as error:
-            raise DetectorWorkerFailed(f"a detector worker process ended abruptly ({error})") from error
-        except Exception as error:  # e.g. MemoryError or a window that could not be sent
-            raise DetectorWorkerFailed(f"a detector worker could not analyse a window: "
-                                       f"{type(error).__name__}: {error}") from error
+        patterns, errors = _outcome(self._future)
+        return [_with_identities(p, self._identities) for p in patterns], errors
+
+
+def _outcome(future: Future) -> Any:
+    try:
+        return future.result()
+    except BrokenProcessPool as error:
+        raise DetectorWorkerFailed(f"a detector worker process ended abruptly ({error})") from error
+    except Exception as error:  # e.g. MemoryError or a window that could not be sent
+        raise DetectorWorkerFailed(f"a detector worker could not analyse a window: "
+                                   f"{type(error).__name__}: {error}") from error
 
 
 class DetectorWorkers:
@@ -99,14 +120,15 @@ class DetectorWorkers:
         self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                              initializer=_worker_started, initargs=(os.getpid(),))
         try:  # with fork, the first task starts every worker
-            _WorkerResult(self._executor.submit(os.getpid)).result()
+            _outcome(self._executor.submit(os.getpid))
         except BaseException:
             self.close()
             raise
 
     def submit(self, window: MetricMatrix, profile: ThermalProfile, only: frozenset[str] | None) -> _WorkerResult:
         try:
-            return _WorkerResult(self._executor.submit(_detect, window, profile, only))
+            anonymous = dataclasses.replace(window, identities=(None,) * window.n_tasks)
+            return _WorkerResult(self._executor.submit(_detect, anonymous, profile, only), window.identities)
         except BrokenProcessPool as error:  # a worker died earlier: said at once
             raise DetectorWorkerFailed(f"a detector worker process ended abruptly ({error})") from error
 
