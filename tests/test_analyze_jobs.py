@@ -11,7 +11,10 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -47,8 +50,9 @@ def demo_runs(tmp_path_factory) -> Path:
     return path
 
 
-def _children() -> list[int]:
-    """Processes whose parent is this one (live or not yet reaped)."""
+def _children(parent: int | None = None) -> list[int]:
+    """Processes whose parent is ``parent`` (this one by default), live or not yet reaped."""
+    parent = os.getpid() if parent is None else parent
     mine = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -57,9 +61,17 @@ def _children() -> list[int]:
                     fields = stat.read().rsplit(")", 1)[1].split()
             except OSError:  # ended meanwhile
                 continue
-            if int(fields[1]) == os.getpid():
+            if int(fields[1]) == parent:
                 mine.append(int(entry))
     return mine
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _run_cli(argv: list[str], timeout_s: float = 120.0) -> int:
@@ -144,3 +156,22 @@ def test_jobs_must_be_a_positive_whole_number(demo_runs, capsys):
             main(["analyze", "--jobs", bad, str(demo_runs)])
         assert stopped.value.code == 2
         assert "--jobs" in capsys.readouterr().err
+
+
+def test_workers_end_with_an_analysis_that_is_killed(demo_runs):
+    # SIGKILL leaves the analysing process no time to stop its workers: they must not outlive it.
+    analysis = subprocess.Popen([sys.executable, "-m", "crackle_otel.cli", "analyze", *WINDOW, "--jobs", "3",
+                                 str(demo_runs), str(demo_runs), str(demo_runs)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _children(analysis.pid)) < 2:
+            assert analysis.poll() is None and time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.05)
+    finally:
+        analysis.kill()
+        analysis.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if _running(pid)]
