@@ -88,6 +88,9 @@ class _WorkerResult:
     def done(self) -> bool:
         return self._future.done()
 
+    def take_back(self) -> bool:
+        return self._future.cancel()  # only while it waits in this process for a worker's queue
+
     def result(self) -> tuple[list[Pattern], dict[str, str]]:
         patterns, errors = _outcome(self._future)
         return [_with_identities(p, self._identities) for p in patterns], errors

@@ -24,7 +24,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, Sequenc
 
 import numpy as np
 
-from ..detect import EDGE_DETECTORS
+from ..detect import EDGE_DETECTORS, run_detectors
 from ..errors import CoolInterrupted
 from ..incidents import GroupFacts, IncidentTracker, changes_of
 from ..kiln import Kiln
@@ -82,6 +82,26 @@ class DetectionResult(Protocol):
 
     def result(self) -> tuple[list[Pattern], dict[str, str]]: ...
 
+    def take_back(self) -> bool:
+        """Withdraw the window if no worker has started on it (True): the caller runs its detectors."""
+        ...
+
+
+class _DetectedHere:
+    """A window's detection run in this process after all (taken back while the caller would only wait)."""
+
+    def __init__(self, outcome: tuple[list[Pattern], dict[str, str]]) -> None:
+        self._outcome = outcome
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> tuple[list[Pattern], dict[str, str]]:
+        return self._outcome
+
+    def take_back(self) -> bool:
+        return False
+
 
 @dataclasses.dataclass
 class _Cooled:
@@ -93,6 +113,7 @@ class _Cooled:
     first_seen: float  # the group's as of the cool (start-up transients are judged against it)
     patterns: list[Pattern] = dataclasses.field(default_factory=list)
     detection: DetectionResult | None = None  # deferred: the detectors' results, to come
+    only: frozenset[str] | None = None  # the detectors run (None: all)
     taken: Any = None  # what the observer noted when the window was taken (deferred cools)
 
 
@@ -363,9 +384,9 @@ class Furnace:
         for name, group in due:
             full = self._is_full(group, now, final)
             window = self._take_group(group, full, now)
+            only = None if full else EDGE_DETECTORS
             cooled.append(_Cooled(name, group, window, group.first_seen, taken=self._taken(name, window),
-                                  detection=self.detection.submit(window, self.config.profile,
-                                                                  None if full else EDGE_DETECTORS)))
+                                  detection=self.detection.submit(window, self.config.profile, only), only=only))
         if cooled or final or self._held or self._pending:  # else, as in place: nothing to report
             self._pending.append(_PendingCool(now, final, cooled, self._state(), time.perf_counter() - started))
             self._in_flight += len(cooled)
@@ -373,6 +394,7 @@ class Furnace:
         while self._pending and (final or self._in_flight > self.detection.max_in_flight
                                  or all(c.detection is not None and c.detection.done() for c in self._pending[0].cooled)):
             waited = time.perf_counter()
+            self._detect_here_while_waiting()
             cool = self._pending.popleft()
             self._in_flight -= len(cool.cooled)
             for part in cool.cooled:
@@ -383,6 +405,21 @@ class Furnace:
             reported += self._report(cool.cooled, cool.now, cool.final, cool.state,
                                      lambda: cool.seconds + time.perf_counter() - waited)
         return reported
+
+    def _detect_here_while_waiting(self) -> None:
+        """Until the oldest cool's detectors are done, run windows no worker has started, newest first, here.
+
+        This process waits when the workers are behind (too many windows in flight) and at the
+        end: its core would idle while theirs work through the queue. The detectors are pure
+        functions of the window, so where they run does not change what they find.
+        """
+        head = self._pending[0].cooled
+        while not all(part.detection is not None and part.detection.done() for part in head):
+            part = next((part for cool in reversed(self._pending) for part in reversed(cool.cooled)
+                         if part.detection is not None and part.detection.take_back()), None)
+            if part is None:
+                return  # all started: wait for them
+            part.detection = _DetectedHere(run_detectors(part.window, self.config.profile, only=part.only))
 
     def _taken(self, name: str, window: MetricMatrix) -> Any:
         """What the observer notes when a window is taken, for its ``cooled`` once the detectors are done."""
