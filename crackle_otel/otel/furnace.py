@@ -188,8 +188,9 @@ class Furnace:
     worker processes) while the caller goes on recording. A cool then takes the windows,
     hands them over and returns; its patterns are reported by a later ``cool`` (the last
     one with ``final``), in cool order and from the state as of the cool, so the reports
-    are those of running the detectors in place. Single caller thread only; no
-    ``deadline`` or ``should_stop``.
+    are those of running the detectors in place. Where a cool would only wait for them,
+    it runs windows no worker has started in the caller's thread. Single caller thread
+    only; no ``deadline`` or ``should_stop``.
     """
 
     def __init__(self, config: CrackleConfig, emitter: Emitter | None = None, *,
