@@ -175,3 +175,14 @@ def test_workers_end_with_an_analysis_that_is_killed(demo_runs):
     while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in workers if _running(pid)]
+
+
+def test_workers_that_cannot_start_fail_the_run_with_a_clear_error(demo_runs, capsys, monkeypatch):
+    def refused():
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # what fork() says at the process limit
+
+    monkeypatch.setattr(os, "fork", refused)
+    assert _run_cli(["analyze", "--jobs", "2", str(demo_runs)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "could not start detector worker processes" in err and "--jobs 1" in err

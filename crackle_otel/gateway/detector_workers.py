@@ -124,6 +124,9 @@ class DetectorWorkers:
                                              initializer=_worker_started, initargs=(os.getpid(),))
         try:  # with fork, the first task starts every worker
             _outcome(self._executor.submit(os.getpid))
+        except OSError as error:  # e.g. fork() refused: the process limit, no memory
+            self.close()
+            raise DetectorWorkerFailed(f"could not start detector worker processes: {error}") from error
         except BaseException:
             self.close()
             raise
