@@ -122,7 +122,7 @@ def test_flask_app_under_opentelemetry_instrument_reports_the_degradation(tmp_pa
         line for line in pattern_lines(output, "phase transition")
         if line.startswith("[phase transition] duration_ms") and in_checkout in line
     ]
-    assert latency_shifts, f"no phase transition on the request span's duration_ms:\n{output}"
+    assert latency_shifts, f"no phase transition on the request span's duration_ms:\n{output}\n--- app stderr:\n{errors[-4000:]}"
     # Degraded from request 200 of 400; the first checkout after /healthz is task 0.
     # Every change point of the pattern (a warm-up before it may come first).
     positions = [int(p) for s in latency_shifts for p in re.findall(r"(?:at|from) task (\d+)", s)]
@@ -131,7 +131,7 @@ def test_flask_app_under_opentelemetry_instrument_reports_the_degradation(tmp_pa
         line for line in pattern_lines(output, "conservation violation")
         if "records_in - records_out - records_failed" in line and in_checkout in line
     ]
-    assert lost_records, f"no conservation violation on the records:\n{output}"
+    assert lost_records, f"no conservation violation on the records:\n{output}\n--- app stderr:\n{errors[-4000:]}"
     # The slow database host is named as such, with how much slower its checkouts are.
     slow_host = [
         line for line in pattern_lines(output, "attribution")
