@@ -17,7 +17,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 
+from crackle_otel.otel.config import CrackleConfig
 from crackle_otel.otel.emit import INSTRUMENTATION_SCOPE, ConsoleEmitter, PatternEmitter
+from crackle_otel.otel.furnace import Furnace
 from crackle_otel.otel.processor import CrackleSpanProcessor, changed_materially
 from crackle_otel.otel.setup import configure
 from crackle_otel.patterns import Pattern, PatternKind
@@ -407,3 +409,21 @@ def test_configure_attaches_once_and_exports_own_counters_as_metrics():
     assert reported == exported + dropped + pending
     provider.shutdown()
     meter_provider.shutdown()
+
+
+def test_a_final_cool_gives_the_full_detectors_what_only_had_the_cheap_look():
+    """A group that goes quiet right after a cheap look (a service stopped just after its traffic slowed
+    down) still gets its full detectors at flush / shutdown / the end of a file."""
+    furnace = Furnace(CrackleConfig(exporter="none", kiln_capacity=800))
+    rng = random.Random(3)
+    start = 1.7e9
+    for i in range(400):
+        furnace.record("shop | GET /checkout", "op", {"duration_ms": rng.gauss(10, 1)}, timestamp=start + i * 0.01)
+    furnace.cool()  # the group's first cool: every detector
+    for i in range(400, 700):  # fewer than cool_after, seconds of span time: the next cool is the cheap look
+        furnace.record("shop | GET /checkout", "op", {"duration_ms": rng.gauss(30, 1)}, timestamp=start + i * 0.01)
+    cheap = furnace.cool()
+    assert not [p for p in cheap if p.kind is PatternKind.PHASE_TRANSITION]
+    final = furnace.cool(final=True)  # nothing new since the cheap look
+    shifts = [p for p in final if p.kind is PatternKind.PHASE_TRANSITION and "duration_ms" in p.metrics]
+    assert shifts, [p.description for p in final]

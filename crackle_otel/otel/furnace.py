@@ -345,7 +345,7 @@ class Furnace:
 
         with self._cool_lock:
             started = time.perf_counter()
-            due, now = self._due(only_filled)
+            due, now = self._due(only_filled, final)
             cooled: list[_Cooled] = []
             for position, (name, group) in enumerate(due):
                 if stop():
@@ -362,15 +362,22 @@ class Furnace:
                 cooled.append(_Cooled(name, group, window, group.first_seen, patterns))
             return self._report(cooled, now, final, None, lambda: time.perf_counter() - started)
 
-    def _due(self, only_filled: bool) -> tuple[list[tuple[str, _Group]], float]:
-        """The groups a cool takes, and its clock (the newest task time)."""
+    def _due(self, only_filled: bool, final: bool) -> tuple[list[tuple[str, _Group]], float]:
+        """The groups a cool takes, and its clock (the newest task time).
+
+        A group with new tasks; and, on a ``final`` cool, a group whose newest tasks only had
+        the cheap look: a group that went quiet right after one would otherwise never get
+        its full detectors (a service stopped just after its traffic slowed down).
+        """
         with self._lock:
+            now = self._latest
             due = [
                 (name, group)
                 for name, group in self._groups.items()
-                if group.new_tasks and not (only_filled and group.new_tasks < self.cool_after)
+                if (group.new_tasks and not (only_filled and group.new_tasks < self.cool_after))
+                or (final and group.since_full)
             ]
-            return due, self._latest
+            return due, now
 
     def _is_full(self, group: _Group, now: float, final: bool) -> bool:
         """Whether a group's cool runs every detector (else only those cheap enough for every interval)."""
@@ -380,7 +387,7 @@ class Furnace:
         """Take the due windows and hand them to ``detection``; report the cools whose detectors are done."""
         assert self.detection is not None
         started = time.perf_counter()
-        due, now = self._due(only_filled)
+        due, now = self._due(only_filled, final)
         cooled: list[_Cooled] = []
         for name, group in due:
             full = self._is_full(group, now, final)
