@@ -132,7 +132,11 @@ def replay(fault: nezha.Fault) -> Outcome:
             next_cool += interval_ns
         processor.on_end(span)
     cool(next_cool)
+    # Scored: what the live cools reported. The replay's end is not a moment of the incident (the stream
+    # would go on), so what the shutdown's final cool adds (every group's full look) is not counted.
+    live_reports = len(recorder.reported)
     processor.shutdown()
+    del recorder.reported[live_reports:]
     outcome.seconds = time.perf_counter() - started
     outcome.spans = len(spans)
     outcome.span_seconds = (next_cool - first_ns) / 1e9
