@@ -124,6 +124,8 @@ class DetectorWorkers:
                                              initializer=_worker_started, initargs=(os.getpid(),))
         try:  # with fork, the first task starts every worker
             _outcome(self._executor.submit(os.getpid))
+            # Kept to end them in close() whatever the pool's own manager thread managed (see there).
+            self._processes = list(getattr(self._executor, "_processes", {}).values())
         except OSError as error:  # e.g. fork() refused: the process limit, no memory
             self.close()
             raise DetectorWorkerFailed(f"could not start detector worker processes: {error}") from error
@@ -140,7 +142,21 @@ class DetectorWorkers:
 
     def close(self) -> None:
         """Stop and reap every worker (windows not started are dropped)."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if not getattr(self._executor, "_broken", False):
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            return
+        # A worker died. The pool's manager thread may itself die (cancelled futures it then fails
+        # raise InvalidStateError) before it kills and reaps the other workers, and the queue's
+        # feeder thread may block on a pipe no worker reads: end the workers here, and neither
+        # wait for that thread nor let the interpreter's exit wait for it.
+        for process in getattr(self, "_processes", ()):
+            if process.is_alive():
+                process.kill()
+            process.join(5)
+        call_queue = getattr(self._executor, "_call_queue", None)
+        if call_queue is not None:
+            call_queue.cancel_join_thread()
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> "DetectorWorkers":
         return self
