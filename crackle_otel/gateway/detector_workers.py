@@ -96,11 +96,15 @@ class _WorkerResult:
         return [_with_identities(p, self._identities) for p in patterns], errors
 
 
+def _worker_ended(error: BrokenProcessPool) -> DetectorWorkerFailed:
+    return DetectorWorkerFailed(f"a detector worker process ended abruptly ({error})")
+
+
 def _outcome(future: Future) -> Any:
     try:
         return future.result()
     except BrokenProcessPool as error:
-        raise DetectorWorkerFailed(f"a detector worker process ended abruptly ({error})") from error
+        raise _worker_ended(error) from error
     except Exception as error:  # e.g. MemoryError or a window that could not be sent
         raise DetectorWorkerFailed(f"a detector worker could not analyse a window: "
                                    f"{type(error).__name__}: {error}") from error
@@ -138,7 +142,7 @@ class DetectorWorkers:
             anonymous = dataclasses.replace(window, identities=(None,) * window.n_tasks)
             return _WorkerResult(self._executor.submit(_detect, anonymous, profile, only), window.identities)
         except BrokenProcessPool as error:  # a worker died earlier: said at once
-            raise DetectorWorkerFailed(f"a detector worker process ended abruptly ({error})") from error
+            raise _worker_ended(error) from error
 
     def close(self) -> None:
         """Stop and reap every worker (windows not started are dropped)."""
