@@ -375,42 +375,125 @@ class Segmentation:
         return np.repeat(self.start_level, lengths) + np.repeat(self.slope, lengths) * local
 
 
-@functools.lru_cache(maxsize=32)
-def _grid_cells(n: int, min_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate positions for ``n`` points, and which grid segments are long enough: (positions, mask, starts, ends).
+@dataclass(frozen=True)
+class _Cells:
+    """Grid segments of one kind of start (at 0, or not) with what their costs need that no data changes.
+
+    ``m``, ``su`` and ``suu`` are ``ARSegmentCost._line``'s count and sums of local time, computed by
+    the same expressions (so the costs are the same to the last bit); every series of a window shares them.
+    """
+
+    head: float  # 1.0: every segment starts at 0; 0.0: none does
+    starts: np.ndarray
+    ends: np.ndarray
+    centred_starts: np.ndarray  # start - n // 2 (ARSegmentCost's centred time)
+    m: np.ndarray  # points read as innovations
+    su: np.ndarray
+    suu: np.ndarray
+
+    @classmethod
+    def of(cls, head: float, starts: np.ndarray, ends: np.ndarray, n: int) -> "_Cells":
+        m = ends - starts - head
+        shift = head
+        su = m * shift + m * (m - 1) / 2.0
+        suu = m * shift * shift + shift * m * (m - 1) + (m - 1) * m * (2 * m - 1) / 6.0
+        cells = cls(head, starts, ends, starts - n // 2, m, su, suu)
+        for array in (starts, ends, cells.centred_starts, m, su, suu):
+            array.flags.writeable = False
+        return cells
+
+
+@functools.lru_cache(maxsize=16)  # ~1 MB each at 200+ points
+def _grid_cells(n: int, min_size: int) -> tuple[np.ndarray, np.ndarray, tuple[_Cells, _Cells]]:
+    """Candidate positions for ``n`` points, which grid segments are long enough, and those segments:
+    (positions, mask, (segments starting at 0, the rest)), the segments in the mask's row-major order.
 
     The same for every series of a window (its metrics, both passes of a level search): cached.
     """
     positions = np.unique(np.linspace(0, n, min(GRID, n) + 1).round().astype(np.intp))
     start, end = np.meshgrid(positions, positions, indexing="ij")
     ok = end - start >= min_size
-    cells = (positions, ok, start[ok], end[ok])
-    for array in cells:
-        array.flags.writeable = False
-    return cells
+    ok.flags.writeable = False
+    positions.flags.writeable = False
+    starts, ends = start[ok], end[ok]
+    k = int(np.count_nonzero(ok[0]))  # the first row of ``ok``: the segments starting at 0
+    return positions, ok, (_Cells.of(1.0, starts[:k], ends[:k], n), _Cells.of(0.0, starts[k:], ends[k:], n))
 
 
-def _head_and_rest(cost: ARSegmentCost, ok: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple:
-    """Sums of the grid segments starting at 0 (the first row of ``ok``, first in row-major order), then the rest."""
-    k = int(np.count_nonzero(ok[0]))
-    return cost.sums(starts[:k], ends[:k], heads=True), cost.sums(starts[k:], ends[k:], heads=False)
+def _cell_costs(cost: ARSegmentCost, cells: _Cells, flat: bool, sloped: bool) -> tuple:
+    """(flat, sloped) costs of ``cells`` (None where not asked for): ``ARSegmentCost.flat`` and ``.sloped``
+    over ``ARSegmentCost.sums(heads=...)``, the same operations in the same order (the same bits), with
+    what the two share computed once, the data-free sums cached with the grid, and fewer temporaries."""
+    c, phi, scale = cost.c, cost.phi, cost.scale
+    w0 = cost.w0 * cells.head
+    xs = cost._x[0] if cells.head else 0.0
+    starts, ends, m = cells.starts, cells.ends, cells.m
+    sy = cost._y[ends]
+    sy -= cost._y[starts]
+    syy = cost._yy[ends]
+    syy -= cost._yy[starts]
+    b1 = c * sy
+    b1 += w0 * xs
+    a11 = c * c * m
+    a11 += w0
+    total = syy
+    total += w0 * xs * xs  # scalar + array commutes exactly: (w0 xs xs) + syy
+    flat_explained = b1 * b1
+    flat_explained /= a11
+    flat_cost = sloped_cost = None
+    if flat:
+        flat_cost = total - flat_explained
+        np.maximum(flat_cost, 0.0, out=flat_cost)
+        flat_cost *= scale
+    if sloped:
+        suy = cost._ty[ends]
+        suy -= cost._ty[starts]
+        suy -= cells.centred_starts * sy
+        su = cells.su
+        a12 = c * su
+        a12 += phi * m
+        a12 *= c
+        a22 = c * c * cells.suu
+        a22 += 2 * c * phi * su
+        a22 += phi * phi * m
+        b2 = c * suy
+        b2 += phi * sy
+        det = a11 * a22
+        det -= a12 * a12
+        explained = a22 * b1
+        explained *= b1
+        cross = 2 * a12
+        cross *= b1
+        cross *= b2
+        explained -= cross
+        b2b2 = a11 * b2
+        b2b2 *= b2
+        explained += b2b2
+        explained /= det
+        np.copyto(explained, flat_explained, where=~(det > 0))
+        sloped_cost = total - explained
+        np.maximum(sloped_cost, 0.0, out=sloped_cost)
+        sloped_cost *= scale
+    return flat_cost, sloped_cost
 
 
 class _Grid:
     """Segment costs between every pair of candidate positions (inf where a segment is too short)."""
 
     def __init__(self, cost: ARSegmentCost, min_size: int, slopes: bool) -> None:
-        self.positions, ok, s, e = _grid_cells(cost.n, min_size)
+        self.positions, ok, batches = _grid_cells(cost.n, min_size)
         shape = (self.positions.size, self.positions.size)
-        sums = _head_and_rest(cost, ok, s, e)
+        # Shorter segments than a line may take (small series only) have their own, shorter list.
+        separate = slopes and min_size < MIN_SLOPED
+        parts = [_cell_costs(cost, cells, True, slopes and not separate) for cells in batches]
         self.flat = np.full(shape, np.inf)
-        self.flat[ok] = np.concatenate([cost.flat(part) for part in sums])
+        self.flat[ok] = np.concatenate([flat for flat, _ in parts])
         self.sloped = np.full(shape, np.inf)
+        if separate:
+            _, ok, batches = _grid_cells(cost.n, MIN_SLOPED)
+            parts = [_cell_costs(cost, cells, False, True) for cells in batches]
         if slopes:
-            if min_size < MIN_SLOPED:  # longer segments only: their own sums
-                _, ok, s, e = _grid_cells(cost.n, MIN_SLOPED)
-                sums = _head_and_rest(cost, ok, s, e)
-            self.sloped[ok] = np.concatenate([cost.sloped(part) for part in sums])
+            self.sloped[ok] = np.concatenate([sloped for _, sloped in parts])
 
     def costs(self, gamma: float) -> np.ndarray:
         """Best-model cost of every grid segment, a sloped one paying ``gamma``."""
@@ -424,10 +507,12 @@ def _optimal_partition(costs: np.ndarray, beta: float, max_changes: int) -> list
     best[0] = -beta
     previous = np.zeros(g, dtype=np.intp)
     into = np.ascontiguousarray(costs.T)  # into[j, i]: segment i -> j, read a row at a time
+    candidates = np.empty(g)  # one buffer for every row's sums (a row is a few microseconds of work)
     for j in range(1, g):
-        candidates = best[:j] + into[j, :j]
-        i = int(candidates.argmin())
-        best[j] = candidates[i] + beta
+        row = candidates[:j]
+        np.add(best[:j], into[j, :j], out=row)
+        i = int(row.argmin())
+        best[j] = row[i] + beta
         previous[j] = i
     changes = []
     j = g - 1
