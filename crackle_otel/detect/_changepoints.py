@@ -333,15 +333,28 @@ class ARSegmentCost:
             explained = np.where(det > 0, (a22 * b1 * b1 - 2 * a12 * b1 * b2 + a11 * b2 * b2) / det, b1 * b1 / a11)
         return np.maximum(total - explained, 0.0) * self.scale
 
+    def fits(self, starts: np.ndarray, ends: np.ndarray, sloped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``fit`` of every segment (start levels, slopes): the normal equations of all of them in one
+        call, then each solved as ``fit`` solves it (the same numbers)."""
+        levels, slopes = np.zeros(starts.size), np.zeros(starts.size)
+        for k, (a11, a12, a22, b1, b2, _) in enumerate(zip(*(v.tolist() for v in self._line(self.sums(starts, ends, fresh=True))))):
+            levels[k], slopes[k] = _solved(a11, a12, a22, b1, b2, bool(sloped[k]))
+        return levels, slopes
+
     def fit(self, start: int, end: int, sloped: bool) -> tuple[float, float]:
         """(mean at the segment's first point, slope per point) of one segment."""
         # From the segment's own values (a fresh start): the jump into it says where it
         # begins, not what its level is.
         a11, a12, a22, b1, b2, _ = (float(v[0]) for v in self._line(self.sums(np.array([start]), np.array([end]), fresh=True)))
-        det = a11 * a22 - a12 * a12
-        if not sloped or det <= 0:
-            return b1 / a11, 0.0
-        return (a22 * b1 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det
+        return _solved(a11, a12, a22, b1, b2, sloped)
+
+
+def _solved(a11: float, a12: float, a22: float, b1: float, b2: float, sloped: bool) -> tuple[float, float]:
+    """(mean at the first point, slope) from a segment's normal equations (a flat mean unless ``sloped``)."""
+    det = a11 * a22 - a12 * a12
+    if not sloped or det <= 0:
+        return b1 / a11, 0.0
+    return (a22 * b1 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det
 
 
 def _prefix(values: np.ndarray) -> np.ndarray:
@@ -570,6 +583,19 @@ def _segment_cost(cost: ARSegmentCost, start, end, gamma: float, slopes: bool, m
     return np.minimum(flat, sloped), sloped < flat
 
 
+def _split_costs(cost: ARSegmentCost, start: int, cuts: np.ndarray, end: int, gamma: float, slopes: bool,
+                 min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best-model costs of [start, cut) and of [cut, end) for every cut: one ``_segment_cost`` call for both
+    (element by element the same numbers; a call on a few dozen segments is mostly numpy's overhead)."""
+    k = cuts.size
+    starts = np.empty(2 * k, dtype=np.intp)
+    starts[:k], starts[k:] = start, cuts
+    ends = np.empty(2 * k, dtype=np.intp)
+    ends[:k], ends[k:] = cuts, end
+    both, _ = _segment_cost(cost, starts, ends, gamma, slopes, min_size)
+    return both[:k], both[k:]
+
+
 def neighbourhood(changes: list[int], i: int, n: int, min_size: int, block: int):
     """(start, end, positions): change point i's neighbours and where it may move, within ``block``."""
     start = changes[i - 1] if i > 0 else 0
@@ -584,8 +610,7 @@ def _refine(cost: ARSegmentCost, changes: list[int], min_size: int, gamma: float
     for i in range(len(changes)):
         start, end, window = neighbourhood(changes, i, cost.n, min_size, block)
         if window.size:
-            left, _ = _segment_cost(cost, np.full(window.size, start), window, gamma, slopes, min_size)
-            right, _ = _segment_cost(cost, window, np.full(window.size, end), gamma, slopes, min_size)
+            left, right = _split_costs(cost, start, window, end, gamma, slopes, min_size)
             changes[i] = int(window[np.argmin(left + right)])
     return changes
 
@@ -605,8 +630,7 @@ def _steps_for_short_ramps(cost: ARSegmentCost, changes: list[int], min_size: in
         if sloped[0]:
             window = np.arange(max(a, left + min_size), min(b, right - min_size) + 1)
             if window.size:
-                first, _ = _segment_cost(cost, np.full(window.size, left), window, gamma, True, min_size)
-                second, _ = _segment_cost(cost, window, np.full(window.size, right), gamma, True, min_size)
+                first, second = _split_costs(cost, left, window, right, gamma, True, min_size)
                 k = int(np.argmin(first + second))
                 old = float(_segment_cost(cost, np.array([left, b]), np.array([a, right]), gamma, True, min_size)[0].sum())
                 if first[k] + second[k] <= old + middle[0] + beta:
@@ -625,16 +649,15 @@ def without(x: np.ndarray, noise: Noise, segmentation: Segmentation, gone: set[i
 
 def _describe(cost: ARSegmentCost, changes: list[int], gamma: float, slopes: bool, min_size: int) -> Segmentation:
     bounds = np.array([0, *changes, cost.n], dtype=np.intp)
-    _, sloped = _segment_cost(cost, bounds[:-1], bounds[1:], gamma, slopes, min_size)
-    gains = np.zeros(len(changes))
-    if changes:
-        left, right = bounds[:-2], bounds[2:]
-        merged, _ = _segment_cost(cost, left, right, gamma, slopes, min_size)
-        before, _ = _segment_cost(cost, left, bounds[1:-1], gamma, slopes, min_size)
-        after, _ = _segment_cost(cost, bounds[1:-1], right, gamma, slopes, min_size)
-        gains = merged - before - after
-    fits = [cost.fit(int(a), int(b), bool(k)) for a, b, k in zip(bounds[:-1], bounds[1:], sloped)]
-    start_level, slope = (np.array(v, dtype=float) for v in zip(*fits))
+    # One cost call for the segments and, per change point, its merged and its two sides.
+    inner, left, right = bounds[1:-1], bounds[:-2], bounds[2:]
+    costs, sloped = _segment_cost(cost, np.concatenate([bounds[:-1], left, left, inner]),
+                                  np.concatenate([bounds[1:], right, inner, right]), gamma, slopes, min_size)
+    segments, k = bounds.size - 1, inner.size
+    sloped = sloped[:segments]
+    merged, before, after = costs[segments : segments + k], costs[segments + k : segments + 2 * k], costs[segments + 2 * k :]
+    gains = merged - before - after if changes else np.zeros(0)
+    start_level, slope = cost.fits(bounds[:-1], bounds[1:], sloped)
     return Segmentation(bounds, sloped, gains, start_level, slope)
 
 
