@@ -164,9 +164,35 @@ def winsorize(x: np.ndarray, noise: Noise) -> np.ndarray:
         return x
     h = RUNNING_HALF_WIDTH
     padded = np.pad(x, h, mode="reflect")  # mirrored: an outlier at either end is no median of its own
-    centre = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1), axis=1)
+    if h == 2:
+        centre = _running_median_of_five(padded)
+    else:
+        centre = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1), axis=1)
     bound = WINSOR * noise.sigma
     return np.clip(x, centre - bound, centre + bound)
+
+
+_FIVE_SORTER = ((0, 1), (3, 4), (2, 4), (2, 3), (0, 3), (0, 2), (1, 4), (1, 3), (1, 2))  # a sorting network
+
+
+def _running_median_of_five(padded: np.ndarray) -> np.ndarray:
+    """The median of every five consecutive values: ``np.median(sliding_window_view(padded, 5), axis=1)``.
+
+    The same values (NaN where a window holds one), by a sorting network over whole shifted
+    copies (nine min/max pairs) rather than a partition per window: several times less CPU.
+    Only the sign of a zero median may differ from numpy's (-0.0 for 0.0), which no bound
+    ``centre -/+ a positive width`` sees.
+    """
+    n = padded.size - 4
+    values = [padded[k : k + n] for k in range(5)]
+    for i, j in _FIVE_SORTER:
+        values[i], values[j] = np.minimum(values[i], values[j]), np.maximum(values[i], values[j])
+    middle = values[2]
+    missing = np.isnan(padded)
+    if missing.any():  # np.median is NaN wherever a window holds a NaN
+        near = np.convolve(missing, np.ones(5, dtype=int), mode="valid") > 0
+        middle = np.where(near, np.nan, middle)
+    return middle
 
 
 def fit_level(x: np.ndarray, beta: float, *, min_size: int = MIN_FLAT, max_changes: int = 8,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.stats import false_discovery_control
 
@@ -23,6 +25,33 @@ def even_sample(values: np.ndarray, limit: int) -> np.ndarray:
     if values.size <= limit:
         return values
     return values[np.linspace(0, values.size - 1, limit).round().astype(np.intp)]
+
+
+def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation of two 1-D arrays: ``scipy.stats.spearmanr(x, y).statistic``, the same bits.
+
+    The same ranks (average ranks of ties are exact in floating point, whichever sort found them)
+    through the same ``np.corrcoef``, without spearmanr's per-call checks and ``apply_along_axis``
+    (a third of its time on a window's 4096 values). NaN where spearmanr gives NaN: fewer than two
+    values, a constant input, or a NaN in either.
+    """
+    if x.size <= 1 or (x[0] == x).all() or (y[0] == y).all() or np.isnan(x).any() or np.isnan(y).any():
+        return math.nan
+    return float(np.corrcoef(np.vstack([_average_ranks(x), _average_ranks(y)]))[1, 0])
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """``scipy.stats.rankdata(values)``: 1-based ranks, ties given the mean of their ranks."""
+    order = np.argsort(values)  # stability does not matter: tied values share one rank
+    ordered = values[order]
+    first = np.empty(values.size, dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[:-1], ordered[1:], out=first[1:])
+    starts = np.flatnonzero(first)
+    counts = np.diff(starts, append=values.size)
+    ranks = np.empty(values.size)
+    ranks[order] = np.repeat((starts + 1) + (counts - 1) / 2, counts)
+    return ranks
 
 
 def column_medians(values: np.ndarray) -> np.ndarray:

@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
@@ -53,7 +52,7 @@ from . import _changepoints as cp
 from ._explain import Explainer
 from ._interrupt import checkpoint
 from ._shape import shape_changes
-from ._stats import benjamini_hochberg, counter_columns, even_sample, usable_columns
+from ._stats import benjamini_hochberg, counter_columns, even_sample, rank_correlation, usable_columns
 
 MEAN, SPREAD, SHAPE = "mean", "spread", "shape"
 
@@ -203,10 +202,13 @@ def _multiplicative(raw: np.ndarray, latency: bool) -> bool:
     spans show it only faintly. Such a metric is searched as log values, where a
     slowdown is a shift.
     """
-    if raw.min() <= 0 or np.quantile(raw, 0.99) <= LOG_SCALE_RANGE * np.quantile(raw, 0.01):
+    if raw.min() <= 0:
+        return False
+    low, high = np.quantile(raw, [0.01, 0.99])  # one partition for both (the same values as one each)
+    if high <= LOG_SCALE_RANGE * low:
         return False
     sample = even_sample(raw, SCALE_SAMPLE)
-    correlation = spearmanr(np.abs(np.diff(sample)), sample[1:] + sample[:-1]).statistic
+    correlation = rank_correlation(np.abs(np.diff(sample)), sample[1:] + sample[:-1])
     return bool(correlation > (LATENCY_CORRELATION if latency else MULTIPLICATIVE_CORRELATION))
 
 
