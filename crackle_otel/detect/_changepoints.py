@@ -652,14 +652,15 @@ def _steps_for_short_ramps(cost: ARSegmentCost, changes: list[int], min_size: in
     while i + 1 < len(changes):
         bounds = [0, *changes, cost.n]
         left, a, b, right = bounds[i], bounds[i + 1], bounds[i + 2], bounds[i + 3]
-        middle, sloped = _segment_cost(cost, np.array([a]), np.array([b]), gamma, True, min_size)
+        # The middle segment, and (read in the same call) the two around it.
+        costs, sloped = _segment_cost(cost, np.array([a, left, b]), np.array([b, a, right]), gamma, True, min_size)
         if sloped[0]:
             window = np.arange(max(a, left + min_size), min(b, right - min_size) + 1)
             if window.size:
                 first, second = _split_costs(cost, left, window, right, gamma, True, min_size)
                 k = int(np.argmin(first + second))
-                old = float(_segment_cost(cost, np.array([left, b]), np.array([a, right]), gamma, True, min_size)[0].sum())
-                if first[k] + second[k] <= old + middle[0] + beta:
+                old = float(costs[1:].sum())
+                if first[k] + second[k] <= old + costs[0] + beta:
                     changes[i : i + 2] = [int(window[k])]
                     continue
         i += 1
