@@ -466,6 +466,60 @@ def _center_spread(values: np.ndarray) -> tuple[float, float]:
     return center, spread if spread > 0 else float(np.std(values))
 
 
+def _sorted_center_spread(values: np.ndarray) -> tuple[float, float]:
+    """``_center_spread`` of sorted values, the same numbers without a partition or a temporary array.
+
+    The median is the middle of the sorted values (numpy's mean of the middle two when even).
+    The absolute deviations fall towards the median and rise after it, two sorted runs: their
+    median is found by bisecting how many of the smallest deviations come from each run.
+    """
+    n = values.size
+    if n < 2 or not (math.isfinite(values[0]) and math.isfinite(values[-1])):
+        return _center_spread(values)
+    half = n // 2
+    center = float(values[half]) if n % 2 else _mean_of_two(float(values[half - 1]), float(values[half]))
+    split = int(np.searchsorted(values, center))  # values[:split] < center <= values[split:]
+    if n % 2:
+        deviation = _merged_deviation(values, center, split, half)
+    else:
+        deviation = _mean_of_two(_merged_deviation(values, center, split, half - 1),
+                                 _merged_deviation(values, center, split, half))
+    spread = deviation * MAD_TO_SIGMA
+    return center, spread if spread > 0 else float(np.std(values))
+
+
+def _mean_of_two(a: float, b: float) -> float:
+    """``np.mean([a, b])`` in Python floats: numpy's sum starts from 0.0 (so -0.0 and -0.0 make 0.0)."""
+    return (0.0 + a + b) / 2
+
+
+def _merged_deviation(values: np.ndarray, center: float, split: int, k: int) -> float:
+    """The k-th smallest (from 0) of |values - center|, sorted ``values`` split at ``center`` by ``split``.
+
+    Below the split the deviations grow leftwards, above it rightwards: the k-th smallest of the
+    two runs takes i from the first and k + 1 - i from the second, i found by bisection.
+    """
+    n = values.size
+    below, above = split, n - split
+
+    def left(i: int) -> float:  # i-th smallest deviation below the split
+        return abs(float(values[split - 1 - i]) - center)
+
+    def right(j: int) -> float:  # j-th smallest deviation above it
+        return abs(float(values[split + j]) - center)
+
+    low, high = max(0, k + 1 - above), min(k + 1, below)
+    while True:
+        i = (low + high) // 2
+        j = k + 1 - i
+        if i > 0 and j < above and left(i - 1) > right(j):
+            high = i - 1
+        elif j > 0 and i < below and right(j - 1) > left(i):
+            low = i + 1
+        else:
+            return max(left(i - 1) if i > 0 else -math.inf, right(j - 1) if j > 0 else -math.inf)
+
+
 def _lattice_step(sorted_values: np.ndarray) -> float:
     """Spacing of a discrete metric's values, 0 for a continuous one.
 
@@ -519,7 +573,7 @@ def _two_peak_split(values: np.ndarray, min_side: int, alpha: float, min_separat
 
     step = _lattice_step(values)
     floor = max(step / 2, 1e-3 * span)
-    (peak1, spread1), (peak2, spread2) = _center_spread(values[:cut]), _center_spread(values[cut:])
+    (peak1, spread1), (peak2, spread2) = _sorted_center_spread(values[:cut]), _sorted_center_spread(values[cut:])
     spread1, spread2 = max(spread1, floor), max(spread2, floor)
     separation = (peak2 - peak1) / math.sqrt((spread1**2 + spread2**2) / 2)
     if separation < min_separation:
