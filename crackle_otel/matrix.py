@@ -153,13 +153,10 @@ class MetricMatrix:
                 idx = idx[np.sort(keep)]
             else:
                 idx = idx[np.linspace(0, idx.size - 1, limit).round().astype(np.intp)]
+        # Python ints and floats in one call each: per-element numpy scalars cost more than the tasks.
+        times = np.asarray(self.timestamps[idx], dtype=float).tolist()
+        labels, identities = self.labels, self.identities
         return tuple(
-            InvolvedTask(
-                label=self.labels[i],
-                role=role,
-                index=int(i),
-                timestamp=float(self.timestamps[i]),
-                identity=self.identities[i],
-            )
-            for i in idx
+            InvolvedTask(label=labels[i], role=role, index=i, timestamp=time, identity=identities[i])
+            for i, time in zip(idx.tolist(), times)
         )
