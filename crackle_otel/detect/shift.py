@@ -41,13 +41,13 @@ import math
 from datetime import datetime, timezone
 
 import numpy as np
-from scipy.stats import chi2, mannwhitneyu, norm
+from scipy.stats import chi2, norm
 
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
 from ..profile import ThermalProfile
 from . import _tails
-from ._stats import counter_columns, usable_columns
+from ._stats import counter_columns, rank_sum_p, usable_columns
 
 MIN_RECENT = 6  # fewest newest tasks the rank test reads
 MIN_FEW = 3  # fewest newest tasks judged at all: all of them far out in the usual tail (see _all_beyond)
@@ -142,7 +142,7 @@ def _shift(matrix: MetricMatrix, j: int, reference: np.ndarray, recent: np.ndarr
             continue
         p_value = 2 * _all_beyond(np.log(after), log_before, ratio > 1)
         if k >= MIN_RECENT:
-            p_value = min(p_value, 2 * float(mannwhitneyu(after, before, alternative="two-sided").pvalue))
+            p_value = min(p_value, 2 * rank_sum_p(after, before))
         if best is None or p_value < best[0]:
             best = (p_value, k, ratio)
     if best is None:
