@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import hypergeom, mannwhitneyu, norm, rankdata
+from scipy.stats import hypergeom, mannwhitneyu, norm
 
 from ..attributes import MAX_VALUES_PER_ATTRIBUTE, NOT_KEPT
 from ..failures import FAILURE_METRICS, RATE_NAMES, RATE_PHRASES, Failure
@@ -49,7 +49,7 @@ from ..matrix import MetricMatrix
 from ..patterns import InvolvedTask, Pattern, PatternKind
 from ..profile import ThermalProfile
 from ._explain import DistinguishingValue, Explainer
-from ._stats import counter_columns, even_sample, usable_columns
+from ._stats import average_ranks, counter_columns, even_sample, usable_columns
 
 LABEL = "label"  # the task label as a pseudo-attribute (the span name, when groups mix them)
 _MAX_ROWS = 20_000  # tasks compared (evenly spaced beyond): plenty of power, bounded cost
@@ -258,7 +258,7 @@ def _metric_tests(matrix: MetricMatrix, rows: np.ndarray, layout: _Layout, minim
             batches.append(_proportion_tests(slots, "share", name, hits, n1, float(away.sum()), total,
                                              two_sided=True, column=int(j), mode=float(levels[mode_at])))
             continue
-        ranks = rankdata(x)
+        ranks = average_ranks(x)
         rank_sums = layout.sums(None if everywhere else present, ranks)[slots]
         ties = float(np.sum(level_counts.astype(float) ** 3 - level_counts))
         u = rank_sums - n1 * (n1 + 1) / 2
