@@ -48,8 +48,7 @@ class Explainer:
         """(value names, code per task); "" stands for "task has no such attribute" (or its value was not kept)."""
         if key not in self._codes:
             if key == "label":
-                names, codes = np.unique(np.array(self._matrix.labels, dtype=str), return_inverse=True)
-                self._codes[key] = (names, codes.ravel())
+                self._codes[key] = _label_codes(self._matrix.labels)
             else:
                 values, column = self._matrix.attribute_table.column(key)
                 self._codes[key] = (np.array(("", *values), dtype=object), np.maximum(column, 0).astype(np.intp))
@@ -100,3 +99,17 @@ class Explainer:
                 f"{found.value} ({found.inside_share:.0%} of {noun}, {found.outside_share:.0%} elsewhere)"
             )
         return {key: "; ".join(texts) for key, texts in explanation.items()}
+
+
+def _label_codes(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(np.array(labels, dtype=str), return_inverse=True)``: the same names and codes,
+    from the few distinct labels (sorting thousands of strings for a handful of names was most of
+    an explanation's time). numpy drops trailing NULs from its strings: such labels go its way."""
+    distinct = set(labels)
+    if any(not isinstance(label, str) or label.endswith("\x00") for label in distinct):
+        names, codes = np.unique(np.array(labels, dtype=str), return_inverse=True)
+        return names, codes.ravel()
+    ordered = sorted(distinct)
+    index = {label: code for code, label in enumerate(ordered)}
+    codes = np.fromiter(map(index.__getitem__, labels), dtype=np.intp, count=len(labels))
+    return np.array(ordered, dtype=str), codes
