@@ -58,12 +58,45 @@ def evidence(pattern: Pattern, window: MetricMatrix) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ helpers
+_EXACT_POWERS = 22  # 10 ** k is exact in a double up to here
+
+
 def _round(values: np.ndarray | Iterable[float], digits: int = 6) -> list[float | None]:
-    """Floats for JSON: significant digits kept, NaN/inf as null (plotly leaves a gap)."""
-    out: list[float | None] = []
-    for value in np.asarray(values, dtype=float).tolist():
-        out.append(float(f"{value:.{digits}g}") if math.isfinite(value) else None)
+    """Floats for JSON: significant digits kept, NaN/inf as null (plotly leaves a gap).
+
+    Each value is ``float(f"{value:.{digits}g}")``, computed for the whole array at once (a
+    plot's thousands of values one by one were most of a cool's bookkeeping): the value scaled
+    to ``digits`` digits before the point, rounded to an integer, scaled back. Both scalings are
+    exact powers of ten, so scaling back is the double nearest the decimal, as parsing the text
+    would give; scaling up rounds once, so a value within two units of the last place of a
+    half (where that rounding could tip it), or whose exponent is not what log10 said, or tiny
+    or huge, takes the text route.
+    """
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1:
+        return [_round_one(value, digits) for value in array.tolist()]
+    magnitude = np.abs(array)
+    fast = np.isfinite(array) & (magnitude > 0)
+    with np.errstate(all="ignore"):
+        exponent = np.floor(np.log10(np.where(fast, magnitude, 1.0)))
+        shift = (digits - 1) - exponent  # decimal places that leave ``digits`` digits before the point
+        fast &= np.abs(shift) <= _EXACT_POWERS
+        shift = np.where(fast, shift, 0.0)
+        power = 10.0 ** np.abs(shift)
+        scaled = np.where(shift >= 0, magnitude * power, magnitude / power)
+        mantissa = np.rint(scaled)
+        from_half = np.abs(scaled - np.floor(scaled) - 0.5)
+        fast &= ((from_half > 2 * np.spacing(scaled)) & (mantissa >= 10.0 ** (digits - 1))
+                 & (mantissa < 10.0 ** digits))
+        rounded = np.copysign(np.where(shift >= 0, mantissa / power, mantissa * power), array)
+    out: list[float | None] = rounded.tolist()
+    for i in np.flatnonzero(~fast).tolist():
+        out[i] = _round_one(float(array[i]), digits)
     return out
+
+
+def _round_one(value: float, digits: int) -> float | None:
+    return float(f"{value:.{digits}g}") if math.isfinite(value) else None
 
 
 def _sample_rows(n: int, keep: Iterable[int] = (), limit: int = MAX_POINTS) -> np.ndarray:
