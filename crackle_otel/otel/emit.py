@@ -108,6 +108,14 @@ def pattern_attributes(pattern: Pattern) -> dict[str, Any]:
 
 def span_context_of(identity: Any) -> SpanContext | None:
     """The remote SpanContext an identity ``(trace_id, span_id)`` points at, or None if it is not one."""
+    ids = span_ids_of(identity)
+    if ids is None:
+        return None
+    return SpanContext(ids[0], ids[1], is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+
+
+def span_ids_of(identity: Any) -> tuple[int, int] | None:
+    """(trace_id, span_id) when an identity is a span's, else None (``span_context_of`` without the object)."""
     if not isinstance(identity, tuple) or len(identity) != 2:
         return None
     trace_id, span_id = identity
@@ -115,7 +123,7 @@ def span_context_of(identity: Any) -> SpanContext | None:
         return None
     if not (0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID):
         return None
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return trace_id, span_id
 
 
 def pattern_links(pattern: Pattern, max_links: int) -> list[Link]:

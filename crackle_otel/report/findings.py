@@ -167,13 +167,13 @@ class Finding:
 
 def span_ids(involved: Sequence[InvolvedTask], limit: int = MAX_SPANS_LISTED) -> list[dict[str, Any]]:
     """Trace and span ids (hex) of the involved tasks that are spans, roles interleaved, at most ``limit``."""
-    from ..otel.emit import span_context_of
+    from ..otel.emit import span_ids_of
 
     listed = []
     for task in interleave_roles(involved, limit):
-        context = span_context_of(task.identity)
-        if context is not None:
-            listed.append({"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}",
+        ids = span_ids_of(task.identity)
+        if ids is not None:
+            listed.append({"trace_id": f"{ids[0]:032x}", "span_id": f"{ids[1]:016x}",
                            "role": task.role, "timestamp": task.timestamp, "label": task.label})
     return listed
 
