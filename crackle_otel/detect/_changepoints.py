@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._stats import MAD_TO_SIGMA
+from ._stats import MAD_TO_SIGMA, median
 
 GRID = 200  # candidate positions searched exactly; refinement restores full resolution
 MIN_POINTS = 10  # shortest series searched
@@ -133,8 +133,8 @@ def estimate_noise(x: np.ndarray) -> Noise:
     if x.size < 4:
         return Noise(float(np.std(x)), 0.0)
     d = np.diff(x)
-    centre = float(np.median(d))
-    scale = MAD_TO_SIGMA * float(np.median(np.abs(d - centre)))
+    centre = float(median(d))
+    scale = MAD_TO_SIGMA * float(median(np.abs(d - centre)))
     # Mostly constant (MAD 0: errors, retries): the rare differences are the noise, kept whole.
     clip = DIFFERENCE_CLIP * scale if scale > 0 else np.inf
     clipped = np.clip(d - centre, -clip, clip)

@@ -50,6 +50,7 @@ from ..patterns import InvolvedTask, Pattern, PatternKind
 from ..profile import ThermalProfile
 from ._explain import DistinguishingValue, Explainer
 from ._stats import average_ranks, counter_columns, even_sample, usable_columns
+from ._stats import median as _median
 
 LABEL = "label"  # the task label as a pseudo-attribute (the span name, when groups mix them)
 _MAX_ROWS = 20_000  # tasks compared (evenly spaced beyond): plenty of power, bounded cost
@@ -595,7 +596,7 @@ def _difference(test: _Test, members: np.ndarray, rest: np.ndarray | None, conte
     column = context.matrix.values[context.rows, test.column]
     value_side = column[members & np.isfinite(column)]
     rest_side = column[rest & np.isfinite(column)]
-    median, rest_median = float(np.median(value_side)), float(np.median(rest_side))
+    median, rest_median = float(_median(value_side)), float(_median(rest_side))
     p95, rest_p95 = float(np.percentile(value_side, 95)), float(np.percentile(rest_side, 95))
     stats.update({f"{name}.median": median, f"{name}.rest_median": rest_median, f"{name}.p95": p95,
                   f"{name}.rest_p95": rest_p95, f"{name}.superiority": test.effect})

@@ -54,7 +54,7 @@ from ..profile import ThermalProfile
 from . import _tails
 from ._interrupt import checkpoint
 from ._explain import Explainer
-from ._stats import MAD_TO_SIGMA, column_medians, counter_columns, usable_columns
+from ._stats import MAD_TO_SIGMA, column_medians, counter_columns, median, usable_columns
 
 _SAMPLE_SIZE = 4000  # tasks the split search and the scale estimates read; the assignment reads all
 _MAX_CLUSTERS = 8
@@ -199,9 +199,9 @@ def _untransform(value: float, scale: int) -> float:
 
 def _robust_center_scale(values: np.ndarray) -> tuple[float, float]:
     """Median and MAD-sigma of finite 1-D values (see _spread_without_mad when the MAD is 0; 1 if no spread)."""
-    center = float(np.median(values))
+    center = float(median(values))
     deviation = np.abs(values - center)
-    scale = float(np.median(deviation)) * MAD_TO_SIGMA
+    scale = float(median(deviation)) * MAD_TO_SIGMA
     if scale <= 0:
         scale = _spread_without_mad(deviation, values)
     return center, scale if scale > 0 else 1.0
@@ -214,7 +214,7 @@ def _spread_without_mad(deviation: np.ndarray, values: np.ndarray) -> float:
     not "beyond 5 sigma"; with fewer than 3 other values, the standard deviation.
     """
     off_center = deviation[deviation > 0]
-    return float(np.median(off_center)) * MAD_TO_SIGMA if off_center.size >= 3 else float(np.std(values))
+    return float(median(off_center)) * MAD_TO_SIGMA if off_center.size >= 3 else float(np.std(values))
 
 
 @dataclass(frozen=True)
@@ -461,8 +461,8 @@ class _Split:
 
 def _center_spread(values: np.ndarray) -> tuple[float, float]:
     """Median and MAD-sigma (standard deviation when the MAD is 0) of finite 1-D values."""
-    center = float(np.median(values))
-    spread = float(np.median(np.abs(values - center))) * MAD_TO_SIGMA
+    center = float(median(values))
+    spread = float(median(np.abs(values - center))) * MAD_TO_SIGMA
     return center, spread if spread > 0 else float(np.std(values))
 
 
@@ -529,7 +529,7 @@ def _lattice_step(sorted_values: np.ndarray) -> float:
     distinct = sorted_values[np.r_[True, np.diff(sorted_values) > 0]]
     if distinct.size < 2 or distinct.size > sorted_values.size // 4:
         return 0.0
-    return float(np.median(np.diff(distinct)))
+    return float(median(np.diff(distinct)))
 
 
 def _window_counts(sorted_values: np.ndarray, centers: np.ndarray, half_width: float) -> np.ndarray:

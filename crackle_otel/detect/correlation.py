@@ -44,7 +44,7 @@ from ..matrix import MetricMatrix
 from ..patterns import InvolvedTask, Pattern, PatternKind
 from ..profile import ThermalProfile
 from ._interrupt import checkpoint
-from ._stats import benjamini_hochberg, counter_columns, even_sample, usable_columns
+from ._stats import benjamini_hochberg, counter_columns, even_sample, median, usable_columns
 
 MIN_PAIRED_TASKS = 10  # fewest shared tasks for a correlation test
 MIN_MI_TASKS = 50  # gives at least 3 bins per metric (information.bin_count)
@@ -426,7 +426,7 @@ def _lead_lag_pattern(evidence: _Evidence, pair: _Pair, profile: ThermalProfile)
     window = evidence.window
     te_forward, te_reverse = _transfer_entropies(window.scores[:, i], window.scores[:, j], k)
     steps = np.diff(evidence.matrix.timestamps[window.rows])
-    lag_seconds = float(np.median(steps)) * k if steps.size else 0.0
+    lag_seconds = float(median(steps)) * k if steps.size else 0.0
     when = f" (~{_format_duration(lag_seconds)})" if lag_seconds > 0 else ""
     inversely = ", inversely" if lead.rho_lag < 0 else ""
     transfer = f"; TE {te_forward:.2f} vs {te_reverse:.2f} bits" if math.isfinite(te_forward) else ""

@@ -52,7 +52,7 @@ from . import _changepoints as cp
 from ._explain import Explainer
 from ._interrupt import checkpoint
 from ._shape import shape_changes
-from ._stats import benjamini_hochberg, counter_columns, even_sample, rank_correlation, usable_columns
+from ._stats import benjamini_hochberg, counter_columns, even_sample, median, rank_correlation, usable_columns
 
 MEAN, SPREAD, SHAPE = "mean", "spread", "shape"
 
@@ -372,7 +372,7 @@ def _level_change(series: _Series, level: cp.Segmentation, residual: np.ndarray,
         level_before=math.nan, level_after=math.nan, ramp_end=ramp_end,
     )
     # Levels: the typical value of each side (median for metrics that vary by factors, else mean).
-    typical = np.median if series.log_scale else np.mean
+    typical = median if series.log_scale else np.mean
     before, after = _sides(change)
     change.level_before, change.level_after = float(typical(before)), float(typical(after))
     return change
@@ -509,8 +509,8 @@ def _describe(change: _Change) -> None:
         "after_mean": mean_a,
         "before_std": sd_b,
         "after_std": sd_a,
-        "before_median": float(np.median(before)),
-        "after_median": float(np.median(after)),
+        "before_median": float(median(before)),
+        "after_median": float(median(after)),
         "before_p95": float(np.quantile(before, 0.95)),
         "after_p95": float(np.quantile(after, 0.95)),
         # Standardised mean difference of the raw sides: near 0 for spread- or shape-only shifts.

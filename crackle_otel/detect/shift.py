@@ -47,7 +47,7 @@ from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
 from ..profile import ThermalProfile
 from . import _tails
-from ._stats import counter_columns, rank_sum_p, usable_columns
+from ._stats import counter_columns, median, rank_sum_p, usable_columns
 
 MIN_RECENT = 6  # fewest newest tasks the rank test reads
 MIN_FEW = 3  # fewest newest tasks judged at all: all of them far out in the usual tail (see _all_beyond)
@@ -129,7 +129,7 @@ def _shift(matrix: MetricMatrix, j: int, reference: np.ndarray, recent: np.ndarr
         return None
     before = column[before_rows]
     log_before = np.log(before)
-    level_before = float(np.median(before))
+    level_before = float(median(before))
     sizes = _sizes(present.size)
     best = None
     for k in sizes:
@@ -137,7 +137,7 @@ def _shift(matrix: MetricMatrix, j: int, reference: np.ndarray, recent: np.ndarr
         if k < MIN_RECENT and matrix.timestamps[rows[-1]] - matrix.timestamps[rows[0]] < MIN_FEW_SPAN_S:
             continue  # a few slow tasks at one moment are one stall, not a shift
         after = column[rows]
-        ratio = float(np.median(after)) / level_before
+        ratio = float(median(after)) / level_before
         if max(ratio, 1 / ratio) < profile.rate.min_shift_ratio:
             continue
         p_value = 2 * _all_beyond(np.log(after), log_before, ratio > 1)
@@ -152,7 +152,7 @@ def _shift(matrix: MetricMatrix, j: int, reference: np.ndarray, recent: np.ndarr
         return None
     _, k, ratio = best
     after_rows = present[-k:]
-    level_after = float(np.median(column[after_rows]))
+    level_after = float(median(column[after_rows]))
     rose = ratio > 1
     start = _where_it_began(column, before_rows, after_rows, rose)
     changed = after_rows[after_rows >= start]
