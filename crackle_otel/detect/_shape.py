@@ -17,7 +17,7 @@ from scipy.stats import ks_2samp, kstwobign
 
 from .. import information
 from ._binseg import MultinomialCost, binary_segmentation
-from ._stats import even_sample
+from ._stats import even_sample, quantile
 
 MIN_SHAPE_SEGMENT = 50  # fewest values on either side of a shape change
 SHAPE_PENALTY = 1.5  # per free bin, x log(n), in nats
@@ -54,7 +54,7 @@ def shape_changes(x: np.ndarray, first: int, last: int, inflation: float) -> lis
     stride = max(1, -(-stretch.size // SEARCH_SAMPLE))
     searched = stretch[::stride]
     n_bins = SEARCH_BINS if searched.size >= 20 * SEARCH_BINS else 4
-    edges = np.unique(np.quantile(even_sample(searched, SCALE_SAMPLE), np.linspace(0, 1, n_bins + 1)[1:-1]))
+    edges = np.unique(quantile(even_sample(searched, SCALE_SAMPLE), np.linspace(0, 1, n_bins + 1)[1:-1]))
     n_codes = edges.size + 1
     if n_codes < 3:  # two values: any change of their mix is a change of the mean
         return []
@@ -93,7 +93,7 @@ def binned_jsd(before: np.ndarray, after: np.ndarray) -> float:
         return 0.0
     n_bins = int(np.clip(round(math.sqrt(min(before.size, after.size) / 4.0)), 4, MAX_JSD_BINS))
     pooled = np.concatenate([before, after])
-    edges = np.unique(np.quantile(pooled, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    edges = np.unique(quantile(pooled, np.linspace(0, 1, n_bins + 1)[1:-1]))
     k = edges.size + 1
     if k < 2:
         return 0.0

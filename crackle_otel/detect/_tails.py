@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._stats import quantile
+
 TAIL_FRACTION = 0.1  # the tail starts at the 90th percentile
 MIN_VALUES = 80  # fewer: no tail model (8 values beyond the threshold)
 _MID, _FAR = 0.03, 0.005  # tail probabilities of the quantiles that fix scale and shape
@@ -55,7 +57,7 @@ def tail_probability(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def _fit(reference: np.ndarray) -> tuple[float, float, float]:
     """(threshold, shape, scale) of the tail model of ``reference``."""
-    median, threshold, mid, far = np.quantile(reference, [0.5, 1 - TAIL_FRACTION, 1 - _MID, 1 - _FAR])
+    median, threshold, mid, far = quantile(reference, [0.5, 1 - TAIL_FRACTION, 1 - _MID, 1 - _FAR])
     shape = UNKNOWN_SHAPE
     if reference.size >= _MIN_FOR_SHAPE and mid > threshold:
         shape = 0.0

@@ -54,7 +54,7 @@ from ..profile import ThermalProfile
 from . import _tails
 from ._interrupt import checkpoint
 from ._explain import Explainer
-from ._stats import MAD_TO_SIGMA, column_medians, counter_columns, median, usable_columns
+from ._stats import MAD_TO_SIGMA, column_medians, counter_columns, median, quantile, usable_columns
 
 _SAMPLE_SIZE = 4000  # tasks the split search and the scale estimates read; the assignment reads all
 _MAX_CLUSTERS = 8
@@ -144,7 +144,7 @@ def _canonical_sample(values: np.ndarray, size: int) -> np.ndarray:
 
 def _octile_skewness(values: np.ndarray) -> float:
     """(q⅞ + q⅛ - 2 median) / (q⅞ - q⅛): 0 for symmetric values, > 0 for a long right tail."""
-    low, mid, high = np.quantile(values, [0.125, 0.5, 0.875])
+    low, mid, high = quantile(values, [0.125, 0.5, 0.875])
     return float((high + low - 2 * mid) / (high - low)) if high > low else 0.0
 
 
@@ -160,7 +160,7 @@ def _choose_scale(sampled: np.ndarray, smallest: float) -> int:
     if sampled.size < _MIN_FOR_TRANSFORM or smallest < 0:
         return _AS_IS
     counts = bool(np.all(sampled == np.round(sampled)))
-    if counts and np.quantile(sampled, 0.125) < _MIN_COUNT_LEVEL:
+    if counts and quantile(sampled, 0.125) < _MIN_COUNT_LEVEL:
         return _AS_IS
     default = _SQUARE_ROOT if counts else _AS_IS
     skew = {_AS_IS: _octile_skewness(sampled)}

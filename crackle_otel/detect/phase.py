@@ -52,7 +52,7 @@ from . import _changepoints as cp
 from ._explain import Explainer
 from ._interrupt import checkpoint
 from ._shape import shape_changes
-from ._stats import benjamini_hochberg, counter_columns, even_sample, median, rank_correlation, usable_columns
+from ._stats import benjamini_hochberg, counter_columns, even_sample, median, quantile, rank_correlation, usable_columns
 
 MEAN, SPREAD, SHAPE = "mean", "spread", "shape"
 
@@ -204,7 +204,7 @@ def _multiplicative(raw: np.ndarray, latency: bool) -> bool:
     """
     if raw.min() <= 0:
         return False
-    low, high = np.quantile(raw, [0.01, 0.99])  # one partition for both (the same values as one each)
+    low, high = quantile(raw, [0.01, 0.99])  # one partition for both (the same values as one each)
     if high <= LOG_SCALE_RANGE * low:
         return False
     sample = even_sample(raw, SCALE_SAMPLE)
@@ -511,8 +511,8 @@ def _describe(change: _Change) -> None:
         "after_std": sd_a,
         "before_median": float(median(before)),
         "after_median": float(median(after)),
-        "before_p95": float(np.quantile(before, 0.95)),
-        "after_p95": float(np.quantile(after, 0.95)),
+        "before_p95": float(quantile(before, 0.95)),
+        "after_p95": float(quantile(after, 0.95)),
         # Standardised mean difference of the raw sides: near 0 for spread- or shape-only shifts.
         "mean_difference_d": abs(mean_a - mean_b) / pooled if pooled > 0 else 0.0,
     }
