@@ -114,9 +114,11 @@ def _attributes(matrix: MetricMatrix, rows: np.ndarray, minimum: int) -> tuple[l
     """The attributes worth comparing over ``rows``, and how many were skipped as high-cardinality."""
     table = matrix.attribute_table
     columns: list[tuple[str, tuple[str, ...], np.ndarray]] = []
-    labels = np.array([matrix.labels[i] for i in rows], dtype=object)
-    names, codes = np.unique(labels, return_inverse=True)
-    columns.append((LABEL, tuple(names), codes.ravel() + 1))
+    # As np.unique over the rows' labels (sorted names, a code per row), from the few distinct ones.
+    labels = [matrix.labels[i] for i in rows.tolist()]
+    names = sorted(set(labels))
+    code_of = {name: code for code, name in enumerate(names, start=1)}
+    columns.append((LABEL, tuple(names), np.fromiter(map(code_of.__getitem__, labels), dtype=np.intp, count=len(labels))))
     present = table.codes[rows] != 0 if table.keys else np.zeros((rows.size, 0), dtype=bool)
     carried = present.sum(axis=0)
     order = [j for j in np.argsort(-carried, kind="stable") if carried[j] >= minimum][:_MAX_ATTRIBUTES]
