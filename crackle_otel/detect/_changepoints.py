@@ -419,44 +419,49 @@ class _Cells:
     """Grid segments of one kind of start (at 0, or not) with what their costs need that no data changes.
 
     ``m``, ``su`` and ``suu`` are ``ARSegmentCost._line``'s count and sums of local time, computed by
-    the same expressions (so the costs are the same to the last bit); every series of a window shares them.
+    the same expressions (so the costs are the same to the last bit), once for both costs of a grid.
+    Not cached with the grid's cells: three more arrays per cached grid tripled its memory.
     """
 
     head: float  # 1.0: every segment starts at 0; 0.0: none does
     starts: np.ndarray
     ends: np.ndarray
-    centred_starts: np.ndarray  # start - n // 2 (ARSegmentCost's centred time)
+    centred_starts: np.ndarray | None  # start - n // 2 (ARSegmentCost's centred time); lines only
     m: np.ndarray  # points read as innovations
-    su: np.ndarray
-    suu: np.ndarray
+    su: np.ndarray | None  # lines only
+    suu: np.ndarray | None
 
     @classmethod
-    def of(cls, head: float, starts: np.ndarray, ends: np.ndarray, n: int) -> "_Cells":
+    def of(cls, head: float, starts: np.ndarray, ends: np.ndarray, n: int, lines: bool) -> "_Cells":
         m = ends - starts - head
+        if not lines:
+            return cls(head, starts, ends, None, m, None, None)
         shift = head
         su = m * shift + m * (m - 1) / 2.0
         suu = m * shift * shift + shift * m * (m - 1) + (m - 1) * m * (2 * m - 1) / 6.0
-        cells = cls(head, starts, ends, starts - n // 2, m, su, suu)
-        for array in (starts, ends, cells.centred_starts, m, su, suu):
-            array.flags.writeable = False
-        return cells
+        return cls(head, starts, ends, starts - n // 2, m, su, suu)
 
 
-@functools.lru_cache(maxsize=16)  # ~1 MB each at 200+ points
-def _grid_cells(n: int, min_size: int) -> tuple[np.ndarray, np.ndarray, tuple[_Cells, _Cells]]:
-    """Candidate positions for ``n`` points, which grid segments are long enough, and those segments:
-    (positions, mask, (segments starting at 0, the rest)), the segments in the mask's row-major order.
+@functools.lru_cache(maxsize=32)
+def _grid_cells(n: int, min_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate positions for ``n`` points, and which grid segments are long enough: (positions, mask, starts, ends).
 
     The same for every series of a window (its metrics, both passes of a level search): cached.
     """
     positions = np.unique(np.linspace(0, n, min(GRID, n) + 1).round().astype(np.intp))
     start, end = np.meshgrid(positions, positions, indexing="ij")
     ok = end - start >= min_size
-    ok.flags.writeable = False
-    positions.flags.writeable = False
-    starts, ends = start[ok], end[ok]
+    cells = (positions, ok, start[ok], end[ok])
+    for array in cells:
+        array.flags.writeable = False
+    return cells
+
+
+def _grid_batches(n: int, min_size: int, lines: bool) -> tuple[np.ndarray, np.ndarray, tuple[_Cells, _Cells]]:
+    """(positions, mask, (segments starting at 0, the rest)) of the grid, segments in the mask's row-major order."""
+    positions, ok, starts, ends = _grid_cells(n, min_size)
     k = int(np.count_nonzero(ok[0]))  # the first row of ``ok``: the segments starting at 0
-    return positions, ok, (_Cells.of(1.0, starts[:k], ends[:k], n), _Cells.of(0.0, starts[k:], ends[k:], n))
+    return positions, ok, (_Cells.of(1.0, starts[:k], ends[:k], n, lines), _Cells.of(0.0, starts[k:], ends[k:], n, lines))
 
 
 def _cell_costs(cost: ARSegmentCost, cells: _Cells, flat: bool, sloped: bool) -> tuple:
@@ -520,16 +525,16 @@ class _Grid:
     """Segment costs between every pair of candidate positions (inf where a segment is too short)."""
 
     def __init__(self, cost: ARSegmentCost, min_size: int, slopes: bool) -> None:
-        self.positions, ok, batches = _grid_cells(cost.n, min_size)
-        shape = (self.positions.size, self.positions.size)
         # Shorter segments than a line may take (small series only) have their own, shorter list.
         separate = slopes and min_size < MIN_SLOPED
+        self.positions, ok, batches = _grid_batches(cost.n, min_size, slopes and not separate)
+        shape = (self.positions.size, self.positions.size)
         parts = [_cell_costs(cost, cells, True, slopes and not separate) for cells in batches]
         self.flat = np.full(shape, np.inf)
         self.flat[ok] = np.concatenate([flat for flat, _ in parts])
         self.sloped = np.full(shape, np.inf)
         if separate:
-            _, ok, batches = _grid_cells(cost.n, MIN_SLOPED)
+            _, ok, batches = _grid_batches(cost.n, MIN_SLOPED, True)
             parts = [_cell_costs(cost, cells, False, True) for cells in batches]
         if slopes:
             self.sloped[ok] = np.concatenate([sloped for _, sloped in parts])
