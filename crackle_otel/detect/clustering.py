@@ -472,6 +472,9 @@ def _sorted_center_spread(values: np.ndarray) -> tuple[float, float]:
     The median is the middle of the sorted values (numpy's mean of the middle two when even).
     The absolute deviations fall towards the median and rise after it, two sorted runs: their
     median is found by bisecting how many of the smallest deviations come from each run.
+    Only a zero median's sign may differ from np.median's (which of 0.0 and -0.0 its partition puts
+    in the middle): the spread is the same, and a split reads the peaks only through differences
+    and +/- positive widths, where the sign of a zero does not show.
     """
     n = values.size
     if n < 2 or not (math.isfinite(values[0]) and math.isfinite(values[-1])):
