@@ -200,13 +200,17 @@ class _PlacedFurnace(Furnace):
         self.first_timestamp = float("inf")
         self.last_timestamp = float("-inf")
 
-    def record(self, group: str, label: str, metrics: Any, *, timestamp: float, **kwargs: Any) -> bool:
-        kept = super().record(group, label, metrics, timestamp=timestamp, **kwargs)
-        if kept:
-            self.positions.note(group, self.ordinal())
-            self.first_timestamp = min(self.first_timestamp, timestamp)
-            self.last_timestamp = max(self.last_timestamp, timestamp)
-        return kept
+    def _record(self, group: str, label: str, metrics: Any, timestamp: float, identity: Any, attributes: Any,
+                failures: int, facts: Any) -> bool:
+        if not super()._record(group, label, metrics, timestamp, identity, attributes, failures, facts):
+            return False
+        self.positions.note(group, self.ordinal())
+        # Comparisons, not min()/max(): those cost ~0.25 us each per task.
+        if timestamp < self.first_timestamp:
+            self.first_timestamp = timestamp
+        if timestamp > self.last_timestamp:
+            self.last_timestamp = timestamp
+        return True
 
 
 def analyze_files(

@@ -249,14 +249,13 @@ class Furnace:
         # A group's facts are only read when it is new, and groups are never removed: build them
         # only then (a frozen dataclass per span would cost the hot path ~1 us for nothing).
         groups = self._groups
+        record = self._record  # positional: keyword arguments cost per task, and this is the span path
         for call in self._calls.observe(span):
-            self.record(call.group, call.label, call.metrics, timestamp=call.timestamp_s, identity=call.identity,
-                        facts=None if call.group in groups else GroupFacts(call.callee_service,
-                                                                            caller=call.caller_service))
-        return self.record(span.group, span.label, span.metrics, timestamp=span.timestamp_s,
-                           identity=span.identity, attributes=span.attributes, failures=span.failures,
-                           facts=None if span.group in groups else GroupFacts(span.service, kind=span.kind,
-                                                                              peer=span.peer))
+            record(call.group, call.label, call.metrics, call.timestamp_s, call.identity, None, 0,
+                   None if call.group in groups else GroupFacts(call.callee_service, caller=call.caller_service))
+        return record(span.group, span.label, span.metrics, span.timestamp_s, span.identity, span.attributes,
+                      span.failures,
+                      None if span.group in groups else GroupFacts(span.service, kind=span.kind, peer=span.peer))
 
     def record(
         self,
@@ -275,6 +274,12 @@ class Furnace:
         ``facts``: what the group is (its service, span kind ...), used when the group is new;
         by default its service is the group name's first part.
         """
+        return self._record(group, label, metrics, timestamp, identity, attributes, failures, facts)
+
+    def _record(self, group: str, label: str, metrics: Mapping[str, Any], timestamp: float,
+                identity: Hashable | None, attributes: Mapping[str, str] | None, failures: int,
+                facts: GroupFacts | None) -> bool:
+        """``record``, all arguments positional (``record_span`` calls it per task); subclasses extend this."""
         with self._lock:
             if timestamp > self._latest:
                 self._latest = timestamp
