@@ -31,6 +31,7 @@ from crackle_otel.gateway.otlp_json import (
 from crackle_otel.otel.config import CrackleConfig
 from crackle_otel.otel.emit import INSTRUMENTATION_SCOPE
 from crackle_otel.otel.extract import (
+    ExtractedSpan,
     ExtractionRules,
     attributes_of,
     extract,
@@ -137,6 +138,13 @@ def json_route(document, rules: ExtractionRules):
     return views, [extract(view, rules) for view in views]
 
 
+def extracting_route(document, rules: ExtractionRules):
+    """What ``analyze`` reads: spans extracted as they are decoded (``extract_json_span``)."""
+    traces = decode_json_traces(document, rules)
+    assert traces.extracted
+    return [span for _, scope_spans in traces.scopes for span in scope_spans]
+
+
 def assert_same_extraction(document) -> None:
     reference = parse_otlp_json(json.dumps(document), ExportTraceServiceRequest)
     for rules in RULES:
@@ -147,6 +155,10 @@ def assert_same_extraction(document) -> None:
             assert same(a, b), (a, b)
         for a, b in zip(from_json, from_proto):
             assert same(a, b), (a, b)
+        extracted = extracting_route(document, rules)
+        assert len(extracted) == len(from_proto)
+        for a, b in zip(extracted, from_proto):
+            assert type(a) is ExtractedSpan and same(a, b), (a, b)
 
 
 def hex_ids(document):
@@ -238,8 +250,11 @@ def test_what_json_format_rejects_is_rejected(field, value):
     text = json.dumps(document)
     with pytest.raises(OTLPJSONError):
         parse_otlp_json(text, ExportTraceServiceRequest)
-    with pytest.raises(OTLPJSONError):
+    with pytest.raises(OTLPJSONError) as as_views:
         decode_json_traces(text)
+    with pytest.raises(OTLPJSONError) as extracting:  # the same checks, in the same order
+        decode_json_traces(text, ExtractionRules())
+    assert str(extracting.value) == str(as_views.value)
 
 
 @pytest.mark.parametrize("text", [
@@ -254,8 +269,11 @@ def test_what_json_format_rejects_is_rejected(field, value):
 def test_malformed_documents_are_rejected_by_both_routes(text):
     with pytest.raises(OTLPJSONError):
         parse_otlp_json(text, ExportTraceServiceRequest)
-    with pytest.raises(OTLPJSONError):
+    with pytest.raises(OTLPJSONError) as as_views:
         decode_json_traces(text)
+    with pytest.raises(OTLPJSONError) as extracting:
+        decode_json_traces(text, ExtractionRules())
+    assert str(extracting.value) == str(as_views.value)
 
 
 # ----------------------------------------------------------- file and feeder
@@ -275,28 +293,33 @@ def test_json_lines_read_as_span_views_feed_the_same_tasks_and_report_bad_lines(
     path.write_text("\n".join(lines) + "\n")
 
     results = {}
-    for route in ("records", "requests"):
+    for route in ("records", "extracting", "requests"):
         problems = ProblemLog()
         source = OTLPFile(str(path), problems)
         target = feeder()
-        records = list(getattr(source, route)())
+        if route == "extracting":  # what analyze reads: spans extracted as they are decoded
+            records = list(source.records(target.rules))
+            assert all(record.extracted for record in records)
+        else:
+            records = list(getattr(source, route)())
         for record in records:
             target.feed(record)
-        if route == "records":
+        if route != "requests":
             assert [type(r) for r in records] == [JSONTraces] * 3  # no protobuf on the way
         results[route] = (target, problems, source.counters, records)
 
-    (direct, direct_problems, direct_counters, _), (reference, problems, counters, _) = results.values()
-    assert direct.stats() == reference.stats()
-    assert direct.stats()["spans_seen"] == 18 and direct.stats()["spans_skipped_own"] == 3
-    assert direct_counters == counters and (counters.requests, counters.skipped_records) == (3, 1)
-    assert direct_problems.count == problems.count == 2
-    assert [p.split(": ")[0] for p in direct_problems.first] == [f"{path}:3", f"{path}:4"]
-    for group in reference.furnace.group_names():
-        a, b = direct.furnace.group_snapshot(group), reference.furnace.group_snapshot(group)
-        assert (a.metric_names, a.labels, a.identities, a.attributes) == (b.metric_names, b.labels, b.identities,
-                                                                          b.attributes)
-        assert a.values.tobytes() == b.values.tobytes() and a.timestamps.tobytes() == b.timestamps.tobytes()
+    reference, problems, counters, _ = results.pop("requests")
+    for direct, direct_problems, direct_counters, _ in results.values():
+        assert direct.stats() == reference.stats()
+        assert direct.stats()["spans_seen"] == 18 and direct.stats()["spans_skipped_own"] == 3
+        assert direct_counters == counters and (counters.requests, counters.skipped_records) == (3, 1)
+        assert direct_problems.count == problems.count == 2
+        assert [p.split(": ")[0] for p in direct_problems.first] == [f"{path}:3", f"{path}:4"]
+        for group in reference.furnace.group_names():
+            a, b = direct.furnace.group_snapshot(group), reference.furnace.group_snapshot(group)
+            assert (a.metric_names, a.labels, a.identities, a.attributes) == (b.metric_names, b.labels, b.identities,
+                                                                              b.attributes)
+            assert a.values.tobytes() == b.values.tobytes() and a.timestamps.tobytes() == b.timestamps.tobytes()
 
 
 @pytest.mark.parametrize("kind", ["arrayValue", "kvlistValue"])
@@ -324,3 +347,26 @@ def test_nesting_is_limited_where_json_format_limits_it(kind, where):
         assert verdict == expected, depth
         verdicts.add(verdict)
     assert verdicts == {"accepted", "rejected"}  # the limit lies within the depths tried
+
+
+def test_a_span_whose_extraction_fails_while_decoding_is_extracted_again_by_the_feeder(monkeypatch):
+    """Never seen (extraction by names does not fail on decoded JSON), but it must not lose the request."""
+    import crackle_otel.gateway.otlp_json as otlp_json
+
+    extract_json_span = otlp_json.extract_json_span
+
+    def failing_on_idle(span, resource_attributes, rules):
+        if span.get("name") == "idle":
+            raise RuntimeError("a bug")
+        return extract_json_span(span, resource_attributes, rules)
+
+    text = message_to_otlp_json(request())
+    expected = feeder()
+    expected.feed(decode_json_traces(text))
+    monkeypatch.setattr(otlp_json, "extract_json_span", failing_on_idle)
+    target = feeder()
+    traces = decode_json_traces(text, target.rules)
+    assert [type(span).__name__ for _, spans in traces.scopes for span in spans].count("SpanView") == 2
+    target.feed(traces)
+    assert target.stats() == expected.stats() and target.stats()["spans_undecodable"] == 0
+    assert target.furnace.stats()["tasks_recorded"] == expected.furnace.stats()["tasks_recorded"] == 6

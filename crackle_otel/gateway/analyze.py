@@ -263,7 +263,7 @@ def _analyze(paths: Sequence[str], config: CrackleConfig, emitter: Emitter | Non
         name = os.path.basename(path)
         positions.start_file(name, feeder.spans_seen + 1)
         try:
-            for record in source.records():  # JSON trace lines come as span views: no protobuf on the way
+            for record in source.records(feeder.rules):  # JSON trace lines come extracted: no protobuf on the way
                 feeder.feed(record)
                 # Cool a group once half its kiln is new, before the ring buffer overwrites it.
                 if furnace.has_filled_groups:

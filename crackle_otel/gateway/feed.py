@@ -1,7 +1,8 @@
 """OTLP requests -> tasks in a Furnace: what `serve` and `analyze` both do with what they receive.
 
 Spans go through the one extraction (``extract``, via ``from_proto_span`` for
-protobuf and ``view_of_json_span`` for OTLP/JSON read by ``analyze``) the span
+protobuf and ``view_of_json_span`` for OTLP/JSON read by ``analyze``, which
+reads them through ``extract_json_span``, the two in one step) the span
 processor uses, so a span analysed in-process and the same span received over
 OTLP give the same task in the same group. Spans of crackle's own scope (pattern spans
 of some upstream crackle) are never analysed. Metric collections become one
@@ -20,7 +21,15 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ..otel.emit import INSTRUMENTATION_SCOPE
-from ..otel.extract import GROUP_SEPARATOR, ExtractionRules, attributes_of, extract, from_proto_span
+from ..otel.extract import (
+    GROUP_SEPARATOR,
+    ExtractedSpan,
+    ExtractionRules,
+    SpanView,
+    attributes_of,
+    extract,
+    from_proto_span,
+)
 from ..otel.furnace import Furnace
 from .metric_points import METRICS_GROUP_SUFFIX, MetricCollections
 from .otlp_json import JSONTraces
@@ -67,9 +76,28 @@ class RequestFeeder:
         return seen
 
     def feed_json_traces(self, traces: JSONTraces) -> int:
-        """``feed_traces`` for OTLP/JSON traces decoded straight into span views."""
+        """``feed_traces`` for OTLP/JSON traces decoded straight into span views (or extracted spans)."""
         rules = self.rules
+        if traces.extracted:
+            return sum(self._record_extracted(scope, spans) for scope, spans in traces.scopes)
         return sum(self._record_scope(scope, views, lambda view: extract(view, rules)) for scope, views in traces.scopes)
+
+    def _record_extracted(self, scope: str, spans: list[ExtractedSpan | SpanView]) -> int:
+        """``_record_scope`` for spans extracted as they were decoded (``decode_json_traces`` with rules)."""
+        if scope == INSTRUMENTATION_SCOPE:
+            return self._record_scope(scope, spans, None)
+        record_span = self.furnace.record_span
+        for span in spans:
+            self.spans_seen += 1
+            if type(span) is not ExtractedSpan:  # its extraction failed as it was decoded: once more, counted
+                try:
+                    span = extract(span, self.rules)
+                except Exception:
+                    self.spans_undecodable += 1
+                    logger.debug("crackle gateway: could not extract a span", exc_info=True)
+                    continue
+            record_span(span)
+        return len(spans)
 
     def _record_scope(self, scope: str, spans, extract_one) -> int:
         """Extract and record the spans of one instrumentation scope (never crackle's own).

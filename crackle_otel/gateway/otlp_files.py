@@ -5,8 +5,9 @@ Formats, told apart by their first bytes (after an optional gzip layer):
 - OTLP JSON lines (``{...}``): one ExportTraceServiceRequest (= TracesData) per
   line, as the collector's file exporter writes with ``format: json``. Lines
   holding metrics (``resourceMetrics``) are read as metrics; logs are skipped.
-  ``records()`` gives trace lines as ``JSONTraces`` (span views decoded
-  straight from the JSON, several times faster than through protobuf);
+  ``records()`` gives trace lines as ``JSONTraces`` (span views, or with
+  extraction rules extracted spans, decoded straight from the JSON, several
+  times faster than through protobuf);
   ``requests()`` as ExportTraceServiceRequests.
 - Length-prefixed protobuf (first byte ``0x00``..): each message preceded by its
   size as a 4-byte big-endian integer, as the file exporter writes with
@@ -40,6 +41,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from ..otel.extract import ExtractionRules
 from .otlp_json import JSONTraces, OTLPJSONError, decode_json_traces, parse_otlp_json
 
 TraceRequest = trace_service_pb2.ExportTraceServiceRequest
@@ -121,6 +123,7 @@ class OTLPFile:
         self.size = os.path.getsize(path)
         self._counting: _CountingReader | None = None
         self._json_views = False
+        self._rules: ExtractionRules | None = None
 
     def progress(self) -> tuple[int, int]:
         return (self._counting.bytes_read if self._counting else 0), self.size
@@ -129,8 +132,12 @@ class OTLPFile:
         """Every record as a protobuf request (JSON through ``json_format``)."""
         return self._read(json_views=False)
 
-    def records(self) -> Iterator[Record]:
-        """Every record; JSON traces as ``JSONTraces`` (no protobuf on the way), the rest as requests."""
+    def records(self, rules: ExtractionRules | None = None) -> Iterator[Record]:
+        """Every record; JSON traces as ``JSONTraces`` (no protobuf on the way), the rest as requests.
+
+        With ``rules``, JSON traces come with their spans extracted (see ``decode_json_traces``).
+        """
+        self._rules = rules
         return self._read(json_views=True)
 
     def _read(self, *, json_views: bool) -> Iterator[Record]:
@@ -186,7 +193,7 @@ class OTLPFile:
             if metrics or not self._json_views:
                 request: Record = parse_otlp_json(document, MetricsRequest if metrics else TraceRequest)
             else:
-                request = decode_json_traces(document)
+                request = decode_json_traces(document, self._rules)
         except OTLPJSONError as error:
             self._malformed(where, _short(str(error)))
             return None

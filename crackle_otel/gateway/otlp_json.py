@@ -8,8 +8,9 @@ requires of receivers.
 
 ``json_format`` builds messages field by field in Python (~0.1 ms a span), so
 ``decode_json_traces`` skips protobuf: it walks the loaded JSON and makes the
-SpanViews extraction reads (``otel.extract.view_of_json_span``), for
-``crackle-otel analyze`` on the collector file exporter's JSON lines.
+SpanViews extraction reads (``otel.extract.view_of_json_span``), or given the
+extraction rules the extracted spans themselves (``otel.extract.extract_json_span``),
+for ``crackle-otel analyze`` on the collector file exporter's JSON lines.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from google.protobuf.message import Message
 
 from ..otel.extract import (
     RESOURCE_KEY_VALUE_DEPTH,
+    ExtractedSpan,
+    ExtractionRules,
     MalformedSpanError,
     SpanView,
+    extract_json_span,
     json_attributes_of,
     json_field,
     json_list,
@@ -53,9 +57,12 @@ _TOO_DEEP = "nested too deeply"
 
 @dataclass
 class JSONTraces:
-    """An OTLP/JSON traces document decoded into span views: (scope name, its spans) per ScopeSpans."""
+    """An OTLP/JSON traces document decoded into span views: (scope name, its spans) per ScopeSpans.
 
-    scopes: list[tuple[str, list[SpanView]]]
+    ``extracted``: the spans are already ExtractedSpans (decoded with rules, see ``decode_json_traces``)."""
+
+    scopes: list[tuple[str, list[SpanView]]] | list[tuple[str, list[ExtractedSpan | SpanView]]]
+    extracted: bool = False
 
 
 def _load(data: bytes | str | Mapping[str, Any], *, copied: bool) -> dict[str, Any]:
@@ -73,14 +80,18 @@ def _load(data: bytes | str | Mapping[str, Any], *, copied: bool) -> dict[str, A
     return document
 
 
-def decode_json_traces(data: bytes | str | Mapping[str, Any]) -> JSONTraces:
+def decode_json_traces(data: bytes | str | Mapping[str, Any], rules: ExtractionRules | None = None) -> JSONTraces:
     """OTLP/JSON traces (an ExportTraceServiceRequest / TracesData) -> JSONTraces, without protobuf.
 
     Reads what ``parse_otlp_json`` reads and raises OTLPJSONError where it would,
     in the parts extraction uses (see ``otel.extract``'s OTLP/JSON adapter).
+    With ``rules`` that group by names, the spans come extracted (``extract_json_span``:
+    no SpanView on the way); a span whose extraction fails (never seen: it would be a
+    bug) comes as its view, for the caller's ``extract`` to fail on and count.
     """
     document = _load(data, copied=False)  # only read, never changed
-    scopes: list[tuple[str, list[SpanView]]] = []
+    extracting = rules is not None and rules.groups_by_names
+    scopes: list[tuple[str, list[Any]]] = []
     try:
         for resource_spans in json_list(json_field(document, "resourceSpans", "resource_spans"), "resourceSpans"):
             resource_spans = _element(resource_spans, "resourceSpans")
@@ -91,16 +102,31 @@ def decode_json_traces(data: bytes | str | Mapping[str, Any]) -> JSONTraces:
             for scope_spans in json_list(json_field(resource_spans, "scopeSpans", "scope_spans"), "scopeSpans"):
                 scope_spans = _element(scope_spans, "scopeSpans")
                 scope_name = json_string(json_object(scope_spans.get("scope"), "scope").get("name"), "scope.name")
-                views = [
-                    view_of_json_span(span, resource_attributes, scope_name)
-                    for span in json_list(scope_spans.get("spans"), "spans")
-                ]
-                scopes.append((scope_name, views))
+                spans = json_list(scope_spans.get("spans"), "spans")
+                if extracting:
+                    scopes.append((scope_name, _extracted(spans, resource_attributes, scope_name, rules)))
+                else:
+                    scopes.append((scope_name, [view_of_json_span(span, resource_attributes, scope_name)
+                                                for span in spans]))
     except MalformedSpanError as error:
         raise OTLPJSONError(str(error)) from None
     except RecursionError:  # arrays in arrays ... in an attribute
         raise OTLPJSONError(_TOO_DEEP) from None
-    return JSONTraces(scopes)
+    return JSONTraces(scopes, extracted=extracting)
+
+
+def _extracted(spans: list[Any], resource_attributes: dict[str, Any], scope_name: str,
+               rules: ExtractionRules) -> list[ExtractedSpan | SpanView]:
+    result: list[ExtractedSpan | SpanView] = []
+    append = result.append
+    for span in spans:
+        try:
+            append(extract_json_span(span, resource_attributes, rules))
+        except (MalformedSpanError, RecursionError):  # malformed input: the whole request is
+            raise
+        except Exception:  # extraction failed on a well-formed span: the feeder extracts it again and counts it
+            append(view_of_json_span(span, resource_attributes, scope_name))
+    return result
 
 
 def _element(value: Any, what: str) -> dict[str, Any]:
