@@ -106,7 +106,10 @@ class Kiln:
         rows = self._rows = min(_INITIAL_ROWS, self.capacity)
         self._values = np.full((rows, width), np.nan)
         self._timestamps = np.zeros(rows)
-        self._cooled_at = np.full(rows, np.nan)
+        # Rows written before the last full cool are cooled (at that time): a watermark, not a column
+        # written per row (a numpy store per task on the span path).
+        self._cooled_total = 0  # ``_total`` at the last full cool
+        self._cooled_time = math.nan
         self._labels: list[str] = [""] * rows
         self._identities: list[Hashable | None] = [None] * rows
         self._attributes = AttributeStore(self.capacity, rows=rows)  # dictionary-encoded: ~2 bytes per value
@@ -136,7 +139,6 @@ class Kiln:
         values[:rows] = self._values
         self._values = values
         self._timestamps = np.concatenate([self._timestamps, np.zeros(more)])
-        self._cooled_at = np.concatenate([self._cooled_at, np.full(more, np.nan)])
         self._labels.extend([""] * more)
         self._identities.extend([None] * more)
         self._extras.extend([None] * more)
@@ -226,12 +228,24 @@ class Kiln:
             layout = self._layout_for(names)
             if layout is None:
                 return False
-        slot = self._total % self.capacity
+        total = self._total
+        slot = total % self.capacity
         if layout.gather is None:
             layout.pack(layout.buffer, slot * layout.row_bytes, *metrics.values(), *layout.tail)
         else:
             layout.pack(layout.buffer, slot * layout.row_bytes, *layout.gather((*metrics.values(), math.nan)))
-        self._finish_row(slot, label, timestamp, identity, None, attributes, failures)
+        # ``_finish_row``, inline: this is the span hot path.
+        if total >= self.capacity:
+            self._dropped += 1
+        self._timestamps[slot] = timestamp
+        self._labels[slot] = label
+        self._identities[slot] = identity
+        self._attributes.write(slot, attributes)
+        if failures or self._has_failures:
+            self._failures[slot] = failures & 0xFF
+            self._has_failures = True
+        self._extras[slot] = None
+        self._total = total + 1
         return True
 
     def _layout_for(self, names: tuple[str, ...]) -> _RowLayout | None:
@@ -270,11 +284,10 @@ class Kiln:
         attributes: Mapping[str, str] | None,
         failures: int = 0,
     ) -> None:
-        """Everything of a row but its values; the ring buffer's accounting."""
+        """Everything of a row but its values; the ring buffer's accounting (``_write_numbers`` has it inline)."""
         if self._total >= self.capacity:
             self._dropped += 1
         self._timestamps[slot] = timestamp
-        self._cooled_at[slot] = np.nan
         self._labels[slot] = label
         self._identities[slot] = identity
         self._attributes.write(slot, attributes)
@@ -372,6 +385,11 @@ class Kiln:
         order = np.argsort(self._timestamps[slots], kind="stable")
         return slots[order]
 
+    def _serials(self, slots: np.ndarray) -> np.ndarray:
+        """Which row ever written (0, 1, ... ``_total`` - 1) each buffered slot holds."""
+        first = self._total - min(self._total, self.capacity)  # the oldest buffered row
+        return first + (slots - first) % self.capacity
+
     def snapshot(self) -> MetricMatrix:
         """A copy of the buffered tasks as a MetricMatrix (time order, used columns only)."""
         with self._lock:
@@ -389,7 +407,7 @@ class Kiln:
             attributes=self._attributes.table(slots) if self._attributes.has_attributes else (),
             failures=np.frombuffer(self._failures, dtype=np.uint8)[slots].copy() if self._has_failures else None,
             # A sliding window is a stream: what earlier cools saw is not news. A sealed kiln is a batch.
-            fresh=None if self.seal_on_cool else np.isnan(self._cooled_at[slots]),
+            fresh=None if self.seal_on_cool else self._serials(slots) >= self._cooled_total,
         )
 
     def tasks(self) -> list[FiredTask]:
@@ -398,17 +416,16 @@ class Kiln:
             slots = self._ordered_slots()
             names = list(self._columns)
             result = []
-            for s in slots:
+            for s, cooled in zip(slots, (self._serials(slots) < self._cooled_total).tolist()):
                 row = self._values[s, : len(names)]
                 metrics = {names[j]: float(row[j]) for j in np.flatnonzero(np.isfinite(row))}
                 extra = self._extras[s]
-                cooled = self._cooled_at[s]
                 result.append(
                     FiredTask(
                         label=self._labels[s],
                         metrics=metrics,
                         fired_at=float(self._timestamps[s]),
-                        cooled_at=None if np.isnan(cooled) else float(cooled),
+                        cooled_at=self._cooled_time if cooled else None,
                         value=extra[1].value if extra else None,
                         identity=self._identities[s],
                         metadata=extra[2] if extra else self._attributes.row(s),
@@ -510,7 +527,8 @@ class Kiln:
                 self._run_cool_hooks()
             matrix = self._snapshot_locked()
             if not partial:
-                self._cooled_at[self._ordered_slots()] = time.time()
+                self._cooled_total = self._total  # every buffered row is cooled now
+                self._cooled_time = time.time()
                 self._cools += 1
                 if self.seal_on_cool:
                     self._sealed = True
