@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence, Union
 
 from opentelemetry.proto.common.v1 import common_pb2
@@ -274,37 +273,44 @@ def _group_value(span_name: str, attributes: Mapping[str, Any], resource: Mappin
 
 def extract(view: SpanView, rules: ExtractionRules) -> ExtractedSpan:
     """The extraction: a span view -> label, group, start time, identity, metrics."""
-    start = view.start_ns
+    return _extract(view.resource_attributes, rules, view, view.name, view.start_ns, view.end_ns, view.is_error,
+                    view.attributes, view.trace_id, view.span_id, view.event_count, view.link_count,
+                    view.has_exception, view.parent_span_id, view.kind)
+
+
+def _extract(resource: Mapping[str, Any], rules: ExtractionRules, view: SpanView | None, name: str, start: int,
+             end: int, is_error: bool, attributes: Mapping[str, Any], trace_id: int, span_id: int, event_count: int,
+             link_count: int, has_exception: bool, parent_span_id: int, kind: str) -> ExtractedSpan:
+    """``extract`` of a span's fields (a SpanView's, in its order). ``view``: the span as a SpanView, which
+    only a callable ``group_by`` needs (None: the rules group by names)."""
     metrics: dict[str, Any] = {
-        "duration_ms": (view.end_ns - start) / 1e6,
-        "is_error": 1.0 if view.is_error else 0.0,
-        "event_count": view.event_count,
-        "link_count": view.link_count,
+        "duration_ms": (end - start) / 1e6,
+        "is_error": 1.0 if is_error else 0.0,
+        "event_count": event_count,
+        "link_count": link_count,
     }
-    resource = view.resource_attributes
     facts = rules._resources.get(id(resource))  # the entry keeps the mapping alive: its id is not reused
     if facts is None:
         facts = rules._facts_of(resource)
     descriptive = facts.described.copy()
     uses = rules._uses
-    attributes = view.attributes
-    for name, value in attributes.items():
-        use = uses.get(name)
+    for attribute, value in attributes.items():
+        use = uses.get(attribute)
         if use is None:
-            use = rules._use_of(name)
+            use = rules._use_of(attribute)
         if not use:
             continue
-        kind = type(value)
+        value_kind = type(value)
         # bool is an int subclass: both are metrics; str, bytes, tuples (arrays) are not.
-        if kind is float or kind is int or kind is bool:
-            metrics[name] = value
-        elif kind is str or isinstance(value, str):
+        if value_kind is float or value_kind is int or value_kind is bool:
+            metrics[attribute] = value
+        elif value_kind is str or isinstance(value, str):
             if use == _METRIC_OR_DESCRIPTIVE and len(descriptive) < MAX_DESCRIPTIVE_ATTRIBUTES:
-                descriptive[name] = value[:MAX_DESCRIPTIVE_LENGTH]
+                descriptive[attribute] = value[:MAX_DESCRIPTIVE_LENGTH]
         elif isinstance(value, (int, float)):
-            metrics[name] = value
-    failures = _ERROR_STATUS if view.is_error else 0
-    if view.has_exception:
+            metrics[attribute] = value
+    failures = _ERROR_STATUS if is_error else 0
+    if has_exception:
         failures |= _EXCEPTION
     http_status = attributes.get(_HTTP_STATUS)
     if http_status is None:
@@ -312,27 +318,29 @@ def extract(view: SpanView, rules: ExtractionRules) -> ExtractedSpan:
     grpc_status = attributes.get(GRPC_STATUS_ATTRIBUTE)
     if http_status is not None or grpc_status is not None:
         failures |= status_code_failures(http_status, grpc_status)
-    if rules._groups_by_resource and attributes.keys().isdisjoint(rules._span_grouping_names):
+    if not rules._groups_by_resource:
+        group = rules.group_of(view)  # a callable group_by
+    elif attributes.keys().isdisjoint(rules._span_grouping_names):
         # The span's own attributes cannot change its group: it is its (resource, name)'s.
-        group = facts.groups.get(view.name) or rules._remember_group(view.name, attributes, facts)
+        group = facts.groups.get(name) or rules._remember_group(name, attributes, facts)
     else:
-        group = rules.group_of(view)
+        group = rules._group_by_names(name, attributes, resource)
     return ExtractedSpan(
-        view.name,
+        name,
         group,
         # Start time orders spans as their requests arrived; ordering by end time would sort
         # overlapping spans by duration and invent a trend in duration_ms.
         start / 1e9,
-        (view.trace_id, view.span_id),
+        (trace_id, span_id),
         metrics,
         descriptive or None,
         failures,
         facts.service,
-        view.parent_span_id,
+        parent_span_id,
         start,
-        view.end_ns,
-        view.kind,
-        _peer_of(attributes) if view.kind == "client" else "",
+        end,
+        kind,
+        _peer_of(attributes) if kind == "client" else "",
     )
 
 
@@ -701,48 +709,22 @@ def _json_status_code(value: Any) -> int:
 
 def view_of_json_span(span: Any, resource_attributes: Mapping[str, Any], scope_name: str) -> SpanView:
     """A SpanView of an OTLP/JSON span (a dict from ``json.loads``); resource attributes already decoded."""
-    if type(span) is not dict:
-        raise MalformedSpanError(f"a span must be a JSON object, not {type(span).__name__}")
-    get = span.get
-    name = get("name")
-    if type(name) is not str or not name.isascii():
-        name = json_string(name, "name")
-    status = get("status")
-    events = get("events")
-    links = get("links")
-    dropped_events = json_field(span, "droppedEventsCount", "dropped_events_count")
-    dropped_links = json_field(span, "droppedLinksCount", "dropped_links_count")
-    start = _json_fixed64(span, "startTimeUnixNano", "start_time_unix_nano")
-    return SpanView(
-        name,
-        start,
-        _json_fixed64(span, "endTimeUnixNano", "end_time_unix_nano") or start,
-        status is not None and _json_status_code(json_object(status, "status").get("code")) == _PROTO_ERROR,
-        json_attributes_of(get("attributes")),
-        resource_attributes,
-        scope_name,
-        _json_span_id(span, "traceId", "trace_id"),
-        _json_span_id(span, "spanId", "span_id"),
-        (len(events) if type(events) is list else len(json_list(events, "events")))
-        + (0 if dropped_events is None else json_integer(dropped_events, _UINT32, "droppedEventsCount")),
-        (len(links) if type(links) is list else len(json_list(links, "links")))
-        + (0 if dropped_links is None else json_integer(dropped_links, _UINT32, "droppedLinksCount")),
-        type(events) is list and bool(events)
-        and any(type(event) is dict and event.get("name") == EXCEPTION_EVENT for event in events),
-        _json_span_id(span, "parentSpanId", "parent_span_id"),  # absent or "": a root span (0)
-        _json_span_kind(get("kind")),
-    )
+    (name, start, end, is_error, attributes, trace_id, span_id, event_count, link_count, has_exception,
+     parent_span_id, kind) = _json_span_fields(span)
+    return SpanView(name, start, end, is_error, attributes, resource_attributes, scope_name, trace_id, span_id,
+                    event_count, link_count, has_exception, parent_span_id, kind)
 
 
 def extract_json_span(span: Any, resource_attributes: Mapping[str, Any], rules: ExtractionRules) -> ExtractedSpan:
-    """``extract(view_of_json_span(span, resource_attributes, scope), rules)`` in one step.
+    """``extract(view_of_json_span(span, resource_attributes, scope), rules)`` without the SpanView (~5 us less a
+    span; ``crackle-otel analyze`` reads every span this way). For rules that group by names
+    (``rules.groups_by_names``): a callable ``group_by`` takes a SpanView."""
+    return _extract(resource_attributes, rules, None, *_json_span_fields(span))
 
-    For rules that group by names (``rules.groups_by_names``: a callable takes a SpanView).
-    ``crackle-otel analyze`` reads every span this way: no SpanView on the way and the
-    adapter's field readers inline for the usual spellings (~5 us less a span). It checks
-    what ``view_of_json_span`` checks, in the same order (a malformed span raises the same
-    MalformedSpanError), and extracts as ``extract`` does: keep the three in step.
-    """
+
+def _json_span_fields(span: Any) -> tuple[str, int, int, bool, Mapping[str, Any], int, int, int, int, bool, int, str]:
+    """A SpanView's fields of an OTLP/JSON span but its resource and scope, checked as json_format checks them
+    (a malformed span raises MalformedSpanError); the usual spellings read inline."""
     if type(span) is not dict:
         raise MalformedSpanError(f"a span must be a JSON object, not {type(span).__name__}")
     get = span.get
@@ -773,7 +755,7 @@ def extract_json_span(span: Any, resource_attributes: Mapping[str, Any], rules: 
     else:
         is_error = _json_status_code(json_object(status, "status").get("code")) == _PROTO_ERROR
     raw = get("attributes")
-    attributes = _NO_ATTRIBUTES if raw is None else json_attributes_of(raw)  # only read here
+    attributes = {} if raw is None else json_attributes_of(raw)
     raw = get("traceId")
     try:
         trace_id = int.from_bytes(bytes.fromhex(raw), "big")
@@ -802,65 +784,8 @@ def extract_json_span(span: Any, resource_attributes: Mapping[str, Any], rules: 
         parent_span_id = _json_span_id(span, "parentSpanId", "parent_span_id")
     raw = get("kind")
     kind = _JSON_KIND_NAMES.get(raw, "") if type(raw) is str else PROTO_SPAN_KINDS.get(raw, "") if type(raw) is int else ""
-
-    # What ``extract`` does with such a view.
-    metrics: dict[str, Any] = {
-        "duration_ms": (end - start) / 1e6,
-        "is_error": 1.0 if is_error else 0.0,
-        "event_count": event_count,
-        "link_count": link_count,
-    }
-    facts = rules._resources.get(id(resource_attributes))
-    if facts is None:
-        facts = rules._facts_of(resource_attributes)
-    descriptive = facts.described.copy()
-    failures = _ERROR_STATUS if is_error else 0
-    if has_exception:
-        failures |= _EXCEPTION
-    if attributes:
-        uses = rules._uses
-        for attribute, value in attributes.items():
-            use = uses.get(attribute)
-            if use is None:
-                use = rules._use_of(attribute)
-            if not use:
-                continue
-            value_kind = type(value)
-            if value_kind is float or value_kind is int or value_kind is bool:
-                metrics[attribute] = value
-            elif value_kind is str or isinstance(value, str):
-                if use == _METRIC_OR_DESCRIPTIVE and len(descriptive) < MAX_DESCRIPTIVE_ATTRIBUTES:
-                    descriptive[attribute] = value[:MAX_DESCRIPTIVE_LENGTH]
-            elif isinstance(value, (int, float)):
-                metrics[attribute] = value
-        http_status = attributes.get(_HTTP_STATUS)
-        if http_status is None:
-            http_status = attributes.get(_OLD_HTTP_STATUS)
-        grpc_status = attributes.get(GRPC_STATUS_ATTRIBUTE)
-        if http_status is not None or grpc_status is not None:
-            failures |= status_code_failures(http_status, grpc_status)
-        if attributes.keys().isdisjoint(rules._span_grouping_names):
-            group = facts.groups.get(name) or rules._remember_group(name, attributes, facts)
-        else:
-            group = rules._group_by_names(name, attributes, resource_attributes)
-        peer = _peer_of(attributes) if kind == "client" else ""
-    else:
-        group = facts.groups.get(name) or rules._remember_group(name, attributes, facts)
-        peer = ""
-    return ExtractedSpan(name, group, start / 1e9, (trace_id, span_id), metrics, descriptive or None, failures,
-                         facts.service, parent_span_id, start, end, kind, peer)
-
-
-_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
-
-
-def _json_span_kind(value: Any) -> str:
-    """A span kind as named or numbered in OTLP/JSON; anything else is "unspecified" (kind only informs)."""
-    if type(value) is str:
-        return _JSON_KIND_NAMES.get(value, "")
-    if type(value) is int:
-        return PROTO_SPAN_KINDS.get(value, "")
-    return ""
+    return (name, start, end, is_error, attributes, trace_id, span_id, event_count, link_count, has_exception,
+            parent_span_id, kind)
 
 
 def _json_fixed64(span: dict[str, Any], json_name: str, proto_name: str) -> int:
