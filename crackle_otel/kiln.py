@@ -228,24 +228,12 @@ class Kiln:
             layout = self._layout_for(names)
             if layout is None:
                 return False
-        total = self._total
-        slot = total % self.capacity
+        slot = self._total % self.capacity
         if layout.gather is None:
             layout.pack(layout.buffer, slot * layout.row_bytes, *metrics.values(), *layout.tail)
         else:
             layout.pack(layout.buffer, slot * layout.row_bytes, *layout.gather((*metrics.values(), math.nan)))
-        # ``_finish_row``, inline: this is the span hot path.
-        if total >= self.capacity:
-            self._dropped += 1
-        self._timestamps[slot] = timestamp
-        self._labels[slot] = label
-        self._identities[slot] = identity
-        self._attributes.write(slot, attributes)
-        if failures or self._has_failures:
-            self._failures[slot] = failures & 0xFF
-            self._has_failures = True
-        self._extras[slot] = None
-        self._total = total + 1
+        self._finish_row(slot, label, timestamp, identity, None, attributes, failures)
         return True
 
     def _layout_for(self, names: tuple[str, ...]) -> _RowLayout | None:
@@ -284,7 +272,7 @@ class Kiln:
         attributes: Mapping[str, str] | None,
         failures: int = 0,
     ) -> None:
-        """Everything of a row but its values; the ring buffer's accounting (``_write_numbers`` has it inline)."""
+        """Everything of a row but its values; the ring buffer's accounting."""
         if self._total >= self.capacity:
             self._dropped += 1
         self._timestamps[slot] = timestamp
