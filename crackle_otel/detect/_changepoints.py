@@ -306,27 +306,22 @@ class ARSegmentCost:
         self._yy = _prefix(y * y)
         self._ty = _prefix(t * y)
 
-    def sums(self, start, end, fresh: bool = False, heads: bool | None = None):
+    def sums(self, start, end, fresh: bool = False):
         """Per segment: (head weight, head value, sums over the points read as innovations, count, first u).
 
         Computed once for both costs. The series' first point is a stationary draw (weight
         1 - phi^2). A later segment's first point is read like the rest, through
         x_s - phi x_{s-1}: the noise runs on across a change point, so a jump is paid as an
         innovation, not forgiven by a fresh start (which let wandering noise cut itself into
-        steps). With phi = 0 both agree.
-        ``fresh``: every segment read as a fresh start. ``heads``: known to start at 0 (True)
-        or nowhere at 0 (False), so the head terms are scalars (the grid's tens of thousands
-        of segments are read in those two batches).
+        steps). With phi = 0 both agree. ``fresh``: every segment read as a fresh start.
         """
         start = np.asarray(start)
         end = np.asarray(end)
         if fresh:
             head, first, xs = 1.0, start + 1, self._x[np.minimum(start, self.n - 1)]
-        elif heads is None:
+        else:
             head = (start == 0).astype(float)
             first, xs = start, self._x[0] * head  # y_0 = 0 in the prefix sums: a head's sums may start at 0
-        else:
-            head, first, xs = (1.0, start, self._x[0]) if heads else (0.0, start, 0.0)
         sy = self._y[end] - self._y[first]
         syy = self._yy[end] - self._yy[first]
         sty = self._ty[end] - self._ty[first]
@@ -335,44 +330,97 @@ class ARSegmentCost:
 
     def flat(self, sums) -> np.ndarray:
         w0, xs, sy, syy, _, m, _ = sums
-        b1 = w0 * xs + self.c * sy
-        a11 = w0 + self.c * self.c * m
-        return np.maximum(w0 * xs * xs + syy - b1 * b1 / a11, 0.0) * self.scale
+        return _costs(self, _NormalEquations.of(self, w0, xs, sy, syy, m), flat=True, sloped=False)[0]
 
-    def _line(self, sums):
-        """Normal equations of the line a + b u per segment: (a11, a12, a22, b1, b2, total sum of squares)."""
+    def _line(self, sums) -> "_NormalEquations":
+        """Normal equations of the line a + b u per segment."""
         w0, xs, sy, syy, suy, m, shift = sums
-        c, phi = self.c, self.phi
-        su = m * shift + m * (m - 1) / 2.0  # u runs shift .. shift + m - 1
-        suu = m * shift * shift + shift * m * (m - 1) + (m - 1) * m * (2 * m - 1) / 6.0
-        a11 = w0 + c * c * m
-        a12 = c * (c * su + phi * m)
-        a22 = c * c * suu + 2 * c * phi * su + phi * phi * m
-        b1 = w0 * xs + c * sy
-        b2 = c * suy + phi * sy
-        return a11, a12, a22, b1, b2, w0 * xs * xs + syy
+        su, suu = _local_time_sums(m, shift)
+        return _NormalEquations.of(self, w0, xs, sy, syy, m, suy, su, suu)
 
     def sloped(self, sums) -> np.ndarray:
-        a11, a12, a22, b1, b2, total = self._line(sums)
-        det = a11 * a22 - a12 * a12
-        with np.errstate(divide="ignore", invalid="ignore"):
-            explained = np.where(det > 0, (a22 * b1 * b1 - 2 * a12 * b1 * b2 + a11 * b2 * b2) / det, b1 * b1 / a11)
-        return np.maximum(total - explained, 0.0) * self.scale
+        return _costs(self, self._line(sums), flat=False, sloped=True)[1]
 
     def fits(self, starts: np.ndarray, ends: np.ndarray, sloped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``fit`` of every segment (start levels, slopes): the normal equations of all of them in one
-        call, then each solved as ``fit`` solves it (the same numbers)."""
+        """(mean at the segment's first point, slope per point) of every segment: the normal equations of all
+        of them in one call, from each segment's own values (a fresh start: the jump into a segment says
+        where it begins, not what its level is), then each solved on its own."""
+        equations = self._line(self.sums(starts, ends, fresh=True))
         levels, slopes = np.zeros(starts.size), np.zeros(starts.size)
-        for k, (a11, a12, a22, b1, b2, _) in enumerate(zip(*(v.tolist() for v in self._line(self.sums(starts, ends, fresh=True))))):
+        for k, (a11, a12, a22, b1, b2) in enumerate(zip(*(np.asarray(v).tolist() for v in (
+                equations.a11, equations.a12, equations.a22, equations.b1, equations.b2)))):
             levels[k], slopes[k] = _solved(a11, a12, a22, b1, b2, bool(sloped[k]))
         return levels, slopes
 
-    def fit(self, start: int, end: int, sloped: bool) -> tuple[float, float]:
-        """(mean at the segment's first point, slope per point) of one segment."""
-        # From the segment's own values (a fresh start): the jump into it says where it
-        # begins, not what its level is.
-        a11, a12, a22, b1, b2, _ = (float(v[0]) for v in self._line(self.sums(np.array([start]), np.array([end]), fresh=True)))
-        return _solved(a11, a12, a22, b1, b2, sloped)
+
+def _local_time_sums(m, shift):
+    """Sums of u and u^2 over a segment's points read as innovations (u runs shift .. shift + m - 1)."""
+    su = m * shift + m * (m - 1) / 2.0
+    suu = m * shift * shift + shift * m * (m - 1) + (m - 1) * m * (2 * m - 1) / 6.0
+    return su, suu
+
+
+@dataclass
+class _NormalEquations:
+    """A segment's normal equations for its mean a + b u (``a12``, ``a22``, ``b2``: lines only) and its
+    total sum of squares, per segment. One place for the arithmetic of every cost: the grid's, the
+    refinements' and the fits' read the same bits."""
+
+    a11: np.ndarray
+    b1: np.ndarray
+    total: np.ndarray
+    a12: np.ndarray | None = None
+    a22: np.ndarray | None = None
+    b2: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, cost: "ARSegmentCost", w0, xs, sy, syy, m, suy=None, su=None, suu=None) -> "_NormalEquations":
+        c, phi = cost.c, cost.phi
+        b1 = c * sy
+        b1 += w0 * xs
+        a11 = c * c * m
+        a11 += w0
+        total = syy + w0 * xs * xs
+        if su is None:
+            return cls(a11, b1, total)
+        a12 = c * su
+        a12 += phi * m
+        a12 *= c
+        a22 = c * c * suu
+        a22 += 2 * c * phi * su
+        a22 += phi * phi * m
+        b2 = c * suy
+        b2 += phi * sy
+        return cls(a11, b1, total, a12, a22, b2)
+
+
+def _costs(cost: "ARSegmentCost", equations: _NormalEquations, *, flat: bool, sloped: bool) -> tuple:
+    """(flat, sloped) costs from segments' normal equations (None where not asked for)."""
+    a11, b1, total = equations.a11, equations.b1, equations.total
+    flat_explained = b1 * b1
+    flat_explained /= a11
+    flat_cost = sloped_cost = None
+    if flat:
+        flat_cost = np.maximum(total - flat_explained, 0.0)
+        flat_cost *= cost.scale
+    if sloped:
+        a12, a22, b2 = equations.a12, equations.a22, equations.b2
+        det = a11 * a22
+        det -= a12 * a12
+        explained = a22 * b1
+        explained *= b1
+        cross = 2 * a12
+        cross *= b1
+        cross *= b2
+        explained -= cross
+        b2b2 = a11 * b2
+        b2b2 *= b2
+        explained += b2b2
+        explained /= det
+        np.copyto(explained, flat_explained, where=~(det > 0))
+        sloped_cost = np.maximum(total - explained, 0.0)
+        sloped_cost *= cost.scale
+    return flat_cost, sloped_cost
 
 
 def _solved(a11: float, a12: float, a22: float, b1: float, b2: float, sloped: bool) -> tuple[float, float]:
@@ -418,8 +466,8 @@ class Segmentation:
 class _Cells:
     """Grid segments of one kind of start (at 0, or not) with what their costs need that no data changes.
 
-    ``m``, ``su`` and ``suu`` are ``ARSegmentCost._line``'s count and sums of local time, computed by
-    the same expressions (so the costs are the same to the last bit), once for both costs of a grid.
+    ``m``, ``su`` and ``suu``: the count and sums of local time ``ARSegmentCost._line`` reads
+    (``_local_time_sums``), once for both costs of a grid.
     Not cached with the grid's cells: three more arrays per cached grid tripled its memory.
     """
 
@@ -436,9 +484,7 @@ class _Cells:
         m = ends - starts - head
         if not lines:
             return cls(head, starts, ends, None, m, None, None)
-        shift = head
-        su = m * shift + m * (m - 1) / 2.0
-        suu = m * shift * shift + shift * m * (m - 1) + (m - 1) * m * (2 * m - 1) / 6.0
+        su, suu = _local_time_sums(m, head)
         return cls(head, starts, ends, starts - n // 2, m, su, suu)
 
 
@@ -465,60 +511,22 @@ def _grid_batches(n: int, min_size: int, lines: bool) -> tuple[np.ndarray, np.nd
 
 
 def _cell_costs(cost: ARSegmentCost, cells: _Cells, flat: bool, sloped: bool) -> tuple:
-    """(flat, sloped) costs of ``cells`` (None where not asked for): ``ARSegmentCost.flat`` and ``.sloped``
-    over ``ARSegmentCost.sums(heads=...)``, the same operations in the same order (the same bits), with
-    what the two share computed once, the data-free sums cached with the grid, and fewer temporaries."""
-    c, phi, scale = cost.c, cost.phi, cost.scale
+    """(flat, sloped) costs of ``cells`` (None where not asked for), as ``ARSegmentCost.flat`` and ``.sloped``
+    give them (the same arithmetic), with the head terms scalars and the local-time sums shared by both."""
     w0 = cost.w0 * cells.head
     xs = cost._x[0] if cells.head else 0.0
-    starts, ends, m = cells.starts, cells.ends, cells.m
+    starts, ends = cells.starts, cells.ends
     sy = cost._y[ends]
     sy -= cost._y[starts]
     syy = cost._yy[ends]
     syy -= cost._yy[starts]
-    b1 = c * sy
-    b1 += w0 * xs
-    a11 = c * c * m
-    a11 += w0
-    total = syy
-    total += w0 * xs * xs  # scalar + array commutes exactly: (w0 xs xs) + syy
-    flat_explained = b1 * b1
-    flat_explained /= a11
-    flat_cost = sloped_cost = None
-    if flat:
-        flat_cost = total - flat_explained
-        np.maximum(flat_cost, 0.0, out=flat_cost)
-        flat_cost *= scale
+    suy = None
     if sloped:
         suy = cost._ty[ends]
         suy -= cost._ty[starts]
         suy -= cells.centred_starts * sy
-        su = cells.su
-        a12 = c * su
-        a12 += phi * m
-        a12 *= c
-        a22 = c * c * cells.suu
-        a22 += 2 * c * phi * su
-        a22 += phi * phi * m
-        b2 = c * suy
-        b2 += phi * sy
-        det = a11 * a22
-        det -= a12 * a12
-        explained = a22 * b1
-        explained *= b1
-        cross = 2 * a12
-        cross *= b1
-        cross *= b2
-        explained -= cross
-        b2b2 = a11 * b2
-        b2b2 *= b2
-        explained += b2b2
-        explained /= det
-        np.copyto(explained, flat_explained, where=~(det > 0))
-        sloped_cost = total - explained
-        np.maximum(sloped_cost, 0.0, out=sloped_cost)
-        sloped_cost *= scale
-    return flat_cost, sloped_cost
+    return _costs(cost, _NormalEquations.of(cost, w0, xs, sy, syy, cells.m, suy, cells.su, cells.suu),
+                  flat=flat, sloped=sloped)
 
 
 class _Grid:
