@@ -14,6 +14,7 @@ import numpy as np
 from scipy.stats import binom
 
 from ..matrix import MetricMatrix
+from ._stats import sorted_codes
 
 _MAX_KEYS = 16  # attribute keys considered (bounded work on wide attribute sets)
 _MAX_VALUES_PER_KEY = 2
@@ -109,7 +110,5 @@ def _label_codes(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     if any(not isinstance(label, str) or label.endswith("\x00") for label in distinct):
         names, codes = np.unique(np.array(labels, dtype=str), return_inverse=True)
         return names, codes.ravel()
-    ordered = sorted(distinct)
-    index = {label: code for code, label in enumerate(ordered)}
-    codes = np.fromiter(map(index.__getitem__, labels), dtype=np.intp, count=len(labels))
-    return np.array(ordered, dtype=str), codes
+    names, codes = sorted_codes(labels)
+    return np.array(names, dtype=str), codes

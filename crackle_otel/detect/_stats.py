@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 from scipy.special import ndtr
@@ -26,6 +27,15 @@ def even_sample(values: np.ndarray, limit: int) -> np.ndarray:
     if values.size <= limit:
         return values
     return values[np.linspace(0, values.size - 1, limit).round().astype(np.intp)]
+
+
+def sorted_codes(values: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(the distinct values sorted, each value's index among them): ``np.unique(values, return_inverse=True)``
+    for strings, from the few distinct ones (sorting a window's thousands of labels to find a handful of
+    names was most of the time)."""
+    names = sorted(set(values))
+    index = {name: code for code, name in enumerate(names)}
+    return names, np.fromiter(map(index.__getitem__, values), dtype=np.intp, count=len(values))
 
 
 def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:

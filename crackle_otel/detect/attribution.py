@@ -49,7 +49,7 @@ from ..matrix import MetricMatrix
 from ..patterns import InvolvedTask, Pattern, PatternKind
 from ..profile import ThermalProfile
 from ._explain import DistinguishingValue, Explainer
-from ._stats import average_ranks, counter_columns, even_sample, usable_columns
+from ._stats import average_ranks, counter_columns, even_sample, sorted_codes, usable_columns
 from ._stats import median as _median
 
 LABEL = "label"  # the task label as a pseudo-attribute (the span name, when groups mix them)
@@ -114,11 +114,9 @@ def _attributes(matrix: MetricMatrix, rows: np.ndarray, minimum: int) -> tuple[l
     """The attributes worth comparing over ``rows``, and how many were skipped as high-cardinality."""
     table = matrix.attribute_table
     columns: list[tuple[str, tuple[str, ...], np.ndarray]] = []
-    # As np.unique over the rows' labels (sorted names, a code per row), from the few distinct ones.
     labels = [matrix.labels[i] for i in rows.tolist()]
-    names = sorted(set(labels))
-    code_of = {name: code for code, name in enumerate(names, start=1)}
-    columns.append((LABEL, tuple(names), np.fromiter(map(code_of.__getitem__, labels), dtype=np.intp, count=len(labels))))
+    names, codes = sorted_codes(labels)
+    columns.append((LABEL, tuple(names), codes + 1))
     present = table.codes[rows] != 0 if table.keys else np.zeros((rows.size, 0), dtype=bool)
     carried = present.sum(axis=0)
     order = [j for j in np.argsort(-carried, kind="stable") if carried[j] >= minimum][:_MAX_ATTRIBUTES]

@@ -25,7 +25,6 @@ from ..otel.extract import (
     GROUP_SEPARATOR,
     ExtractedSpan,
     ExtractionRules,
-    SpanView,
     attributes_of,
     extract,
     from_proto_span,
@@ -78,26 +77,11 @@ class RequestFeeder:
     def feed_json_traces(self, traces: JSONTraces) -> int:
         """``feed_traces`` for OTLP/JSON traces decoded straight into span views (or extracted spans)."""
         rules = self.rules
-        if traces.extracted:
-            return sum(self._record_extracted(scope, spans) for scope, spans in traces.scopes)
-        return sum(self._record_scope(scope, views, lambda view: extract(view, rules)) for scope, views in traces.scopes)
-
-    def _record_extracted(self, scope: str, spans: list[ExtractedSpan | SpanView]) -> int:
-        """``_record_scope`` for spans extracted as they were decoded (``decode_json_traces`` with rules)."""
-        if scope == INSTRUMENTATION_SCOPE:
-            return self._record_scope(scope, spans, None)
-        record_span = self.furnace.record_span
-        for span in spans:
-            self.spans_seen += 1
-            if type(span) is not ExtractedSpan:  # its extraction failed as it was decoded: once more, counted
-                try:
-                    span = extract(span, self.rules)
-                except Exception:
-                    self.spans_undecodable += 1
-                    logger.debug("crackle gateway: could not extract a span", exc_info=True)
-                    continue
-            record_span(span)
-        return len(spans)
+        if traces.extracted:  # a span whose extraction failed as it was decoded comes as its view: once more
+            extract_one = lambda span: span if type(span) is ExtractedSpan else extract(span, rules)  # noqa: E731
+        else:
+            extract_one = lambda view: extract(view, rules)  # noqa: E731
+        return sum(self._record_scope(scope, spans, extract_one) for scope, spans in traces.scopes)
 
     def _record_scope(self, scope: str, spans, extract_one) -> int:
         """Extract and record the spans of one instrumentation scope (never crackle's own).
