@@ -38,6 +38,8 @@ _INITIAL_ROWS = 64
 _MAX_WARNED_NAMES = 256  # bounded memory for "already warned about this metric"
 _PLAIN_NUMBER_TYPES = frozenset({float, int, bool})
 _MAX_ROW_LAYOUTS = 256  # bounded memory for "where do these metric names go in a row"
+#: A task fired elsewhere, as ``Kiln.record_many`` takes it: (label, metrics, timestamp, identity, attributes, failures).
+RecordedTask = tuple[str, MetricInput, float, "Hashable | None", "Mapping[str, str] | None", int]
 
 
 @dataclass(frozen=True)
@@ -325,6 +327,28 @@ class Kiln:
         task failed (``crackle_otel.failures.Failure`` bits: error status,
         exception, HTTP 5xx/4xx, gRPC error), for failure rates. Thread-safe.
         """
+        with self._lock:
+            return self._record_locked(
+                (label, metrics, time.time() if timestamp is None else timestamp, identity, attributes, failures)
+            )
+
+    def record_many(self, tasks: Iterable[RecordedTask]) -> list[bool]:
+        """``record`` each ``(label, metrics, timestamp, identity, attributes, failures)`` in order: whether each was kept.
+
+        One hold of the lock for all of them (a cool's ``take_window`` waits that long).
+        """
+        with self._lock:
+            record = self._record_locked
+            return [record(task) for task in tasks]
+
+    def record_task(self, task: RecordedTask) -> bool:
+        """``record`` of one ``(label, metrics, timestamp, identity, attributes, failures)`` (the span path)."""
+        with self._lock:
+            return self._record_locked(task)
+
+    def _record_locked(self, task: RecordedTask) -> bool:
+        """``record`` of one task. Caller holds the lock."""
+        label, metrics, timestamp, identity, attributes, failures = task
         if type(metrics) is dict and metrics and _PLAIN_NUMBER_TYPES.issuperset(map(type, metrics.values())):
             # The common case (spans): plain numbers. fsum raises on an int beyond float range and on
             # inf - inf, and its result is finite only when every value is, so one C call checks them all.
@@ -332,12 +356,15 @@ class Kiln:
                 total = math.fsum(metrics.values())
             except (OverflowError, ValueError):
                 total = math.nan
-            if total - total == 0.0:
-                with self._lock:
-                    if self._write_numbers(str(label), metrics, time.time() if timestamp is None else float(timestamp),
-                                           identity, attributes, failures):
-                        return True
+            if total - total == 0.0 and self._write_numbers(str(label), metrics, float(timestamp), identity,
+                                                            attributes, failures):
+                return True
             # Else some value (or name) is bad: the general path below finds, skips and counts it.
+        return self._write_checked(label, metrics, timestamp, identity, attributes, failures)
+
+    def _write_checked(self, label: Any, metrics: MetricInput, timestamp: Any, identity: Hashable | None,
+                       attributes: Mapping[str, str] | None, failures: int) -> bool:
+        """``record``'s general path: values that are not finite numbers skipped and counted. Caller holds the lock."""
         clean: list[tuple[str, float]] = []
         rejected: list[tuple[str, str]] = []
         for name, raw in _metric_items(metrics):
@@ -355,14 +382,12 @@ class Kiln:
                 clean.append((name, coerce_metric(name, raw)))
             except InvalidMetricError as exc:
                 rejected.append((str(name), str(exc)))
-        with self._lock:
-            for name, message in rejected:
-                self._rejected_values += 1
-                self._warn_once(name, message)
-            if not clean:
-                return False
-            return self._write(str(label), clean, time.time() if timestamp is None else float(timestamp), identity,
-                               None, attributes, failures)
+        for name, message in rejected:
+            self._rejected_values += 1
+            self._warn_once(name, message)
+        if not clean:
+            return False
+        return self._write(str(label), clean, float(timestamp), identity, None, attributes, failures)
 
     # ----------------------------------------------------------------- reading
     def _ordered_slots(self) -> np.ndarray:

@@ -86,22 +86,27 @@ class RequestFeeder:
     def _record_scope(self, scope: str, spans, extract_one) -> int:
         """Extract and record the spans of one instrumentation scope (never crackle's own).
 
-        ``spans_seen`` counts as it goes: while a span is recorded it is that span's
-        ordinal in the input (``analyze`` places findings in its files with it).
+        Each span is recorded with its ordinal in the input (``spans_seen`` as it counted that
+        span; ``analyze`` places findings in its files with it).
         """
         if scope == INSTRUMENTATION_SCOPE:
             self.spans_skipped_own += len(spans)
             self.spans_seen += len(spans)
             return len(spans)
+        extracted: list[ExtractedSpan] = []
+        ordinals: list[int] = []
+        seen = self.spans_seen
         for span in spans:
-            self.spans_seen += 1
+            seen += 1
             try:
-                extracted = extract_one(span)
+                extracted.append(extract_one(span))
             except Exception:  # e.g. a group_by callable that fails on this span
                 self.spans_undecodable += 1
                 logger.debug("crackle gateway: could not extract a span", exc_info=True)
                 continue
-            self.furnace.record_span(extracted)
+            ordinals.append(seen)
+        self.spans_seen = seen
+        self.furnace.record_spans(extracted, ordinals)  # the scope's spans as one batch, each with its ordinal
         return len(spans)
 
     def feed_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> int:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from .extract import ExtractedSpan
 
@@ -114,43 +114,52 @@ class CallGraph:
 
     def observe(self, span: ExtractedSpan) -> list[EdgeTask]:
         """Add ``self_time_ms`` to ``span.metrics`` when it has same-service children; return completed calls."""
+        with self._lock:
+            return self._observe_locked(span)
+
+    def observe_all(self, spans: Sequence[ExtractedSpan]) -> list[list[EdgeTask]]:
+        """``observe`` each span in order under one hold of the lock: the calls each completed."""
+        with self._lock:
+            observe = self._observe_locked
+            return [observe(span) for span in spans]
+
+    def _observe_locked(self, span: ExtractedSpan) -> list[EdgeTask]:
         identity = span.identity
         service = span.service
         start_ns, end_ns, timestamp_s = span.start_ns, span.end_ns, span.timestamp_s
         duration_ms = (end_ns - start_ns) / 1e6
         calls: list[EdgeTask] = []
-        with self._lock:
-            children = self._waiting.pop(identity, None)
-            if children is not None:
-                self._waiting_count -= len(children)
-                same = [(c.start_ns, c.end_ns) for c in children if c.service == service]
-                if same:
-                    covered = _covered_ns(same, start_ns, end_ns)
-                    span.metrics[SELF_TIME] = max(0.0, duration_ms - covered / 1e6)
-                for child in children:
-                    if child.service != service:
-                        calls.append(self._call(service, span.group, span.label, timestamp_s, identity, duration_ms,
-                                                child.service, child.group, child.duration_ms))
-            if span.parent_span_id:
-                parent_key = (identity[0], span.parent_span_id)
-                parent = self._parents.get(parent_key)
-                if parent is None:
-                    self._wait_for_parent(parent_key, _new_tuple(_Child, (timestamp_s, service, span.group, start_ns,
-                                                                          end_ns, duration_ms)))
-                elif parent.service != service:
-                    calls.append(self._call(parent.service, parent.group, parent.label, parent.timestamp_s,
-                                            parent_key, parent.duration_ms, service, span.group, duration_ms))
-                else:
-                    self._late_children += 1  # its parent was already measured without it
-            # Remembered as a possible parent (inline: once per span); the oldest forgotten past the bounds.
-            parents = self._parents
-            parents[identity] = _new_tuple(_Parent, (service, span.group, span.label, duration_ms, timestamp_s))
-            horizon = timestamp_s - self.max_age_s
-            while parents:
-                oldest = next(iter(parents.values()))
-                if len(parents) <= self.max_spans and oldest.timestamp_s >= horizon:
-                    break
-                parents.popitem(last=False)
+        children = self._waiting.pop(identity, None)
+        if children is not None:
+            self._waiting_count -= len(children)
+            same = [(c.start_ns, c.end_ns) for c in children if c.service == service]
+            if same:
+                covered = _covered_ns(same, start_ns, end_ns)
+                span.metrics[SELF_TIME] = max(0.0, duration_ms - covered / 1e6)
+            for child in children:
+                if child.service != service:
+                    calls.append(self._call(service, span.group, span.label, timestamp_s, identity, duration_ms,
+                                            child.service, child.group, child.duration_ms))
+        if span.parent_span_id:
+            parent_key = (identity[0], span.parent_span_id)
+            parent = self._parents.get(parent_key)
+            if parent is None:
+                self._wait_for_parent(parent_key, _new_tuple(_Child, (timestamp_s, service, span.group, start_ns,
+                                                                      end_ns, duration_ms)))
+            elif parent.service != service:
+                calls.append(self._call(parent.service, parent.group, parent.label, parent.timestamp_s,
+                                        parent_key, parent.duration_ms, service, span.group, duration_ms))
+            else:
+                self._late_children += 1  # its parent was already measured without it
+        # Remembered as a possible parent (inline: once per span); the oldest forgotten past the bounds.
+        parents = self._parents
+        parents[identity] = _new_tuple(_Parent, (service, span.group, span.label, duration_ms, timestamp_s))
+        horizon = timestamp_s - self.max_age_s
+        while parents:
+            oldest = next(iter(parents.values()))
+            if len(parents) <= self.max_spans and oldest.timestamp_s >= horizon:
+                break
+            parents.popitem(last=False)
         return calls
 
     def _call(self, caller_service: str, caller_group: str, label: str, timestamp_s: float,

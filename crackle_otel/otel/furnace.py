@@ -27,10 +27,10 @@ import numpy as np
 from ..detect import EDGE_DETECTORS, run_detectors
 from ..errors import CoolInterrupted
 from ..incidents import GroupFacts, IncidentTracker, changes_of
-from ..kiln import Kiln
+from ..kiln import Kiln, RecordedTask
 from ..matrix import MetricMatrix
 from ..patterns import Pattern, PatternKind
-from .calls import CALL_GAP, SELF_TIME, CallGraph, Edge
+from .calls import CALL_GAP, SELF_TIME, CallGraph, Edge, EdgeTask
 from .config import CrackleConfig
 from .extract import GROUP_SEPARATOR, ExtractedSpan
 from .reporting import ReportedPatterns, changed_materially  # noqa: F401 (changed_materially: public here too)
@@ -149,6 +149,11 @@ class _Group:
     first_seen: float = math.inf  # span time of its earliest task
 
 
+def _routed_call(call: EdgeTask) -> tuple[str, RecordedTask, EdgeTask]:
+    """A call as a task of its edge group: (group, task, origin)."""
+    return call.group, (call.label, call.metrics, call.timestamp_s, call.identity, None, 0), call
+
+
 START_UP_S = 60.0  # a group's first minute of span time
 
 
@@ -246,16 +251,60 @@ class Furnace:
         The call graph adds ``self_time_ms`` to the span's metrics and completes
         calls across services, each recorded into its caller->callee edge group.
         """
-        # A group's facts are only read when it is new, and groups are never removed: build them
-        # only then (a frozen dataclass per span would cost the hot path ~1 us for nothing).
+        calls = self._calls.observe(span)
+        record = self._record_task  # one task at a time: the SDK processor's path, kept short
+        with self._lock:
+            for call in calls:
+                record(*_routed_call(call))
+            return record(span.group, (span.label, span.metrics, span.timestamp_s, span.identity, span.attributes,
+                                       span.failures), span)
+
+    def record_spans(self, spans: Sequence[ExtractedSpan], ordinals: Sequence[int] | None = None) -> None:
+        """``record_span`` each span in order, as a batch: the same tasks, rows, counters and cool triggers.
+
+        Each group's tasks go to its kiln in one ``Kiln.record_many``: a group's rows depend only on
+        the order of its own tasks, and groups are made in the order their first task comes (so
+        ``max_groups`` turns away the same ones). The furnace's lock is held for the whole batch: a
+        cool on another thread waits for it (a few ms for an OTLP request's ~500 spans; the feeders
+        of ``serve`` and ``analyze`` record batches, the SDK processor span by span) and never sees
+        half of one. ``ordinals``: each span's place in the input, handed on with its tasks (and its
+        calls') to ``_kept``.
+        """
+        observed = self._calls.observe_all(spans)
+        runs: dict[str, tuple[_Group, list[RecordedTask], list[Any]]] = {}
         groups = self._groups
-        record = self._record  # positional: keyword arguments cost per task, and this is the span path
-        for call in self._calls.observe(span):
-            record(call.group, call.label, call.metrics, call.timestamp_s, call.identity, None, 0,
-                   None if call.group in groups else GroupFacts(call.callee_service, caller=call.caller_service))
-        return record(span.group, span.label, span.metrics, span.timestamp_s, span.identity, span.attributes,
-                      span.failures,
-                      None if span.group in groups else GroupFacts(span.service, kind=span.kind, peer=span.peer))
+        with self._lock:
+            latest = self._latest
+            for position, span in enumerate(spans):
+                ordinal = None if ordinals is None else ordinals[position]
+                own = (span.group, (span.label, span.metrics, span.timestamp_s, span.identity, span.attributes,
+                                    span.failures), span)
+                calls = observed[position]
+                for name, task, origin in [*map(_routed_call, calls), own] if calls else (own,):
+                    if task[2] > latest:
+                        latest = task[2]
+                    run = runs.get(name)
+                    if run is None:
+                        entry = groups.get(name) or self._new_group(name, origin)
+                        if entry is None:
+                            continue
+                        run = runs[name] = (entry, [], [])
+                    run[1].append(task)
+                    run[2].append(ordinal)
+            self._latest = latest
+            for name, (entry, tasks, run_ordinals) in runs.items():
+                for task in tasks:  # comparisons in order, as task by task (min() is not, with a NaN)
+                    if task[2] < entry.first_seen:
+                        entry.first_seen = task[2]
+                kept = entry.kiln.record_many(tasks)
+                if False in kept:
+                    tasks = [task for task, was_kept in zip(tasks, kept) if was_kept]
+                    run_ordinals = [ordinal for ordinal, was_kept in zip(run_ordinals, kept) if was_kept]
+                    self._rejected += len(kept) - len(tasks)
+                if tasks:
+                    self._count_kept(entry, len(tasks))
+                    if self._kept is not None:
+                        self._kept(name, tasks, run_ordinals)
 
     def record(
         self,
@@ -274,43 +323,66 @@ class Furnace:
         ``facts``: what the group is (its service, span kind ...), used when the group is new;
         by default its service is the group name's first part.
         """
-        return self._record(group, label, metrics, timestamp, identity, attributes, failures, facts)
-
-    def _record(self, group: str, label: str, metrics: Mapping[str, Any], timestamp: float,
-                identity: Hashable | None, attributes: Mapping[str, str] | None, failures: int,
-                facts: GroupFacts | None) -> bool:
-        """``record``, all arguments positional (``record_span`` calls it per task); subclasses extend this."""
         with self._lock:
-            if timestamp > self._latest:
-                self._latest = timestamp
-            entry = self._groups.get(group)
-            if entry is None:
-                if len(self._groups) >= self.config.max_groups:
-                    # Not analysed: mixing operations in one catch-all kiln would invent patterns.
-                    self._overflowed += 1
-                    return False
-                entry = self._groups[group] = _Group(
-                    kiln=Kiln(
-                        self.config.profile,
-                        capacity=self.config.kiln_capacity,
-                        max_metrics=self.config.max_metrics_per_group,
-                        seal_on_cool=False,
-                    ),
-                    reported=ReportedPatterns(self.config.pattern_memory_cools),
-                    facts=facts or GroupFacts(group.split(GROUP_SEPARATOR, 1)[0]),
-                )
-            if timestamp < entry.first_seen:
-                entry.first_seen = timestamp
-            if not entry.kiln.record(label, metrics, timestamp=timestamp, identity=identity, attributes=attributes,
-                                     failures=failures):
-                self._rejected += 1
-                return False
-            self._recorded += 1
-            entry.new_tasks += 1
-            entry.since_full += 1
-            if entry.new_tasks == self.cool_after:
-                self._filled += 1
-            return True
+            return self._record_task(group, (label, metrics, timestamp, identity, attributes, failures), facts)
+
+    def _record_task(self, name: str, task: RecordedTask, origin: "ExtractedSpan | EdgeTask | GroupFacts | None") -> bool:
+        """One task into group ``name``'s kiln (``origin``: its span, call or facts). Caller holds the lock."""
+        timestamp = task[2]
+        if timestamp > self._latest:
+            self._latest = timestamp
+        entry = self._groups.get(name) or self._new_group(name, origin)
+        if entry is None:
+            return False
+        if timestamp < entry.first_seen:
+            entry.first_seen = timestamp
+        if not entry.kiln.record_task(task):
+            self._rejected += 1
+            return False
+        self._count_kept(entry, 1)
+        if self._kept is not None:
+            self._kept(name, [task], [None])
+        return True
+
+    def _new_group(self, name: str, origin: "ExtractedSpan | EdgeTask | GroupFacts | None") -> _Group | None:
+        """The group made for its first task (``origin``: that task's span, call or facts); None past max_groups.
+
+        Caller holds the lock."""
+        if len(self._groups) >= self.config.max_groups:
+            # Not analysed: mixing operations in one catch-all kiln would invent patterns.
+            self._overflowed += 1
+            return None
+        if type(origin) is ExtractedSpan:
+            facts = GroupFacts(origin.service, kind=origin.kind, peer=origin.peer)
+        elif type(origin) is EdgeTask:
+            facts = GroupFacts(origin.callee_service, caller=origin.caller_service)
+        else:
+            facts = origin or GroupFacts(name.split(GROUP_SEPARATOR, 1)[0])
+        group = self._groups[name] = _Group(
+            kiln=Kiln(
+                self.config.profile,
+                capacity=self.config.kiln_capacity,
+                max_metrics=self.config.max_metrics_per_group,
+                seal_on_cool=False,
+            ),
+            reported=ReportedPatterns(self.config.pattern_memory_cools),
+            facts=facts,
+        )
+        return group
+
+    def _count_kept(self, entry: _Group, kept: int) -> None:
+        """Count what a group's kiln just kept (the group is filled when its new tasks reach ``cool_after``)."""
+        self._recorded += kept
+        before = entry.new_tasks
+        entry.new_tasks = before + kept
+        entry.since_full += kept
+        if before < self.cool_after <= before + kept:
+            self._filled += 1
+
+    #: ``_kept(group, tasks, ordinals)``, for subclasses that note where tasks came from: what a group's
+    #: kiln kept, in order, with the ordinals ``record_spans`` was given (else None); called under the
+    #: furnace's lock. None here, so that the span-by-span path does not call a method that does nothing.
+    _kept: Callable[[str, list[RecordedTask], list[Any]], None] | None = None
 
     @property
     def has_filled_groups(self) -> bool:

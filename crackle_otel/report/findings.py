@@ -72,13 +72,24 @@ class SpanPositions:
 
     def note(self, group: str, ordinal: int) -> None:
         """``group`` recorded a task made from span ``ordinal``."""
+        self.note_many(group, (ordinal,))
+
+    def note_many(self, group: str, ordinals: Sequence[int]) -> None:
+        """``note`` each of ``group``'s tasks in order (its ring written a slice at a time, as they wrap)."""
         ring = self._rings.get(group)
         if ring is None:
             ring = self._rings[group] = np.zeros(self.capacity, dtype=np.int64)
             self._counts[group] = 0
         count = self._counts[group]
-        ring[count % self.capacity] = ordinal
-        self._counts[group] = count + 1
+        self._counts[group] = count + len(ordinals)
+        skipped = max(0, len(ordinals) - self.capacity)  # overwritten within this call
+        if skipped:
+            ordinals = ordinals[skipped:]
+        start = (count + skipped) % self.capacity
+        before_wrap = min(len(ordinals), self.capacity - start)
+        ring[start:start + before_wrap] = ordinals[:before_wrap]
+        if before_wrap < len(ordinals):
+            ring[:len(ordinals) - before_wrap] = ordinals[before_wrap:]
 
     def recorded(self, group: str) -> int:
         return self._counts.get(group, 0)
