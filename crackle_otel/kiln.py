@@ -180,49 +180,43 @@ class Kiln:
         attributes: Mapping[str, str] | None = None,
         failures: int = 0,
     ) -> bool:
-        """Store one row; False (nothing stored) when no metric got a column. Caller holds the lock."""
+        """Store one row of finite floats, skipping (and counting) names beyond ``max_metrics``.
+
+        False (nothing stored) when no metric got a column and the task was not fired here. Caller holds the lock.
+        """
         if self._sealed:
             raise KilnCooledError("the kiln was cooled; call reset() before firing into it again")
-        if self._total == self._rows < self.capacity:  # inline: this is the span hot path
-            self._grow_rows()
-        columns: list[int] = []
-        values: list[float] = []
+        kept: dict[str, float] = {}
         lookup = self._columns.get
         for name, value in metrics:
-            column = lookup(name)
-            if column is None:
-                column = self._column_for(name)
-                if column is None:
-                    self._rejected_names += 1
-                    self._warn_once(name, f"metric {name!r} skipped: the kiln already holds {self.max_metrics} metric names")
-                    continue
-            columns.append(column)
-            values.append(value)
-        if not columns and extra is None:  # a recorded task with no metric left is no task
+            if lookup(name) is None and self._column_for(name) is None:
+                self._rejected_names += 1
+                self._warn_once(name, f"metric {name!r} skipped: the kiln already holds {self.max_metrics} metric names")
+                continue
+            kept[name] = value  # a repeated name: its last value, as a row assignment would keep
+        if not kept and extra is None:  # a recorded task with no metric left is no task
             return False
-        slot = self._total % self.capacity
-        row = self._values[slot]  # after _column_for, which may have grown the matrix
-        row.fill(np.nan)
-        row[columns] = values
-        self._finish_row(slot, label, timestamp, identity, extra, attributes, failures)
-        return True
+        return self._write_row(label, kept, timestamp, identity, extra, attributes, failures)
 
-    def _write_numbers(
+    def _write_row(
         self,
         label: str,
         metrics: dict[str, float | int | bool],
         timestamp: float,
         identity: Hashable | None,
+        extra: tuple[Any, Any, Mapping[str, Any]] | None,
         attributes: Mapping[str, str] | None,
         failures: int,
     ) -> bool:
-        """``_write`` for finite plain numbers, through a cached row layout. Caller holds the lock.
+        """Store one row of finite plain numbers through a cached row layout; the ring buffer's accounting.
 
         False (nothing stored) when a name gets no column: ``_write`` then stores the rest and counts it.
+        Caller holds the lock. The one place a row is written (fired tasks, checked values and spans).
         """
         if self._sealed:
             raise KilnCooledError("the kiln was cooled; call reset() before firing into it again")
-        if self._total == self._rows < self.capacity:  # inline: this is the span hot path
+        total = self._total
+        if total == self._rows < self.capacity:
             self._grow_rows()
         names = tuple(metrics)
         layout = self._layouts.get(names)
@@ -230,12 +224,22 @@ class Kiln:
             layout = self._layout_for(names)
             if layout is None:
                 return False
-        slot = self._total % self.capacity
+        slot = total % self.capacity
         if layout.gather is None:
             layout.pack(layout.buffer, slot * layout.row_bytes, *metrics.values(), *layout.tail)
         else:
             layout.pack(layout.buffer, slot * layout.row_bytes, *layout.gather((*metrics.values(), math.nan)))
-        self._finish_row(slot, label, timestamp, identity, None, attributes, failures)
+        if total >= self.capacity:
+            self._dropped += 1
+        self._timestamps[slot] = timestamp
+        self._labels[slot] = label
+        self._identities[slot] = identity
+        self._attributes.write(slot, attributes)
+        if failures or self._has_failures:
+            self._failures[slot] = failures & 0xFF
+            self._has_failures = True
+        self._extras[slot] = extra
+        self._total = total + 1
         return True
 
     def _layout_for(self, names: tuple[str, ...]) -> _RowLayout | None:
@@ -263,29 +267,6 @@ class Kiln:
             memoryview(self._values).cast("B"), width * 8, struct.Struct(f"{width}d").pack_into, tail, gather
         )
         return layout
-
-    def _finish_row(
-        self,
-        slot: int,
-        label: str,
-        timestamp: float,
-        identity: Hashable | None,
-        extra: tuple[Any, Any, Mapping[str, Any]] | None,
-        attributes: Mapping[str, str] | None,
-        failures: int = 0,
-    ) -> None:
-        """Everything of a row but its values; the ring buffer's accounting."""
-        if self._total >= self.capacity:
-            self._dropped += 1
-        self._timestamps[slot] = timestamp
-        self._labels[slot] = label
-        self._identities[slot] = identity
-        self._attributes.write(slot, attributes)
-        if failures or self._has_failures:
-            self._failures[slot] = failures & 0xFF
-            self._has_failures = True
-        self._extras[slot] = extra
-        self._total += 1
 
     # ------------------------------------------------------------------ firing
     def fire_and_record(self, task: CrackleTask, *, metadata: Mapping[str, Any] | None = None) -> FiredTask:
@@ -327,27 +308,27 @@ class Kiln:
         task failed (``crackle_otel.failures.Failure`` bits: error status,
         exception, HTTP 5xx/4xx, gRPC error), for failure rates. Thread-safe.
         """
-        with self._lock:
-            return self._record_locked(
-                (label, metrics, time.time() if timestamp is None else timestamp, identity, attributes, failures)
-            )
+        return self.record_task(
+            (label, metrics, time.time() if timestamp is None else timestamp, identity, attributes, failures)
+        )
 
     def record_many(self, tasks: Iterable[RecordedTask]) -> list[bool]:
-        """``record`` each ``(label, metrics, timestamp, identity, attributes, failures)`` in order: whether each was kept.
+        """``record_task`` each task in order: whether each was kept.
 
-        One hold of the lock for all of them (a cool's ``take_window`` waits that long).
+        One hold of the lock for all of them: a cool's ``take_window`` waits for the batch (the furnace
+        records a request's tasks of one group at once, a few dozen to a few hundred; ~10 us each).
         """
         with self._lock:
             record = self._record_locked
             return [record(task) for task in tasks]
 
     def record_task(self, task: RecordedTask) -> bool:
-        """``record`` of one ``(label, metrics, timestamp, identity, attributes, failures)`` (the span path)."""
+        """``record`` of one ``(label, metrics, timestamp, identity, attributes, failures)``, positional (the span path)."""
         with self._lock:
             return self._record_locked(task)
 
     def _record_locked(self, task: RecordedTask) -> bool:
-        """``record`` of one task. Caller holds the lock."""
+        """``record_task``'s work; caller holds the lock."""
         label, metrics, timestamp, identity, attributes, failures = task
         if type(metrics) is dict and metrics and _PLAIN_NUMBER_TYPES.issuperset(map(type, metrics.values())):
             # The common case (spans): plain numbers. fsum raises on an int beyond float range and on
@@ -356,8 +337,8 @@ class Kiln:
                 total = math.fsum(metrics.values())
             except (OverflowError, ValueError):
                 total = math.nan
-            if total - total == 0.0 and self._write_numbers(str(label), metrics, float(timestamp), identity,
-                                                            attributes, failures):
+            if total - total == 0.0 and self._write_row(str(label), metrics, float(timestamp), identity, None,
+                                                        attributes, failures):
                 return True
             # Else some value (or name) is bad: the general path below finds, skips and counts it.
         return self._write_checked(label, metrics, timestamp, identity, attributes, failures)
