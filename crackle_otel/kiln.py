@@ -37,6 +37,8 @@ _INITIAL_COLUMNS = 4
 _INITIAL_ROWS = 64
 _MAX_WARNED_NAMES = 256  # bounded memory for "already warned about this metric"
 _PLAIN_NUMBER_TYPES = frozenset({float, int, bool})
+_all_plain_types = _PLAIN_NUMBER_TYPES.issuperset  # bound once: the span path calls it per task
+_fsum = math.fsum
 _MAX_ROW_LAYOUTS = 256  # bounded memory for "where do these metric names go in a row"
 #: A task fired elsewhere, as ``Kiln.record_many`` takes it: (label, metrics, timestamp, identity, attributes, failures).
 RecordedTask = tuple[str, MetricInput, float, "Hashable | None", "Mapping[str, str] | None", int]
@@ -330,15 +332,17 @@ class Kiln:
     def _record_locked(self, task: RecordedTask) -> bool:
         """``record_task``'s work; caller holds the lock."""
         label, metrics, timestamp, identity, attributes, failures = task
-        if type(metrics) is dict and metrics and _PLAIN_NUMBER_TYPES.issuperset(map(type, metrics.values())):
+        if type(metrics) is dict and metrics and _all_plain_types(map(type, metrics.values())):
             # The common case (spans): plain numbers. fsum raises on an int beyond float range and on
             # inf - inf, and its result is finite only when every value is, so one C call checks them all.
             try:
-                total = math.fsum(metrics.values())
+                total = _fsum(metrics.values())
             except (OverflowError, ValueError):
                 total = math.nan
-            if total - total == 0.0 and self._write_row(str(label), metrics, float(timestamp), identity, None,
-                                                        attributes, failures):
+            # str() and float() only where needed: a builtin call each per task otherwise.
+            if total - total == 0.0 and self._write_row(label if type(label) is str else str(label), metrics,
+                                                        timestamp if type(timestamp) is float else float(timestamp),
+                                                        identity, None, attributes, failures):
                 return True
             # Else some value (or name) is bad: the general path below finds, skips and counts it.
         return self._write_checked(label, metrics, timestamp, identity, attributes, failures)

@@ -9,7 +9,8 @@ of some upstream crackle) are never analysed. Metric collections become one
 task each in the group ``<service.name> | otel.metrics``.
 
 Not thread-safe: one thread feeds (the receiver's consumer worker, or the
-file reader); the Furnace it feeds may be cooled from another thread.
+file reader); the Furnace it feeds may be cooled from another thread. The spans
+of a request's scope are recorded as one batch (``Furnace.record_spans``).
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ them group the same way, keep the same bounded kilns, cool them the same way
 and report a standing pattern only once (again only when it changes materially).
 
 Thread-safety: ``record`` may run on one thread while ``cool`` runs on another.
-One short lock guards the group table and counters; detection runs outside it
-(``Kiln.cool`` itself lets recording go on), and one cool runs at a time.
+One short lock guards the group table and counters (``record_spans`` holds it for
+its batch: a few ms for an OTLP request); detection runs outside it (``Kiln.cool``
+itself lets recording go on), and one cool runs at a time.
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ class Furnace:
         cool on another thread waits for it (a few ms for an OTLP request's ~500 spans; the feeders
         of ``serve`` and ``analyze`` record batches, the SDK processor span by span) and never sees
         half of one. ``ordinals``: each span's place in the input, handed on with its tasks (and its
-        calls') to ``_kept``.
+        calls') to ``_kept``. (A kiln's warnings about bad values come group by group, not span by span.)
         """
         observed = self._calls.observe_all(spans)
         runs: dict[str, tuple[_Group, list[RecordedTask], list[Any]]] = {}
