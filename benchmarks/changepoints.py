@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
+from crackle_otel.cli import positive_int
 from crackle_otel.detect import _changepoints as cp
 from crackle_otel.detect import phase
 from crackle_otel.matrix import MetricMatrix
@@ -335,15 +336,15 @@ def calibrate_short(count: int, seed: int = 20261207) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-cell", type=int, default=6, help="series per category and length")
-    parser.add_argument("--noise-series", type=int, default=300, help="change-free series per length and noise")
+    parser.add_argument("--per-cell", type=positive_int, default=6, help="series per category and length")
+    parser.add_argument("--noise-series", type=positive_int, default=300, help="change-free series per length and noise")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated subset of " + ", ".join(METHODS) + " (ruptures' do not change between runs)")
     parser.add_argument("--no-pelt-noise", action="store_true", help="leave Pelt (slow) out of the false-change table")
     parser.add_argument("--seed", type=int, default=11, help="seed of the labelled suite (another one checks for overfitting)")
     parser.add_argument("--noise-seed", type=int, default=5, help="seed of the change-free series")
     parser.add_argument("--calibrate", choices=["level", "spread", "short"], help="print a null calibration table instead")
-    parser.add_argument("--calibration-series", type=int, default=4000)
+    parser.add_argument("--calibration-series", type=positive_int, default=4000)
     args = parser.parse_args()
     if args.calibrate == "short":
         calibrate_short(args.calibration_series)

@@ -16,6 +16,7 @@ import numpy as np
 from crate_port import crate_detect  # benchmarks/ is on sys.path when run as a script
 
 from crackle_otel import Kiln, ThermalProfile
+from crackle_otel.cli import positive_int
 from crackle_otel.detect import run_detectors
 from crackle_otel.matrix import MetricMatrix
 
@@ -77,10 +78,10 @@ def time_record(matrix: MetricMatrix) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
-    parser.add_argument("--metrics", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--baseline-max", type=int, default=30_000, help="largest n for the O(n^2) crate baseline")
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--metrics", type=positive_int, default=16)
+    parser.add_argument("--repeat", type=positive_int, default=3)
+    parser.add_argument("--baseline-max", type=positive_int, default=30_000, help="largest n for the O(n^2) crate baseline")
     args = parser.parse_args()
     profile = ThermalProfile.default()
     parser_baseline_max = args.baseline_max

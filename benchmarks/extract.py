@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from hot_path import request_attributes  # benchmarks/ is on sys.path when run as a script
 
+from crackle_otel.cli import positive_int
 from crackle_otel.gateway.analyze import analyze_files
 from crackle_otel.gateway.feed import RequestFeeder
 from crackle_otel.gateway.otlp_files import write_length_prefixed
@@ -163,8 +164,8 @@ def analyze_seconds(path: str, spans: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spans", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--spans", type=positive_int, default=20_000)
+    parser.add_argument("--rounds", type=positive_int, default=3)
     args = parser.parse_args()
     n = args.spans
     requests = requests_of(n)

@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from crackle_otel.cli import positive_int
 from crackle_otel.gateway.receiver import OTLPReceiver
 from crackle_otel.gateway.service import GatewayService, GatewaySettings
 from crackle_otel.otel.config import CrackleConfig
@@ -182,10 +183,10 @@ def feed_only(n_requests: int, batch: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spans", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--senders", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--spans", type=positive_int, default=200_000)
+    parser.add_argument("--batch", type=positive_int, default=512)
+    parser.add_argument("--senders", type=positive_int, default=4)
+    parser.add_argument("--repeat", type=positive_int, default=2)
     args = parser.parse_args()
     n_requests = max(1, args.spans // args.batch)
     print(f"{n_requests} requests x {args.batch} spans over OTLP/gRPC on loopback, {args.senders} sender threads "

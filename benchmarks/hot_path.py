@@ -57,6 +57,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
+from crackle_otel.cli import positive_int
 from crackle_otel.otel.config import CrackleConfig
 from crackle_otel.otel.emit import ConsoleEmitter
 from crackle_otel.otel.processor import CrackleSpanProcessor
@@ -272,10 +273,10 @@ def _quiet_sdk_warnings() -> None:
 def main(argv: list[str] | None = None) -> int:
     _quiet_sdk_warnings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--spans", type=int, default=20_000, help="spans in the single-thread runs")
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--spans-per-thread", type=int, default=5_000)
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--spans", type=positive_int, default=20_000, help="spans in the single-thread runs")
+    parser.add_argument("--threads", type=positive_int, default=8)
+    parser.add_argument("--spans-per-thread", type=positive_int, default=5_000)
     args = parser.parse_args(argv)
 
     started = time.perf_counter()

@@ -28,8 +28,9 @@ import argparse
 from collections import Counter, defaultdict
 
 from crackle_otel import PatternKind, ThermalProfile
-from crackle_otel.detect import run_detectors
 from crackle_otel.attribution_scenarios import ATTRIBUTION_SCENARIOS, attribute_noise
+from crackle_otel.cli import positive_int
+from crackle_otel.detect import run_detectors
 from crackle_otel.scenarios import HARD_SCENARIOS, SCENARIOS
 
 DETECTOR_OF_KIND = {
@@ -85,7 +86,7 @@ def evaluate(profile: ThermalProfile, seeds: int, scenarios: dict, verbose: bool
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=positive_int, default=5)
     parser.add_argument("--profile", choices=PROFILES, default="default")
     parser.add_argument("--verbose", action="store_true", help="list every false positive")
     parser.add_argument("--baseline", action="store_true",

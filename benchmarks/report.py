@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from crackle_otel.cli import positive_int
 from crackle_otel.demo import CHECKOUTS, SIMULATED_SPAN_GAP_S, run_workload, save_spans
 from crackle_otel.gateway.analyze import AnalysisSummary, analyze_files, prepare_batch_process
 from crackle_otel.gateway.detector_workers import usable_cores
@@ -134,7 +135,7 @@ def span_range(values: list[float], unit: str = "s", scale: float = 1.0) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=positive_int, default=3)
     parser.add_argument("--jobs", default=f"1,{usable_cores()}", help="the --jobs values compared (1: the baseline)")
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nezha")
     args = parser.parse_args()

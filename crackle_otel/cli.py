@@ -27,7 +27,8 @@ def _analyze(args: argparse.Namespace) -> int:
     return run_analyze(args)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type of a count (at least 1): the CLI's and the benchmarks'."""
     try:
         value = int(text)
     except ValueError:
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--max-record-bytes", type=int, metavar="BYTES",
                          help="longest record (JSON line, protobuf frame) read; longer ones are skipped and "
                               "reported with their line number (default 16 MiB): memory stays bounded")
-    analyze.add_argument("--jobs", type=_positive_int, metavar="N",
+    analyze.add_argument("--jobs", type=positive_int, metavar="N",
                          help="processes that analyse: this one reads and records spans, N-1 others run the "
                               "detectors of each cooled window; same findings as 1 (default: the usable cores)")
     _add_analysis_options(analyze)
