@@ -56,7 +56,7 @@ from ..patterns import Pattern
 from .config import CrackleConfig, CrackleConfigError
 from .delivery import delivery_counters
 from .forking import reinit_after_fork
-from .extract import ExtractionRules, SpanView, extract, from_readable_span
+from .extract import ExtractedSpan, ExtractionRules, SpanView, extract, from_readable_span
 from .furnace import Emitter, Furnace
 from .kept_spans import kept_form
 from .reporting import changed_materially  # noqa: F401 (public here too)
@@ -210,30 +210,29 @@ class CrackleSpanProcessor(SpanProcessor):
             # Counted before popping: a concurrent stats() may then under-report drops for a moment,
             # never over-report them. Only this (locked) path pops, so these pops always succeed.
             self._drained += chunk
-            for _ in range(chunk):
-                self._record(popleft())
+            extracted = [self._extracted(popleft()) for _ in range(chunk)]
+            self._furnace.record_spans([span for span in extracted if span is not None])  # one batch a chunk
             done += chunk
         return done
 
-    def _record(self, span: Any) -> None:
+    def _extracted(self, span: Any) -> ExtractedSpan | None:
+        """The span as a task to record; None (counted) for crackle's own spans and spans that cannot be extracted."""
         try:
             if type(span) is SpanView:  # kept_form() trimmed a large span
                 self._trimmed += 1
                 if span.scope_name == OWN_SCOPE:
                     self._skipped_own += 1
-                    return
-                extracted = extract(span, self.rules)
-            else:
-                scope = span.instrumentation_scope
-                if scope is not None and scope.name == OWN_SCOPE:
-                    self._skipped_own += 1
-                    return
-                extracted = from_readable_span(span, self.rules)
+                    return None
+                return extract(span, self.rules)
+            scope = span.instrumentation_scope
+            if scope is not None and scope.name == OWN_SCOPE:
+                self._skipped_own += 1
+                return None
+            return from_readable_span(span, self.rules)
         except Exception:
             self._rejected += 1
             logger.debug("crackle: could not extract a span", exc_info=True)
-            return
-        self._furnace.record_span(extracted)
+            return None
 
     def _cool_locked(self, *, only_filled: bool, deadline: float, should_stop: Any = None,
                      final: bool = False) -> None:
