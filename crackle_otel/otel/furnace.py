@@ -150,9 +150,22 @@ class _Group:
     first_seen: float = math.inf  # span time of its earliest task
 
 
-def _routed_call(call: EdgeTask) -> tuple[str, RecordedTask, EdgeTask]:
-    """A call as a task of its edge group: (group, task, origin)."""
-    return call.group, (call.label, call.metrics, call.timestamp_s, call.identity, None, 0), call
+#: A task on its way to a group's kiln: (group, task, origin: its span, call or facts, input ordinal or None).
+_RoutedTask = tuple[str, RecordedTask, "ExtractedSpan | EdgeTask | GroupFacts | None", "int | None"]
+
+
+def _routed(spans: Sequence[ExtractedSpan], observed: Sequence[Sequence[EdgeTask]],
+            ordinals: Sequence[int] | None) -> list[_RoutedTask]:
+    """The tasks of spans, in order: each span's completed calls (``observed``), then the span itself."""
+    routed: list[_RoutedTask] = []
+    append = routed.append
+    for position, span in enumerate(spans):
+        ordinal = None if ordinals is None else ordinals[position]
+        for call in observed[position]:
+            append((call.group, (call.label, call.metrics, call.timestamp_s, call.identity, None, 0), call, ordinal))
+        append((span.group, (span.label, span.metrics, span.timestamp_s, span.identity, span.attributes,
+                             span.failures), span, ordinal))
+    return routed
 
 
 START_UP_S = 60.0  # a group's first minute of span time
@@ -247,65 +260,21 @@ class Furnace:
 
     # -------------------------------------------------------------- recording
     def record_span(self, span: ExtractedSpan) -> bool:
-        """Record an extracted span into its group's kiln (see ``record``), with its calls.
+        """Record an extracted span into its group's kiln (see ``record``), with its calls; whether it was kept.
 
         The call graph adds ``self_time_ms`` to the span's metrics and completes
         calls across services, each recorded into its caller->callee edge group.
         """
-        calls = self._calls.observe(span)
-        record = self._record_task  # one task at a time: the SDK processor's path, kept short
-        with self._lock:
-            for call in calls:
-                record(*_routed_call(call))
-            return record(span.group, (span.label, span.metrics, span.timestamp_s, span.identity, span.attributes,
-                                       span.failures), span)
+        return self._record_routed(_routed([span], self._calls.observe_all([span]), None))[-1]
 
     def record_spans(self, spans: Sequence[ExtractedSpan], ordinals: Sequence[int] | None = None) -> None:
         """``record_span`` each span in order, as a batch: the same tasks, rows, counters and cool triggers.
 
-        Each group's tasks go to its kiln in one ``Kiln.record_many``: a group's rows depend only on
-        the order of its own tasks, and groups are made in the order their first task comes (so
-        ``max_groups`` turns away the same ones). The furnace's lock is held for the whole batch: a
-        cool on another thread waits for it (a few ms for an OTLP request's ~500 spans; the feeders
-        of ``serve`` and ``analyze`` record batches, the SDK processor span by span) and never sees
-        half of one. ``ordinals``: each span's place in the input, handed on with its tasks (and its
-        calls') to ``_kept``. (A kiln's warnings about bad values come group by group, not span by span.)
+        ``ordinals``: each span's place in the input, handed on with its tasks (and its calls') to
+        ``_kept``. The feeders of ``serve`` and ``analyze`` record a request's scope at a time, the
+        span processor a drained chunk (see ``_record_routed``).
         """
-        observed = self._calls.observe_all(spans)
-        runs: dict[str, tuple[_Group, list[RecordedTask], list[Any]]] = {}
-        groups = self._groups
-        with self._lock:
-            latest = self._latest
-            for position, span in enumerate(spans):
-                ordinal = None if ordinals is None else ordinals[position]
-                own = (span.group, (span.label, span.metrics, span.timestamp_s, span.identity, span.attributes,
-                                    span.failures), span)
-                calls = observed[position]
-                for name, task, origin in [*map(_routed_call, calls), own] if calls else (own,):
-                    if task[2] > latest:
-                        latest = task[2]
-                    run = runs.get(name)
-                    if run is None:
-                        entry = groups.get(name) or self._new_group(name, origin)
-                        if entry is None:
-                            continue
-                        run = runs[name] = (entry, [], [])
-                    run[1].append(task)
-                    run[2].append(ordinal)
-            self._latest = latest
-            for name, (entry, tasks, run_ordinals) in runs.items():
-                for task in tasks:  # comparisons in order, as task by task (min() is not, with a NaN)
-                    if task[2] < entry.first_seen:
-                        entry.first_seen = task[2]
-                kept = entry.kiln.record_many(tasks)
-                if False in kept:
-                    tasks = [task for task, was_kept in zip(tasks, kept) if was_kept]
-                    run_ordinals = [ordinal for ordinal, was_kept in zip(run_ordinals, kept) if was_kept]
-                    self._rejected += len(kept) - len(tasks)
-                if tasks:
-                    self._count_kept(entry, len(tasks))
-                    if self._kept is not None:
-                        self._kept(name, tasks, run_ordinals)
+        self._record_routed(_routed(spans, self._calls.observe_all(spans), ordinals))
 
     def record(
         self,
@@ -324,26 +293,53 @@ class Furnace:
         ``facts``: what the group is (its service, span kind ...), used when the group is new;
         by default its service is the group name's first part.
         """
-        with self._lock:
-            return self._record_task(group, (label, metrics, timestamp, identity, attributes, failures), facts)
+        return self._record_routed([(group, (label, metrics, timestamp, identity, attributes, failures), facts,
+                                     None)])[0]
 
-    def _record_task(self, name: str, task: RecordedTask, origin: "ExtractedSpan | EdgeTask | GroupFacts | None") -> bool:
-        """One task into group ``name``'s kiln (``origin``: its span, call or facts). Caller holds the lock."""
-        timestamp = task[2]
-        if timestamp > self._latest:
-            self._latest = timestamp
-        entry = self._groups.get(name) or self._new_group(name, origin)
-        if entry is None:
-            return False
-        if timestamp < entry.first_seen:
-            entry.first_seen = timestamp
-        if not entry.kiln.record_task(task):
-            self._rejected += 1
-            return False
-        self._count_kept(entry, 1)
-        if self._kept is not None:
-            self._kept(name, [task], [None])
-        return True
+    def _record_routed(self, routed: Sequence[_RoutedTask]) -> list[bool]:
+        """Each ``(group, task, origin, ordinal)`` into its group's kiln, in order; whether each was kept.
+
+        Each group's tasks go to its kiln in one ``Kiln.record_many``: a group's rows depend only on
+        the order of its own tasks, and groups are made in the order their first task comes (so
+        ``max_groups`` turns away the same ones), so a batch leaves what one task at a time leaves
+        (but that a kiln's warnings about bad values come group by group). The furnace's lock is held
+        for the whole batch: a cool on another thread waits for it (a few ms for an OTLP request's
+        ~500 spans) and never sees half of one.
+        """
+        kept = [False] * len(routed)
+        runs: dict[str, tuple[_Group, list[int]]] = {}  # group -> its entry, the positions of its tasks
+        groups = self._groups
+        with self._lock:
+            latest = self._latest
+            for position, (name, task, origin, _) in enumerate(routed):
+                if task[2] > latest:
+                    latest = task[2]
+                run = runs.get(name)
+                if run is None:
+                    entry = groups.get(name) or self._new_group(name, origin)
+                    if entry is None:
+                        continue
+                    run = runs[name] = (entry, [])
+                run[1].append(position)
+            self._latest = latest
+            for name, (entry, positions) in runs.items():
+                tasks = [routed[position][1] for position in positions]
+                for task in tasks:  # comparisons in order, as task by task (min() is not, with a NaN)
+                    if task[2] < entry.first_seen:
+                        entry.first_seen = task[2]
+                recorded = entry.kiln.record_many(tasks)
+                if False in recorded:
+                    positions = [position for position, was_kept in zip(positions, recorded) if was_kept]
+                    self._rejected += len(recorded) - len(positions)
+                    tasks = [routed[position][1] for position in positions]
+                if not positions:
+                    continue
+                self._count_kept(entry, len(positions))
+                for position in positions:
+                    kept[position] = True
+                if self._kept is not None:
+                    self._kept(name, tasks, [routed[position][3] for position in positions])
+        return kept
 
     def _new_group(self, name: str, origin: "ExtractedSpan | EdgeTask | GroupFacts | None") -> _Group | None:
         """The group made for its first task (``origin``: that task's span, call or facts); None past max_groups.
